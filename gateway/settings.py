@@ -1,0 +1,581 @@
+"""Gateway configuration: one TOML file, loaded once at start-up and passed down.
+
+The file has a ``[gateway]`` table (listeners, key files, limits) and the
+inventory tables ``[[regions]]``, ``[[hosts]]``, ``[[roles]]`` and ``[[users]]``.
+Any ``[gateway]`` field can be overridden from the environment as
+``GPUHOP_GATEWAY__<FIELD>`` (e.g. ``GPUHOP_GATEWAY__SSH_PORT=2300``); the
+inventory tables cannot, because a half-overridden list of hosts is a trap.
+
+Everything is validated here so that a mistake stops start-up with one line
+naming the file, the key and the problem (``ConfigError``), instead of
+surfacing as a refused connection later. Relative paths, including a relative
+SQLite database, are resolved against the config file's directory so the
+gateway behaves the same whatever directory it is started from.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, NoReturn, get_args
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails, PydanticCustomError
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
+
+from gateway.errors import ConfigError, KeyMaterialError
+from gateway.inventory.hosts import Inventory
+from gateway.inventory.keys import parse_public_key
+from gateway.models import Host, Mode, Region, Role, User
+
+ENV_PREFIX = "GPUHOP_"
+_SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_ACCOUNT = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+_COUNTRY = re.compile(r"[A-Z]{2}")
+_ADDRESS = re.compile(r"[A-Za-z0-9._:%-]+")
+_LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,62}")
+
+
+def _matching(pattern: re.Pattern[str], what: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(f"{value!r} is not {what}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _not_bool(value: object) -> object:
+    # pydantic's lax mode reads true as 1; a boolean where a number belongs is a typo.
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not true/false")
+    return value
+
+
+def _key_line(value: str) -> str:
+    try:
+        parse_public_key(value)
+    except KeyMaterialError as exc:
+        raise ValueError(f"not an OpenSSH public key line: {exc}") from None
+    return value.strip()
+
+
+def _account(value: str) -> str:
+    if value != "*" and not _ACCOUNT.fullmatch(value):
+        raise ValueError(f"{value!r} is not an account name (or '*')")
+    return value
+
+
+def _selector(value: str) -> str:
+    kind, sep, rest = value.partition(":")
+    ok = value == "*" or (not sep and _SLUG.fullmatch(value) is not None)
+    if kind in ("name", "region"):
+        ok = _SLUG.fullmatch(rest) is not None
+    elif kind == "label":
+        key, eq, _ = rest.partition("=")
+        ok = bool(eq) and _LABEL_KEY.fullmatch(key) is not None
+    if not ok:
+        raise ValueError(
+            f"{value!r} is not a host selector "
+            "('*', 'name:HOST', 'region:REGION', 'label:KEY=VALUE' or a host name)"
+        )
+    return value
+
+
+Slug = Annotated[str, _matching(_SLUG, "a slug (lower-case letters, digits, '-'), e.g. sg-a100-1")]
+Name = Annotated[str, _matching(_NAME, "a name (letters, digits, '.', '_', '-')")]
+Country = Annotated[str, _matching(_COUNTRY, "an upper-case ISO 3166 alpha-2 code, e.g. SG")]
+Account = Annotated[str, AfterValidator(_account)]
+Address = Annotated[str, _matching(_ADDRESS, "a host name or IP address")]
+LabelKey = Annotated[
+    str, _matching(_LABEL_KEY, "a label key (letters, digits, '.', '_', '/', '-')")
+]
+KeyLine = Annotated[str, AfterValidator(_key_line)]
+Selector = Annotated[str, AfterValidator(_selector)]
+Residency = Annotated[
+    str,
+    _matching(re.compile(f"{_COUNTRY.pattern}|{_SLUG.pattern}"), "a country code or region name"),
+]
+Int = Annotated[int, BeforeValidator(_not_bool)]
+Count = Annotated[Int, Field(ge=0)]
+Port = Annotated[Int, Field(ge=1, le=65535)]
+ListenPort = Annotated[Int, Field(ge=0, le=65535)]
+Price = Annotated[float, BeforeValidator(_not_bool), Field(ge=0, allow_inf_nan=False)]
+Seconds = Annotated[float, BeforeValidator(_not_bool), Field(ge=0, allow_inf_nan=False)]
+PositiveSeconds = Annotated[float, BeforeValidator(_not_bool), Field(gt=0, allow_inf_nan=False)]
+
+
+def _fail(key: str, problem: str) -> NoReturn:
+    """Raise a validation error for ``key`` (relative to the model being checked)."""
+    raise PydanticCustomError("gpuhop_config", "{problem}", {"key": key, "problem": problem})
+
+
+_MODEL = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class GatewaySettings(BaseModel):
+    """The ``[gateway]`` table: how the gateway itself listens, stores and limits."""
+
+    model_config = _MODEL
+
+    ssh_host: str = "127.0.0.1"
+    """Address the SSH front listens on."""
+    ssh_port: ListenPort = 2222
+    """Port the SSH front listens on (0 picks a free one, for tests)."""
+    api_host: str = "127.0.0.1"
+    """Address the HTTP API listens on."""
+    api_port: ListenPort = 8080
+    """Port the HTTP API listens on (0 picks a free one, for tests)."""
+    storage_url: SecretStr = SecretStr("sqlite:///gpuhop.db")
+    """Audit/identity store: ``sqlite:///relative.db``, ``sqlite:////abs.db`` or
+    ``postgresql://user:password@host/db``. Secret because it may hold a password."""
+    host_key: Path = Path("keys/gateway_host_ed25519")
+    """The gateway's own SSH host key (private key file)."""
+    user_ca_key: Path = Path("keys/user_ca")
+    """CA key that signs user certificates; hosts trust its ``.pub`` via TrustedUserCAKeys."""
+    host_ca_key: Path = Path("keys/host_ca")
+    """CA key that signs the host certificates presented in recorded mode."""
+    upstream_key: Path = Path("keys/gateway_upstream")
+    """Key the gateway uses to log in to hosts when it re-originates a session."""
+    recordings_dir: Path = Path("recordings")
+    """Directory for asciicast v2 session recordings."""
+    workers: Annotated[Int, Field(ge=1, le=256)] = 1
+    """Gateway processes sharing the listeners."""
+    window: Annotated[Int, Field(ge=64 * 1024, le=1024**3)] = 8 * 1024 * 1024
+    """SSH channel receive window in bytes; larger keeps high-RTT bulk transfers busy."""
+    max_packet: Annotated[Int, Field(ge=4096, le=1024 * 1024)] = 262144
+    """Largest SSH channel data packet in bytes; at most ``window``."""
+    drain_timeout_s: Seconds = 30.0
+    """On shutdown, how long running sessions may finish before they are closed."""
+    cert_default_validity_s: Annotated[Int, Field(ge=60)] = 3600
+    """Validity of a user certificate when the request names none."""
+    cert_max_validity_s: Annotated[Int, Field(ge=60)] = 43200
+    """Longest validity a user certificate may be signed for."""
+    auth_max_failures: Annotated[Int, Field(ge=1)] = 10
+    """Failed authentications from one source, within the window, before it is banned."""
+    auth_failure_window_s: PositiveSeconds = 60.0
+    """Window over which authentication failures are counted."""
+    auth_ban_s: Seconds = 60.0
+    """How long a banned source is refused."""
+    login_timeout_s: PositiveSeconds = 30.0
+    """Time a client has to authenticate before it is disconnected."""
+    keepalive_interval_s: Seconds = 15.0
+    """Seconds between SSH keepalives on idle connections (0 turns them off)."""
+    keepalive_count_max: Annotated[Int, Field(ge=1)] = 3
+    """Unanswered keepalives before a connection is considered dead."""
+    log_level: Annotated[
+        Literal["debug", "info", "warning", "error", "critical"],
+        BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v),
+    ] = "info"
+    """Least severe log level written."""
+    log_format: Literal["json", "console"] = "console"
+    """``json`` for log shippers, ``console`` for people."""
+
+    @model_validator(mode="after")
+    def _limits_agree(self) -> GatewaySettings:
+        if self.max_packet > self.window:
+            _fail("max_packet", f"{self.max_packet} exceeds window ({self.window})")
+        if self.cert_default_validity_s > self.cert_max_validity_s:
+            _fail(
+                "cert_default_validity_s",
+                f"{self.cert_default_validity_s} exceeds cert_max_validity_s "
+                f"({self.cert_max_validity_s})",
+            )
+        return self
+
+
+class RegionConfig(BaseModel):
+    """A ``[[regions]]`` entry."""
+
+    model_config = _MODEL
+
+    name: Slug
+    """Short id used by hosts and selectors, e.g. ``sg``."""
+    country: Country
+    """ISO 3166 alpha-2 country the region is in, upper-case, e.g. ``SG``."""
+    display: str = ""
+    """Human name, e.g. ``Singapore``."""
+
+
+class HostConfig(BaseModel):
+    """A ``[[hosts]]`` entry: one GPU host behind the gateway."""
+
+    model_config = _MODEL
+
+    name: Slug
+    """Unique host name; what users type (``ssh -J gw sg-a100-1``)."""
+    region: Slug
+    """Name of the declared region the host is in."""
+    address: Address
+    """Where the gateway connects: a host name or IP address."""
+    port: Port = 22
+    """The host's sshd port."""
+    host_key: KeyLine
+    """Pinned host public key, one OpenSSH line (``ssh-ed25519 AAAA...``)."""
+    gpu_model: str = ""
+    """GPU model as nvidia-smi names it, e.g. ``NVIDIA H100 80GB HBM3``."""
+    gpu_count: Count = 0
+    """Number of GPUs on the host."""
+    price_per_gpu_hour: Price = 0.0
+    """Price of one GPU for one hour, in the catalogue currency."""
+    egress_per_gb: Price = 0.0
+    """Price of one GB leaving the host's region."""
+    residency: tuple[Residency, ...] = ()
+    """Country codes / region names data processed here may stay in; empty means the
+    region's country."""
+    labels: dict[LabelKey, str] = Field(default_factory=dict)
+    """Free-form tags matched by ``label:KEY=VALUE`` selectors."""
+
+    def to_host(self, country: str) -> Host:
+        """The domain ``Host``; ``country`` is the default residency."""
+        return Host(
+            name=self.name,
+            region=self.region,
+            address=self.address,
+            port=self.port,
+            host_key=self.host_key,
+            gpu_model=self.gpu_model,
+            gpu_count=self.gpu_count,
+            price_per_gpu_hour=self.price_per_gpu_hour,
+            egress_per_gb=self.egress_per_gb,
+            residency=self.residency or (country,),
+            labels=dict(self.labels),
+        )
+
+
+class RoleConfig(BaseModel):
+    """A ``[[roles]]`` entry: a grant of hosts, accounts, modes and GPUs."""
+
+    model_config = _MODEL
+
+    name: Name
+    """Unique role name, referenced by users."""
+    hosts: Annotated[tuple[Selector, ...], Field(min_length=1)]
+    """Host selectors: ``*``, ``name:HOST``, ``region:REGION``, ``label:KEY=VALUE``, or a
+    bare host name."""
+    accounts: tuple[Account, ...] = ()
+    """Remote accounts the role may log in as (``*`` = any)."""
+    modes: Annotated[tuple[Mode, ...], Field(min_length=1)] = (Mode.PASSTHROUGH, Mode.RECORDED)
+    """Session modes allowed: ``passthrough`` and/or ``recorded``."""
+    max_gpus: Count = 0
+    """Most GPUs one request may ask for (0 = no limit beyond the host's)."""
+
+    def to_role(self) -> Role:
+        """The domain ``Role``."""
+        return Role(self.name, self.hosts, self.accounts, self.modes, self.max_gpus)
+
+
+class UserConfig(BaseModel):
+    """A ``[[users]]`` entry."""
+
+    model_config = _MODEL
+
+    name: Name
+    """Unique user name; shown in audit events and certificate key ids."""
+    roles: tuple[Name, ...] = ()
+    """Names of declared roles granted to the user."""
+    keys: tuple[KeyLine, ...] = ()
+    """The user's OpenSSH public keys, one line each."""
+    team: str = ""
+    """Team for reports and budgets."""
+
+    def to_user(self) -> User:
+        """The domain ``User``."""
+        return User(self.name, self.roles, self.keys, self.team)
+
+
+class _GatewayEnvSource(EnvSettingsSource):
+    """Environment overrides for ``[gateway]`` only."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        if field_name != "gateway":
+            return None, field_name, False
+        return super().get_field_value(field, field_name)
+
+    def prepare_field_value(
+        self, field_name: str, field: FieldInfo, value: Any, value_is_complex: bool
+    ) -> Any:
+        if field_name != "gateway":
+            return None
+        return super().prepare_field_value(field_name, field, value, value_is_complex)
+
+
+class Settings(BaseSettings):
+    """The whole config file. Build it with ``load_settings``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=True,
+    )
+
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    """The ``[gateway]`` table."""
+    regions: tuple[RegionConfig, ...] = ()
+    """The ``[[regions]]`` tables."""
+    hosts: tuple[HostConfig, ...] = ()
+    """The ``[[hosts]]`` tables."""
+    roles: tuple[RoleConfig, ...] = ()
+    """The ``[[roles]]`` tables."""
+    users: tuple[UserConfig, ...] = ()
+    """The ``[[users]]`` tables."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first: it overrides the file.
+        return _GatewayEnvSource(settings_cls), init_settings
+
+    @model_validator(mode="after")
+    def _references_exist(self) -> Settings:
+        _check_references(self)
+        return self
+
+    def inventory(self) -> Inventory:
+        """The frozen domain inventory this config declares."""
+        countries = {r.name: r.country for r in self.regions}
+        return Inventory(
+            hosts=tuple(h.to_host(countries[h.region]) for h in self.hosts),
+            regions=tuple(Region(r.name, r.country, r.display) for r in self.regions),
+            roles=tuple(r.to_role() for r in self.roles),
+            users=tuple(u.to_user() for u in self.users),
+        )
+
+    def resolved(self, base: Path) -> Settings:
+        """A copy with relative paths (and a relative SQLite file) made absolute under ``base``."""
+        gw = self.gateway
+        update: dict[str, object] = {
+            name: _under(base, getattr(gw, name))
+            for name in ("host_key", "user_ca_key", "host_ca_key", "upstream_key", "recordings_dir")
+        }
+        update["storage_url"] = SecretStr(_sqlite_under(base, gw.storage_url.get_secret_value()))
+        return self.model_copy(update={"gateway": gw.model_copy(update=update)})
+
+
+def _under(base: Path, path: Path) -> Path:
+    path = path.expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _sqlite_under(base: Path, url: str) -> str:
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        return url
+    file, sep, query = url.removeprefix(prefix).partition("?")
+    if not file or file == ":memory:" or file.startswith("/"):
+        return url
+    return f"{prefix}{_under(base, Path(file))}{sep}{query}"
+
+
+def _check_references(s: Settings) -> None:
+    """Unique names and references that resolve; each failure names its key path."""
+    regions = _unique("regions", [r.name for r in s.regions])
+    hosts = _unique("hosts", [h.name for h in s.hosts])
+    roles = _unique("roles", [r.name for r in s.roles])
+    _unique("users", [u.name for u in s.users])
+    listeners = {(s.gateway.ssh_host, s.gateway.ssh_port), (s.gateway.api_host, s.gateway.api_port)}
+    endpoints: dict[tuple[str, int], int] = {}
+    for i, host in enumerate(s.hosts):
+        if host.region not in regions:
+            _fail(f"hosts[{i}].region", f"unknown region {host.region!r}{_declared(regions)}")
+        endpoint = (host.address, host.port)
+        if endpoint in listeners:
+            _fail(f"hosts[{i}].port", f"{host.address}:{host.port} is the gateway's own listener")
+        if endpoint in endpoints:
+            _fail(f"hosts[{i}].port", f"same address and port as hosts[{endpoints[endpoint]}]")
+        endpoints[endpoint] = i
+        for j, token in enumerate(host.residency):
+            if not _COUNTRY.fullmatch(token) and token not in regions:
+                _fail(f"hosts[{i}].residency[{j}]", f"unknown region {token!r}{_declared(regions)}")
+    for i, role in enumerate(s.roles):
+        for j, selector in enumerate(role.hosts):
+            kind, sep, value = selector.partition(":")
+            if not sep and selector != "*":
+                kind, value = "name", selector
+            known = {"name": hosts, "region": regions}.get(kind)
+            if known is not None and value not in known:
+                _fail(
+                    f"roles[{i}].hosts[{j}]", f"unknown {_NOUN[kind]} {value!r}{_declared(known)}"
+                )
+    owners: dict[bytes, str] = {}
+    for i, user in enumerate(s.users):
+        for j, role_name in enumerate(user.roles):
+            if role_name not in roles:
+                _fail(f"users[{i}].roles[{j}]", f"unknown role {role_name!r}{_declared(roles)}")
+        for j, line in enumerate(user.keys):
+            blob = parse_public_key(line).blob
+            if blob in owners:
+                _fail(f"users[{i}].keys[{j}]", f"key is already registered to user {owners[blob]}")
+            owners[blob] = user.name
+
+
+_NOUN = {"name": "host", "region": "region"}
+
+
+def _unique(table: str, names: list[str]) -> set[str]:
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            _fail(f"{table}[{i}].name", f"duplicate name {name!r} (also {table}[{seen[name]}])")
+        seen[name] = i
+    return set(names)
+
+
+def _declared(names: set[str]) -> str:
+    return f" (declared: {', '.join(sorted(names))})" if names else " (none declared)"
+
+
+def load_settings(path: Path) -> Settings:
+    """Read and validate the TOML config at ``path``; raise ConfigError with one line otherwise.
+
+    Environment overrides (``GPUHOP_GATEWAY__*``) are applied, then relative
+    paths are resolved against the file's directory.
+    """
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {_toml_problem(exc)}") from None
+    unknown = sorted(set(data) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigError(f"{path}: {unknown[0]}: {_unknown_key(unknown[0], Settings)}")
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc)}") from None
+    except SettingsError as exc:
+        raise ConfigError(f"{path}: environment: {_one_line(str(exc))}") from None
+    return settings.resolved(path.absolute().parent)
+
+
+_TOML_WHERE = re.compile(
+    r"(?P<msg>.*) \((?:at line (?P<line>\d+), column \d+|at end of document)\)"
+)
+
+
+def _toml_problem(exc: tomllib.TOMLDecodeError) -> str:
+    text = _one_line(str(exc))
+    found = _TOML_WHERE.fullmatch(text)
+    if found is None:
+        return f"invalid TOML: {text}"
+    where = f"line {found['line']}" if found["line"] else "end of file"
+    return f"{where}: {found['msg']}"
+
+
+def _describe(exc: ValidationError) -> str:
+    """``key.path: problem`` for the first error, counting the rest on the same line."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    loc = tuple(first["loc"])
+    ctx = first.get("ctx") or {}
+    where = _key_path(loc)
+    if "key" in ctx:
+        key = str(ctx["key"])
+        where = f"{where}.{key}" if where else key
+    env = _env_source(loc)
+    if env:
+        where += f" (from {env})"
+    problem = _problem(first, loc)
+    more = len(errors) - 1
+    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{where or '(top level)'}: {problem}{tail}"
+
+
+def _problem(error: ErrorDetails, loc: tuple[int | str, ...]) -> str:
+    if error["type"] == "extra_forbidden" and loc:
+        return _unknown_key(str(loc[-1]), _model_at(loc[:-1]))
+    msg = error["msg"]
+    for noise in ("Value error, ", "Assertion failed, "):
+        msg = msg.removeprefix(noise)
+    return _one_line(msg)
+
+
+def _unknown_key(key: str, model: type[BaseModel] | None) -> str:
+    if model is None:
+        return "unknown key"
+    close = difflib.get_close_matches(key, list(model.model_fields), n=1)
+    return f"unknown key; did you mean {close[0]!r}?" if close else "unknown key"
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The config model class found at ``loc`` (for listing the keys it allows)."""
+    model: Any = Settings
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        is_model = isinstance(model, type) and issubclass(model, BaseModel)
+        field = model.model_fields.get(part) if is_model else None
+        if field is None:
+            return None
+        model = field.annotation
+        while not (isinstance(model, type) and issubclass(model, BaseModel)):
+            args = [a for a in get_args(model) if a is not Ellipsis]
+            if not args:
+                return None
+            model = args[0]
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part == "[key]":
+            continue
+        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part):
+            path += f".{part}" if path else part
+        else:
+            path += f"[{part!r}]"
+    return path
+
+
+def _env_source(loc: tuple[int | str, ...]) -> str:
+    """The environment variable a ``[gateway]`` value came from, if any."""
+    if len(loc) < 2 or loc[0] != "gateway":
+        return ""
+    present = {name.upper() for name in os.environ}
+    for name in (f"{ENV_PREFIX}GATEWAY__{str(loc[1]).upper()}", f"{ENV_PREFIX}GATEWAY"):
+        if name in present:
+            return name
+    return ""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
