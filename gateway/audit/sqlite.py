@@ -1,0 +1,351 @@
+"""The audit log in one SQLite file, shared safely by several gateway processes.
+
+Durability: WAL journal with ``synchronous=FULL``, so every commit fsyncs the WAL
+before ``append`` returns; an acknowledged event survives ``kill -9`` and power
+loss. Linearity: each commit runs under ``BEGIN IMMEDIATE`` (one writer at a time
+across processes) and reads the last id and hash inside that transaction.
+Throughput: one writer thread per store commits everything queued in one
+transaction (group commit), so N concurrent appends cost about one fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import json
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from urllib.parse import quote
+
+from gateway.audit.chain import (
+    GENESIS,
+    AuditEvent,
+    Row,
+    VerifyResult,
+    event_hash,
+    freeze_data,
+    verify_rows,
+)
+from gateway.errors import StorageError
+
+SCHEMA_VERSION = 1
+BATCH_MAX = 512  # events per transaction: bounds one commit's latency and memory
+_SELECT = "SELECT id, ts, kind, actor, data, prev_hash, hash FROM audit_events"
+_SELECT_ALL = _SELECT + " ORDER BY id"
+_LIST = {  # (by kind, by actor) -> query; each uses the matching (column, id) index
+    (False, False): _SELECT + " WHERE id > ? ORDER BY id LIMIT ?",
+    (True, False): _SELECT + " WHERE kind = ? AND id > ? ORDER BY id LIMIT ?",
+    (False, True): _SELECT + " WHERE actor = ? AND id > ? ORDER BY id LIMIT ?",
+    (True, True): _SELECT + " WHERE kind = ? AND actor = ? AND id > ? ORDER BY id LIMIT ?",
+}
+_INSERT = (
+    "INSERT INTO audit_events(id, ts, kind, actor, data, prev_hash, hash)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+_SCHEMA = (
+    "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE audit_events(id INTEGER PRIMARY KEY, ts REAL NOT NULL, kind TEXT NOT NULL,"
+    " actor TEXT NOT NULL, data TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)",
+    "CREATE INDEX audit_events_kind ON audit_events(kind, id)",
+    "CREATE INDEX audit_events_actor ON audit_events(actor, id)",
+    # Stops accidents, not attackers (they can drop these); the chain catches attackers.
+    "CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events"
+    " BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END",
+    "CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events"
+    " BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END",
+)
+
+
+def _error(path: str, what: str, exc: BaseException) -> StorageError:
+    code = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
+    if code == "SQLITE_NOTADB":
+        return StorageError(f"{path}: not a gpuhop audit database ({exc})")
+    detail = " ".join(str(exc).split())  # one line, whatever sqlite said
+    return StorageError(f"{path}: {what} failed ({code}: {detail})")
+
+
+def _connect(path: str, busy_timeout_ms: int, mode: str = "rwc") -> sqlite3.Connection:
+    """Open ``path`` with an SQLite URI mode: ``rwc`` (create), ``rw`` or ``ro``."""
+    conn = sqlite3.connect(
+        f"file:{quote(path)}?mode={mode}",
+        uri=True,
+        timeout=busy_timeout_ms / 1000,
+        isolation_level=None,  # we issue BEGIN IMMEDIATE / COMMIT ourselves
+        check_same_thread=False,  # each connection is used by one thread at a time
+    )
+    try:
+        conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _check_schema(conn: sqlite3.Connection, path: str) -> bool:
+    """True if the schema exists and is ours; False if the database is empty."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if "meta" not in tables or "audit_events" not in tables:
+        if tables:
+            raise StorageError(f"{path}: not a gpuhop audit database (no audit tables)")
+        return False
+    row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    if row is None or row[0] != str(SCHEMA_VERSION):
+        found = "none" if row is None else row[0]
+        raise StorageError(
+            f"{path}: audit schema version {found} is not supported (expected {SCHEMA_VERSION})"
+        )
+    return True
+
+
+def _set_wal(conn: sqlite3.Connection, busy_timeout_ms: int) -> object:
+    # Switching a new file to WAL needs an exclusive lock, and SQLite answers BUSY
+    # at once (no busy handler) when another process is opening the same file.
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    delay = 0.005
+    while True:
+        try:
+            return conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
+            if not busy or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def _open_writer(path: str, busy_timeout_ms: int) -> sqlite3.Connection:
+    conn = _connect(path, busy_timeout_ms)
+    try:
+        mode = _set_wal(conn, busy_timeout_ms)
+        if str(mode).lower() != "wal":
+            raise StorageError(f"{path}: cannot use WAL journal (got {mode})")
+        # FULL: fsync the WAL on every commit. Events acknowledged to callers must
+        # survive kill -9 and power loss; NORMAL would only survive the former.
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if not _check_schema(conn, path):
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO meta(key, value) VALUES ('schema_version', ?), ('app', 'gpuhop')",
+                    (str(SCHEMA_VERSION),),
+                )
+            conn.execute("COMMIT")
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _to_event(row: Row) -> AuditEvent:
+    event_id, ts, kind, actor, data_text, prev_hash, digest = row
+    data = MappingProxyType(json.loads(data_text))
+    return AuditEvent(event_id, ts, kind, actor, data, prev_hash, digest)
+
+
+def verify_file(path: str, busy_timeout_ms: int = 5000) -> VerifyResult:
+    """Verify the chain in a database file, opened read-only; ``StorageError`` if unusable."""
+    if not os.path.isfile(path):
+        raise StorageError(f"{path}: no such audit database")
+    try:
+        with contextlib.closing(_connect(path, busy_timeout_ms, "ro")) as conn:
+            if not _check_schema(conn, path):
+                raise StorageError(f"{path}: not a gpuhop audit database (empty)")
+            # One SELECT is one read snapshot: concurrent appends cannot tear it.
+            return verify_rows(conn.execute(_SELECT_ALL))
+    except sqlite3.Error as exc:
+        raise _error(path, "verify", exc) from None
+
+
+@dataclass(slots=True)
+class _Pending:
+    kind: str
+    actor: str
+    data_text: str
+    data: Mapping[str, object]
+    future: asyncio.Future[AuditEvent]
+
+
+def _settle(future: asyncio.Future[AuditEvent], result: AuditEvent | BaseException) -> None:
+    if future.done():  # the caller was cancelled; the event may still be committed
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
+def _deliver(future: asyncio.Future[AuditEvent], result: AuditEvent | BaseException) -> None:
+    with contextlib.suppress(RuntimeError):  # the caller's loop is closed: nobody to tell
+        future.get_loop().call_soon_threadsafe(_settle, future, result)
+
+
+class SQLiteAuditStore:
+    """``AuditStore`` on a SQLite file; open once at start-up (this opens the file)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 10_000) -> None:
+        self.path = os.path.abspath(os.fspath(path))
+        self.busy_timeout_ms = busy_timeout_ms
+        self.commits = 0  # transactions committed by this store (group-commit metric)
+        try:
+            self._conn: sqlite3.Connection | None = _open_writer(self.path, busy_timeout_ms)
+        except sqlite3.Error as exc:
+            raise _error(self.path, "open", exc) from None
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._closed = False
+        self._thread = threading.Thread(
+            target=self._run, name=f"audit-writer:{self.path}", daemon=True
+        )
+        self._thread.start()
+
+    async def append(self, kind: str, actor: str, data: Mapping[str, object]) -> AuditEvent:
+        if self._closed or not self._thread.is_alive():
+            raise StorageError(f"{self.path}: audit store is closed")
+        if not isinstance(kind, str) or not isinstance(actor, str):
+            raise TypeError("audit kind and actor must be str")
+        data_text, frozen = freeze_data(data)
+        future: asyncio.Future[AuditEvent] = asyncio.get_running_loop().create_future()
+        self._queue.put(_Pending(kind, actor, data_text, frozen, future))
+        return await future
+
+    async def list(
+        self,
+        *,
+        kind: str | None = None,
+        actor: str | None = None,
+        after_id: int = 0,
+        limit: int = 100,
+    ) -> builtins.list[AuditEvent]:
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
+        return await asyncio.to_thread(self._list, kind, actor, after_id, limit)
+
+    async def verify(self) -> VerifyResult:
+        return await asyncio.to_thread(self._verify)
+
+    async def close(self) -> None:
+        """Commit everything already queued, then stop the writer."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(None)
+        await asyncio.to_thread(self._thread.join)
+
+    # -- reads: a fresh connection per call, on a worker thread ---------------
+
+    def _reader(self) -> sqlite3.Connection:
+        # "rw", not "ro": the last connection to close can then tidy the -wal file.
+        return _connect(self.path, self.busy_timeout_ms, "rw")
+
+    def _list(
+        self, kind: str | None, actor: str | None, after_id: int, limit: int
+    ) -> builtins.list[AuditEvent]:
+        sql = _LIST[kind is not None, actor is not None]
+        args = [v for v in (kind, actor) if v is not None] + [after_id, limit]
+        try:
+            with contextlib.closing(self._reader()) as conn:
+                return [_to_event(row) for row in conn.execute(sql, args)]
+        except sqlite3.Error as exc:
+            raise _error(self.path, "list", exc) from None
+        except ValueError as exc:
+            raise StorageError(f"{self.path}: an audit event's data is not JSON ({exc})") from None
+
+    def _verify(self) -> VerifyResult:
+        try:
+            with contextlib.closing(self._reader()) as conn:
+                return verify_rows(conn.execute(_SELECT_ALL))
+        except sqlite3.Error as exc:
+            raise _error(self.path, "verify", exc) from None
+
+    # -- the writer thread ----------------------------------------------------
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < BATCH_MAX:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            self._commit(batch)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        # Appends racing close() from another thread: refuse them rather than hang.
+        while True:
+            try:
+                late = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if late is not None:
+                _deliver(late.future, StorageError(f"{self.path}: audit store is closed"))
+
+    def _commit(self, batch: builtins.list[_Pending]) -> None:
+        try:
+            if self._conn is None:
+                self._conn = _open_writer(self.path, self.busy_timeout_ms)
+            events = self._insert(self._conn, batch)
+        except Exception as exc:
+            self._abandon()
+            what = f"append of {len(batch)} event(s)"
+            for pending in batch:  # never acknowledge what was not committed
+                if isinstance(exc, sqlite3.Error):
+                    _deliver(pending.future, _error(self.path, what, exc))
+                elif isinstance(exc, StorageError):
+                    _deliver(pending.future, StorageError(str(exc)))
+                else:
+                    _deliver(pending.future, StorageError(f"{self.path}: {what} failed ({exc})"))
+            return
+        self.commits += 1
+        for pending, event in zip(batch, events, strict=True):
+            _deliver(pending.future, event)
+
+    def _insert(
+        self, conn: sqlite3.Connection, batch: builtins.list[_Pending]
+    ) -> builtins.list[AuditEvent]:
+        conn.execute("BEGIN IMMEDIATE")
+        last = conn.execute("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1").fetchone()
+        last_id, prev = (int(last[0]), str(last[1])) if last else (0, GENESIS)
+        rows: builtins.list[Row] = []
+        events: builtins.list[AuditEvent] = []
+        ts = time.time()  # commit time, taken under the write lock
+        for p in batch:
+            last_id += 1
+            digest = event_hash(prev, last_id, ts, p.kind, p.actor, p.data_text)
+            rows.append((last_id, ts, p.kind, p.actor, p.data_text, prev, digest))
+            events.append(AuditEvent(last_id, ts, p.kind, p.actor, p.data, prev, digest))
+            prev = digest
+        conn.executemany(_INSERT, rows)
+        conn.execute("COMMIT")
+        return events
+
+    def _abandon(self) -> None:
+        """Roll back a failed batch; drop the connection if even that fails."""
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            conn.close()
+            self._conn = None
