@@ -1,0 +1,277 @@
+"""``gpuhop-gateway``: run the gateway and administer it locally.
+
+Every command maps a :class:`~gateway.errors.GatewayError` to one line on
+stderr and its exit code; nothing prints a traceback for a bad input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from gateway import __version__
+from gateway.durations import parse_duration
+from gateway.errors import ConfigError, GatewayError, KeyMaterialError
+from gateway.settings import Settings, load_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+CONFIG_OPTION = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="GPUHOP_CONFIG",
+    required=True,
+    help="Gateway config file (TOML). Env: GPUHOP_CONFIG.",
+)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"gpuhop-gateway: error: {message}", err=True)
+    sys.exit(code)
+
+
+def one_line_errors(func: F) -> F:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except GatewayError as exc:
+            _fail(str(exc), exc.exit_code)
+        except OSError as exc:
+            _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), 1)
+        return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _load(config_path: Path) -> Settings:
+    settings = load_settings(config_path)
+    from gateway.logs import configure
+
+    configure(settings.gateway.log_level, settings.gateway.log_format)
+    return settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gpuhop-gateway")
+def main() -> None:
+    """gpuhop gateway: one SSH entry point, one policy, an audit log, for every GPU region."""
+
+
+@main.command()
+@CONFIG_OPTION
+@click.option("--workers", type=click.IntRange(1, 256), default=None, help="Worker processes.")
+@click.option("--listen-fd", type=int, default=None, hidden=True)
+@click.option(
+    "--ready-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write {pid, ssh_port} as JSON here once listening (for scripts).",
+)
+@one_line_errors
+def serve(
+    config_path: Path, workers: int | None, listen_fd: int | None, ready_file: Path | None
+) -> None:
+    """Run the gateway until SIGTERM, then drain sessions and stop."""
+    from gateway.server import run_event_loop, serve, supervise
+
+    settings = _load(config_path)
+    n = workers or settings.gateway.workers
+    if listen_fd is None and n > 1:
+        sys.exit(supervise(config_path, settings, n, ready_file))
+    sock = socket.socket(fileno=listen_fd) if listen_fd is not None else None
+    run_event_loop(serve(settings, sock=sock, ready_file=ready_file))
+
+
+@main.command("check-config")
+@CONFIG_OPTION
+@one_line_errors
+def check_config(config_path: Path) -> None:
+    """Validate a config file and print a summary."""
+    settings = load_settings(config_path)
+    inv = settings.inventory()
+    click.echo(
+        f"{config_path}: ok ({len(inv.regions)} regions, {len(inv.hosts)} hosts, "
+        f"{len(inv.users)} users, {len(inv.roles)} roles)"
+    )
+
+
+@main.group()
+def ca() -> None:
+    """The gateway's user certificate authority."""
+
+
+@ca.command("show")
+@CONFIG_OPTION
+@one_line_errors
+def ca_show(config_path: Path) -> None:
+    """Print the user CA public key (for hosts' TrustedUserCAKeys)."""
+    from gateway.keys import UserCA
+
+    settings = load_settings(config_path)
+    click.echo(UserCA.from_paths(settings.gateway.user_ca_key).public_line)
+
+
+@ca.command("sign")
+@CONFIG_OPTION
+@click.option("--user", "user_name", required=True, help="gpuhop user the certificate is for.")
+@click.option(
+    "--pubkey",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    required=True,
+    help="The user's public key file.",
+)
+@click.option("--validity", default=None, help="e.g. 30m, 8h (default from config).")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None)
+@one_line_errors
+def ca_sign(
+    config_path: Path, user_name: str, pubkey: Path, validity: str | None, out: Path | None
+) -> None:
+    """Sign a short-lived certificate for a registered user's key.
+
+    Principals are the user's name and the accounts their roles allow on hosts.
+    """
+    from gateway.audit.store import open_store
+    from gateway.keys import UserCA, parse_public_key
+    from gateway.models import Principal
+    from gateway.policy.rules import allowed_accounts
+
+    settings = load_settings(config_path)
+    g = settings.gateway
+    inv = settings.inventory()
+    user = inv.user(user_name)
+    if user is None:
+        raise ConfigError(f"unknown user {user_name!r}")
+    try:
+        seconds = int(parse_duration(validity)) if validity else g.cert_default_validity_s
+    except ValueError as exc:
+        raise ConfigError(f"--validity: {exc}") from exc
+    if not 0 < seconds <= g.cert_max_validity_s:
+        raise ConfigError(f"--validity: must be between 1s and {g.cert_max_validity_s}s")
+    key = parse_public_key(pubkey.read_text())
+    principal = Principal(user=user.name, roles=inv.roles_of(user), team=user.team)
+    issued = UserCA.from_paths(g.user_ca_key).sign(
+        key, user=user.name, accounts=allowed_accounts(principal), validity_s=seconds
+    )
+    target = out or pubkey.with_name(pubkey.name.removesuffix(".pub") + "-cert.pub")
+    try:
+        target.write_text(issued.openssh_line() + "\n")
+    except OSError as exc:
+        raise KeyMaterialError(f"{target}: cannot write certificate: {exc.strerror}") from exc
+
+    async def record() -> None:
+        store = open_store(g.storage_url.get_secret_value())
+        try:
+            await store.append(
+                "cert.issued",
+                user.name,
+                {
+                    "user": user.name,
+                    "key_id": issued.key_id,
+                    "serial": issued.serial,
+                    "principals": list(issued.principals),
+                    "valid_after": issued.valid_after,
+                    "valid_before": issued.valid_before,
+                    "fingerprint": key.get_fingerprint(),
+                },
+            )
+        finally:
+            await store.close()
+
+    asyncio.run(record())
+    click.echo(f"{target} (key id {issued.key_id}, principals {','.join(issued.principals)})")
+
+
+@main.group()
+def audit() -> None:
+    """The tamper-evident audit log."""
+
+
+@audit.command("verify")
+@click.option("--database", default=None, help="Storage URL or SQLite path.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@one_line_errors
+def audit_verify(database: str | None, config_path: Path | None, as_json: bool) -> None:
+    """Walk the hash chain; exit 0 when it holds, else name the first broken link."""
+    from gateway.audit.store import verify_database
+    from gateway.errors import ChainBroken
+
+    if database is None:
+        if config_path is None:
+            raise ConfigError("give --database URL or --config FILE")
+        database = load_settings(config_path).gateway.storage_url.get_secret_value()
+    result = verify_database(database)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "ok": result.ok,
+                    "count": result.count,
+                    "first_broken": result.first_broken,
+                    "reason": result.reason,
+                }
+            )
+        )
+    if not result.ok:
+        raise ChainBroken(
+            f"audit chain broken at event {result.first_broken}: {result.reason}",
+            result.first_broken,
+        )
+    if not as_json:
+        click.echo(f"audit chain ok: {result.count} events")
+
+
+def _default_demo_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("gpuhop")) / "demo"
+
+
+@main.group(invoke_without_command=True)
+@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
+@click.option("--detach", is_flag=True, help="Start in the background; return once ready.")
+@click.pass_context
+@one_line_errors
+def demo(ctx: click.Context, state_dir: Path | None, detach: bool) -> None:
+    """A gateway with three simulated regions on loopback (Singapore, Kuala Lumpur, Abu Dhabi)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from gateway import demo as demo_mod
+
+    state = (state_dir or _default_demo_dir()).resolve()
+    if detach:
+        info = demo_mod.start_detached(state)
+        click.echo(f"demo running (pid {info['pid']}); details in {state / 'demo.json'}")
+        click.echo(f"  ssh -F {info['ssh_config']} {info['hosts'][0]['name']} nvidia-smi")
+        click.echo(f"  stop with: gpuhop demo stop --state-dir {state}")
+        return
+    click.echo(f"starting the gpuhop demo in {state} (Ctrl-C stops it) ...")
+    demo_mod.run_foreground(state)
+
+
+@demo.command("stop")
+@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
+@one_line_errors
+def demo_stop(state_dir: Path | None) -> None:
+    """Stop a demo started with --detach, and everything it started."""
+    from gateway import demo as demo_mod
+
+    state = (state_dir or _default_demo_dir()).resolve()
+    if demo_mod.stop_detached(state):
+        click.echo("demo stopped")
+    else:
+        click.echo("no demo running in " + str(state))
+
+
+if __name__ == "__main__":
+    main()

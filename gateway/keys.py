@@ -1,0 +1,149 @@
+"""Key material: the gateway's host key, its user CA, and user certificates.
+
+Keys are ed25519 and generated on first start when missing (mode 0600, with a
+``.pub`` beside). Several CA keys may be trusted at once so a CA can rotate:
+the first one signs, all of them verify, and old certificates stay valid until
+they expire.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncssh
+
+from gateway.errors import KeyMaterialError
+
+CERT_KEY_ID_PREFIX = "gpuhop:"
+
+
+def ensure_private_key(path: Path, comment: str) -> asyncssh.SSHKey:
+    """Load the ed25519 key at ``path``, generating it (and ``path.pub``) when missing."""
+    if path.exists():
+        return load_private_key(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = asyncssh.generate_private_key("ssh-ed25519", comment=comment)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key.export_private_key())
+        path.with_name(path.name + ".pub").write_bytes(key.export_public_key())
+    except OSError as exc:
+        raise KeyMaterialError(f"{path}: cannot create key: {exc.strerror}") from exc
+    return key
+
+
+def load_private_key(path: Path) -> asyncssh.SSHKey:
+    try:
+        return asyncssh.read_private_key(str(path))
+    except FileNotFoundError as exc:
+        raise KeyMaterialError(f"{path}: no such key file") from exc
+    except (OSError, asyncssh.KeyImportError) as exc:
+        raise KeyMaterialError(f"{path}: not a usable private key ({exc})") from exc
+
+
+def parse_public_key(line: str) -> asyncssh.SSHKey:
+    """Parse one OpenSSH public key line (``ssh-ed25519 AAAA... comment``)."""
+    try:
+        return asyncssh.import_public_key(line.strip())
+    except (asyncssh.KeyImportError, ValueError) as exc:
+        raise KeyMaterialError(f"not an OpenSSH public key: {exc}") from exc
+
+
+def public_line(key: asyncssh.SSHKey) -> str:
+    """The key's public half as one OpenSSH line, without a comment."""
+    algo, blob = key.export_public_key("openssh").decode().split()[:2]
+    return f"{algo} {blob}"
+
+
+def key_id_user(key_id: str) -> str | None:
+    """The gpuhop user named by a certificate key id ``gpuhop:USER:SERIAL``."""
+    if not key_id.startswith(CERT_KEY_ID_PREFIX):
+        return None
+    parts = key_id.split(":")
+    return parts[1] if len(parts) == 3 and parts[1] else None
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCert:
+    cert: asyncssh.SSHCertificate
+    key_id: str
+    serial: int
+    principals: tuple[str, ...]
+    valid_after: int
+    valid_before: int
+
+    def openssh_line(self) -> str:
+        return self.cert.export_certificate("openssh").decode().strip()
+
+
+class UserCA:
+    """The gateway's user certificate authority, with rotation.
+
+    ``keys[0]`` signs; every key in ``keys`` is trusted for verification.
+    """
+
+    def __init__(self, keys: Sequence[asyncssh.SSHKey]) -> None:
+        if not keys:
+            raise KeyMaterialError("user CA: no keys")
+        self._signer = keys[0]
+        self._trusted = {public_line(k) for k in keys}
+
+    @classmethod
+    def from_paths(cls, signer: Path, extra_trusted: Iterable[Path] = ()) -> UserCA:
+        keys = [ensure_private_key(signer, "gpuhop user CA")]
+        keys += [load_private_key(p) for p in extra_trusted]
+        return cls(keys)
+
+    @property
+    def public_line(self) -> str:
+        return public_line(self._signer)
+
+    def trusted_lines(self) -> tuple[str, ...]:
+        return tuple(sorted(self._trusted))
+
+    def trusts(self, key: asyncssh.SSHKey) -> bool:
+        return public_line(key) in self._trusted
+
+    def sign(
+        self,
+        user_key: asyncssh.SSHKey,
+        *,
+        user: str,
+        accounts: Sequence[str],
+        validity_s: int,
+        now: float | None = None,
+    ) -> IssuedCert:
+        """Sign a short-lived user certificate.
+
+        Principals are the gpuhop user name (for the gateway) plus the remote
+        accounts the user's roles allow (for hosts, which trust this CA through
+        ``TrustedUserCAKeys``). The key id ``gpuhop:USER:SERIAL`` names the user
+        so the gateway and the hosts' own logs can tell who it was.
+        """
+        if validity_s <= 0:
+            raise KeyMaterialError("certificate validity must be positive")
+        if not user:
+            raise KeyMaterialError("certificate needs a user")
+        start = int(now if now is not None else time.time()) - 60  # tolerate clock skew
+        end = start + 60 + validity_s
+        serial = secrets.randbits(63)
+        key_id = f"{CERT_KEY_ID_PREFIX}{user}:{serial}"
+        principals = tuple(dict.fromkeys([user, *accounts]))
+        cert = self._signer.generate_user_certificate(
+            user_key,
+            key_id,
+            serial=serial,
+            principals=list(principals),
+            valid_after=start,
+            valid_before=end,
+            permit_x11_forwarding=False,
+            permit_agent_forwarding=False,
+            permit_user_rc=False,
+        )
+        return IssuedCert(cert, key_id, serial, principals, start, end)

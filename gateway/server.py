@@ -1,0 +1,231 @@
+"""The gateway process: startup → serve → shutdown, like uvicorn.
+
+``Gateway`` owns one SSH listener and the services behind it. Signals are
+handled in one place (:func:`run`). With ``workers > 1`` a small supervisor
+binds the listening socket once and starts N worker processes that accept on
+it; they all append to the same audit chain (the store serialises appends
+across processes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+import structlog
+
+from gateway import __version__
+from gateway.audit.store import AuditStore, open_store
+from gateway.keys import UserCA, ensure_private_key
+from gateway.settings import Settings
+from gateway.ssh.algorithms import connection_algorithms
+from gateway.ssh.front import FrontConnection, FrontContext, FrontServer
+from gateway.ssh.ratelimit import FailureLimiter
+
+log = structlog.get_logger("gpuhop.server")
+
+
+class Gateway:
+    """One gateway worker: the SSH front, its audit store and live sessions."""
+
+    def __init__(self, settings: Settings, *, sock: socket.socket | None = None) -> None:
+        self.settings = settings
+        self._sock = sock
+        self._server: asyncio.AbstractServer | None = None
+        self.audit: AuditStore | None = None
+        self.ctx: FrontContext | None = None
+        self.port = 0
+
+    async def startup(self) -> None:
+        g = self.settings.gateway
+        self.audit = open_store(g.storage_url.get_secret_value())
+        try:
+            host_key = await asyncio.to_thread(
+                ensure_private_key, g.host_key, "gpuhop gateway host key"
+            )
+            user_ca = await asyncio.to_thread(UserCA.from_paths, g.user_ca_key)
+        except BaseException:
+            await self.audit.close()
+            raise
+        inventory = self.settings.inventory()
+        ctx = FrontContext(
+            inventory=inventory,
+            audit=self.audit,
+            user_ca=user_ca,
+            limiter=FailureLimiter(g.auth_max_failures, g.auth_failure_window_s, g.auth_ban_s),
+            window=g.window,
+            max_packet=g.max_packet,
+        )
+        self.ctx = ctx
+        options = await asyncssh.SSHServerConnectionOptions.construct(
+            None,
+            server_factory=lambda: FrontServer(ctx),
+            server_host_keys=[host_key],
+            server_version=f"gpuhop_{__version__}",
+            encoding=None,
+            window=g.window,
+            max_pktsize=g.max_packet,
+            login_timeout=g.login_timeout_s,
+            keepalive_interval=g.keepalive_interval_s,
+            keepalive_count_max=g.keepalive_count_max,
+            agent_forwarding=False,
+            x11_forwarding=False,
+            allow_pty=True,
+            rdns_lookup=False,
+            **connection_algorithms(),
+        )
+        loop = asyncio.get_running_loop()
+
+        def factory() -> FrontConnection:
+            return FrontConnection(loop, options, None, None)
+
+        if self._sock is not None:
+            self._server = await loop.create_server(factory, sock=self._sock, backlog=1024)
+        else:
+            self._server = await loop.create_server(
+                factory, g.ssh_host, g.ssh_port, backlog=1024, reuse_address=True
+            )
+        self.port = self._server.sockets[0].getsockname()[1]
+        await self.audit.append(
+            "gateway.start",
+            "gateway",
+            {"pid": os.getpid(), "port": self.port, "version": __version__},
+        )
+        log.info("gateway listening", ssh=f"{g.ssh_host}:{self.port}", pid=os.getpid())
+
+    async def shutdown(self, drain_s: float | None = None) -> None:
+        """Stop accepting, let live sessions finish up to ``drain_s``, then close."""
+        timeout = self.settings.gateway.drain_timeout_s if drain_s is None else drain_s
+        if self._server is not None:
+            self._server.close()
+        ctx = self.ctx
+        if ctx is not None:
+            # Connections with no live session have nothing to drain.
+            busy = {s.user for s in ctx.sessions.values()}
+            for conn in list(ctx.connections):
+                if conn.principal is None or conn.principal.user not in busy:
+                    conn.close()
+            deadline = time.monotonic() + timeout
+            if ctx.sessions:
+                log.info("draining", sessions=len(ctx.sessions), timeout_s=timeout)
+            while ctx.sessions and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            for conn in list(ctx.connections):
+                conn.close()
+            end = time.monotonic() + 2.0
+            while (ctx.connections or ctx.sessions) and time.monotonic() < end:
+                await asyncio.sleep(0.02)
+            await ctx.flush()
+        if self.audit is not None:
+            with contextlib.suppress(Exception):
+                await self.audit.append("gateway.stop", "gateway", {"pid": os.getpid()})
+            await self.audit.close()
+        log.info("gateway stopped")
+
+
+def write_ready_file(path: Path, port: int) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"pid": os.getpid(), "ssh_port": port}) + "\n")
+    tmp.replace(path)
+
+
+async def serve(
+    settings: Settings, *, sock: socket.socket | None = None, ready_file: Path | None = None
+) -> None:
+    """Run one gateway worker until SIGTERM/SIGINT, then drain and stop."""
+    gateway = Gateway(settings, sock=sock)
+    await gateway.startup()
+    if ready_file is not None and sock is None:
+        write_ready_file(ready_file, gateway.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await gateway.shutdown()
+
+
+def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run with uvloop when installed (faster relays), else asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+def supervise(
+    config: Path, settings: Settings, workers: int, ready_file: Path | None = None
+) -> int:
+    """Bind once, run ``workers`` processes accepting on the shared socket.
+
+    SIGTERM/SIGINT are passed on to every worker; each drains on its own. A
+    worker that dies unexpectedly is restarted, at most 10 times in all.
+    """
+    g = settings.gateway
+    sock = bind_listener(g.ssh_host, g.ssh_port)
+    port = sock.getsockname()[1]
+    log.info("supervisor listening", ssh=f"{g.ssh_host}:{port}", workers=workers)
+
+    def spawn() -> subprocess.Popen[bytes]:
+        cmd = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)]
+        cmd += ["--listen-fd", str(sock.fileno())]
+        return subprocess.Popen(cmd, pass_fds=(sock.fileno(),))
+
+    procs = [spawn() for _ in range(workers)]
+    if ready_file is not None:
+        write_ready_file(ready_file, port)
+    stopping = False
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    restarts = 0
+    while True:
+        alive = [p for p in procs if p.poll() is None]
+        if stopping:
+            if not alive:
+                break
+        else:
+            for i, p in enumerate(procs):
+                if p.poll() is not None:
+                    restarts += 1
+                    if restarts > 10:
+                        log.error("workers keep dying; stopping")
+                        forward(signal.SIGTERM, None)
+                        break
+                    log.warning("worker exited; restarting", code=p.returncode)
+                    procs[i] = spawn()
+        time.sleep(0.2)
+    sock.close()
+    return max((p.returncode or 0) for p in procs) if procs else 0

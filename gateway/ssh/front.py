@@ -1,0 +1,408 @@
+"""The SSH front: authentication, rate limiting, and channel requests.
+
+Every connection gets one :class:`FrontServer`. It authenticates registered
+public keys and certificates from the gateway's user CA, refuses and audits
+everything else, and turns channel requests into policy checks before anything
+reaches a host. ``direct-tcpip`` is answered only for an inventory host's SSH
+port (passthrough); the gateway is never an open proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncssh
+import structlog
+from asyncssh.public_key import CERT_TYPE_USER, decode_ssh_certificate
+
+from gateway.audit.store import AuditStore
+from gateway.errors import UpstreamError
+from gateway.inventory.hosts import Inventory
+from gateway.keys import UserCA, key_id_user, public_line
+from gateway.models import AccessRequest, Host, Mode, Principal
+from gateway.policy.rules import evaluate
+from gateway.ssh.passthrough import PassthroughSession, RelayStats
+from gateway.ssh.ratelimit import FailureLimiter
+
+log = structlog.get_logger("gpuhop.ssh")
+
+
+@dataclass(slots=True)
+class ActiveSession:
+    id: str
+    user: str
+    host: str
+    mode: Mode
+    source: str
+    started: float
+    close: Callable[[], None]
+
+
+@dataclass
+class FrontContext:
+    """What every connection shares: inventory, audit, CA, limits, live sessions."""
+
+    inventory: Inventory
+    audit: AuditStore
+    user_ca: UserCA
+    limiter: FailureLimiter
+    connect_timeout_s: float = 10.0
+    window: int = 8 * 1024 * 1024
+    max_packet: int = 256 * 1024
+    sessions: dict[str, ActiveSession] = field(default_factory=dict)
+    connections: set[FrontServer] = field(default_factory=set)
+    _pending: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def audit_soon(self, kind: str, actor: str, data: Mapping[str, object]) -> None:
+        """Append an audit event from a synchronous callback; ``flush`` awaits it."""
+        task = asyncio.get_running_loop().create_task(self._append(kind, actor, data))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _append(self, kind: str, actor: str, data: Mapping[str, object]) -> None:
+        try:
+            await self.audit.append(kind, actor, data)
+        except Exception as exc:  # the relay must outlive a storage hiccup; the error is logged
+            log.error("audit write failed", kind=kind, error=str(exc))
+
+    async def flush(self) -> None:
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+
+class FrontConnection(asyncssh.SSHServerConnection):
+    """Checks user certificates itself so each refusal carries its real reason.
+
+    asyncssh would reject an expired certificate or a wrong principal silently;
+    the gateway must audit why. It also insists that the certificate's key id
+    names the same gpuhop user as the login, since principals also list the
+    remote accounts a user may use on hosts.
+    """
+
+    async def validate_public_key(
+        self, username: str, key_data: bytes, msg: bytes, signature: bytes
+    ) -> bool:
+        owner = self._owner
+        if isinstance(owner, FrontServer):
+            try:
+                cert = decode_ssh_certificate(key_data)
+            except (asyncssh.KeyImportError, ValueError):
+                cert = None
+            if cert is not None and not cert.is_x509_chain:
+                reason = owner.check_certificate(username, cert)
+                if reason:
+                    owner.note_failure(reason)
+                    return False
+        result: bool = await super().validate_public_key(username, key_data, msg, signature)
+        return result
+
+
+class _MenuSession(asyncssh.SSHServerSession[bytes]):
+    """``ssh gateway`` with no target: say how to reach a host, list the allowed ones."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._chan: asyncssh.SSHServerChannel[bytes] | None = None
+
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
+        self._chan = chan
+
+    def shell_requested(self) -> bool:
+        return True
+
+    def exec_requested(self, command: str) -> bool:
+        return True
+
+    def session_started(self) -> None:
+        assert self._chan is not None
+        self._chan.write(self._text.encode())
+        self._chan.exit(0)
+
+
+class FrontServer(asyncssh.SSHServer):
+    """One user connection to the gateway."""
+
+    def __init__(self, ctx: FrontContext) -> None:
+        self._ctx = ctx
+        self._conn: asyncssh.SSHServerConnection | None = None
+        self._source = ""
+        self._address = ""
+        self._username = ""
+        self._failures: list[str] = []
+        self._cert_id = ""
+        self._fingerprint = ""
+        self._method = ""
+        self.principal: Principal | None = None
+        self._refused = False
+
+    # -- connection lifecycle --
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._conn = conn
+        peer = conn.get_extra_info("peername") or ("", 0)
+        self._address = str(peer[0])
+        self._source = f"{peer[0]}:{peer[1]}"
+        self._ctx.connections.add(self)
+        if self._ctx.limiter.banned(self._address):
+            self._refused = True
+            conn.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._ctx.connections.discard(self)
+        if self.principal is None and self._username and not self._refused:
+            reasons = self._failures or ["no acceptable key or certificate offered"]
+            self._ctx.audit_soon(
+                "auth.fail",
+                self._username,
+                {"user": self._username, "source": self._source, "reasons": reasons},
+            )
+            if self._ctx.limiter.record_failure(self._address):
+                self._ctx.audit_soon(
+                    "auth.ratelimited",
+                    self._username,
+                    {"source": self._address, "user": self._username},
+                )
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+    # -- authentication --
+
+    def begin_auth(self, username: str) -> bool:
+        self._username = username
+        return True
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return False
+
+    def kbdint_auth_supported(self) -> bool:
+        return False
+
+    def note_failure(self, reason: str) -> None:
+        if reason not in self._failures:
+            self._failures.append(reason)
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        user = self._ctx.inventory.user(username)
+        line = public_line(key)
+        if user is None:
+            self.note_failure(f"unknown user {username!r}")
+            return False
+        if line not in {_strip_comment(k) for k in user.keys}:
+            self.note_failure(f"key {key.get_fingerprint()} is not registered to {username}")
+            return False
+        self._method = "publickey"
+        self._fingerprint = key.get_fingerprint()
+        return True
+
+    def validate_ca_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        # check_certificate already ran (FrontConnection); this is asyncssh's own gate.
+        return self._ctx.user_ca.trusts(key)
+
+    def check_certificate(self, username: str, cert: asyncssh.SSHCertificate) -> str:
+        """Return why ``cert`` may not log in as ``username``, or "" when it may."""
+        signing_key = getattr(cert, "signing_key", None)
+        if signing_key is None or not self._ctx.user_ca.trusts(signing_key):
+            return "certificate not signed by the gateway user CA"
+        principals = tuple(getattr(cert, "principals", ()))
+        if not principals:
+            return "certificate has no principals"
+        try:
+            validate = cert.validate  # type: ignore[attr-defined]  # OpenSSH certificates only
+            validate(CERT_TYPE_USER, username)
+        except ValueError as exc:
+            return f"certificate rejected: {str(exc).lower()} for {username}"
+        key_id = str(getattr(cert, "_key_id", ""))
+        if key_id_user(key_id) != username:
+            return f"certificate key id {key_id!r} does not name user {username}"
+        if self._ctx.inventory.user(username) is None:
+            return f"unknown user {username!r}"
+        self._method = "certificate"
+        self._cert_id = key_id
+        self._fingerprint = cert.key.get_fingerprint()
+        return ""
+
+    def auth_completed(self) -> None:
+        user = self._ctx.inventory.user(self._username)
+        assert user is not None  # auth succeeded only for inventory users
+        self.principal = Principal(
+            user=user.name,
+            roles=self._ctx.inventory.roles_of(user),
+            team=user.team,
+            key_fingerprint=self._fingerprint,
+            cert_id=self._cert_id,
+            source=self._source,
+        )
+        self._ctx.limiter.record_success(self._address)
+        self._ctx.audit_soon(
+            "auth.ok",
+            user.name,
+            {
+                "user": user.name,
+                "source": self._source,
+                "method": self._method,
+                "fingerprint": self._fingerprint,
+                "cert_id": self._cert_id,
+            },
+        )
+
+    # -- channels --
+
+    def session_requested(self) -> _MenuSession:
+        assert self.principal is not None
+        principal = self.principal
+        allowed = [
+            h
+            for h in self._ctx.inventory.hosts
+            if evaluate(principal, AccessRequest(h, Mode.PASSTHROUGH)).allowed
+        ]
+        self._ctx.audit_soon(
+            "channel.request",
+            principal.user,
+            {"user": principal.user, "source": self._source, "request": "session"},
+        )
+        lines = [f"gpuhop gateway: hello {principal.user}.", "Reach a host with:"]
+        lines.append("  ssh -J USER@GATEWAY ACCOUNT@HOST   (or: gpuhop ssh HOST)")
+        if allowed:
+            lines.append("Hosts you may use:")
+            lines += [f"  {h.name:<16} {h.region:<6} {h.gpu_count}x {h.gpu_model}" for h in allowed]
+        else:
+            lines.append("No host is granted to you; ask an admin.")
+        return _MenuSession("\r\n".join(lines) + "\r\n")
+
+    def connection_requested(
+        self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
+    ) -> tuple[asyncssh.SSHTCPChannel[bytes], Awaitable[PassthroughSession]]:
+        # asyncssh would give the channel its default 2 MiB window; open it with ours.
+        assert self._conn is not None
+        chan = self._conn.create_tcp_channel(
+            window=self._ctx.window, max_pktsize=self._ctx.max_packet
+        )
+        return chan, self._forward(dest_host, dest_port)
+
+    async def _forward(self, dest_host: str, dest_port: int) -> PassthroughSession:
+        assert self.principal is not None
+        principal = self.principal
+        dest = f"{dest_host}:{dest_port}"
+        host = self._ctx.inventory.resolve_forward(dest_host, dest_port)
+        if host is None:
+            await self._deny("direct-tcpip", dest, f"{dest} is not an inventory host's SSH port")
+        assert host is not None
+        decision = evaluate(principal, AccessRequest(host, Mode.PASSTHROUGH))
+        if not decision.allowed:
+            await self._deny("direct-tcpip", dest, decision.reason, host)
+        relay, start = self._open_passthrough(principal, host, dest, decision.role)
+        session_id = str(start["session_id"])
+        try:
+            await relay.connect(host.address, host.port, self._ctx.connect_timeout_s)
+        except UpstreamError as exc:
+            self._ctx.sessions.pop(session_id, None)
+            await self._audit_deny("direct-tcpip", dest, str(exc), host, kind="session.fail")
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(exc)) from exc
+        # The start event is durable before any byte reaches the user: fail closed.
+        try:
+            await self._ctx.audit.append("session.start", principal.user, start)
+        except Exception as exc:
+            self._ctx.sessions.pop(session_id, None)
+            relay.abandon()
+            log.error("audit write failed; refusing session", error=str(exc))
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_RESOURCE_SHORTAGE, "audit log unavailable; session refused"
+            ) from exc
+        return relay
+
+    def server_requested(self, listen_host: str, listen_port: int) -> Awaitable[bool]:
+        return self._refuse_async("tcpip-forward", f"{listen_host}:{listen_port}")
+
+    async def _refuse_async(self, request: str, dest: str) -> bool:
+        await self._audit_deny(request, dest, "remote port forwarding is not allowed")
+        return False
+
+    async def _audit_deny(
+        self,
+        request: str,
+        dest: str,
+        reason: str,
+        host: Host | None = None,
+        kind: str = "channel.deny",
+    ) -> None:
+        user = self.principal.user if self.principal else self._username
+        data: dict[str, object] = {
+            "user": user,
+            "source": self._source,
+            "request": request,
+            "dest": dest,
+            "reason": reason,
+        }
+        if host is not None:
+            data["host"] = host.name
+        try:
+            await self._ctx.audit.append(kind, user, data)
+        except Exception as exc:
+            log.error("audit write failed", kind=kind, error=str(exc))
+        log.info("denied", user=user, request=request, dest=dest, reason=reason)
+
+    async def _deny(self, request: str, dest: str, reason: str, host: Host | None = None) -> None:
+        await self._audit_deny(request, dest, reason, host)
+        raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, reason)
+
+    def _open_passthrough(
+        self, principal: Principal, host: Host, dest: str, role: str
+    ) -> tuple[PassthroughSession, dict[str, object]]:
+        session_id = uuid.uuid4().hex[:16]
+        common: dict[str, object] = {
+            "session_id": session_id,
+            "user": principal.user,
+            "source": self._source,
+            "host": host.name,
+            "region": host.region,
+            "mode": Mode.PASSTHROUGH.value,
+            "account": "",
+            "fingerprint": principal.key_fingerprint,
+            "cert_id": principal.cert_id,
+            "role": role,
+            "dest": dest,
+        }
+        ctx = self._ctx
+
+        def on_close(stats: RelayStats) -> None:
+            ctx.sessions.pop(session_id, None)
+            end = dict(common)
+            end.update(
+                bytes_up=stats.bytes_up,
+                bytes_down=stats.bytes_down,
+                duration_s=round(stats.duration_s, 6),
+                exit_status=None,
+                error=stats.error,
+            )
+            ctx.audit_soon("session.end", principal.user, end)
+
+        relay = PassthroughSession(on_close)
+
+        def close() -> None:
+            if relay.chan is not None:
+                relay.chan.close()
+
+        ctx.sessions[session_id] = ActiveSession(
+            session_id,
+            principal.user,
+            host.name,
+            Mode.PASSTHROUGH,
+            self._source,
+            time.time(),
+            close,
+        )
+        return relay, common
+
+
+def _strip_comment(line: str) -> str:
+    return " ".join(line.split()[:2])
