@@ -50,3 +50,7 @@ def demo_stop(state_dir: Path | None) -> None:
     if state_dir is not None:
         args += ["--state-dir", str(state_dir)]
     sys.exit(subprocess.call(_gateway_cmd(*args), env=os.environ.copy()))
+
+
+if __name__ == "__main__":
+    main()
