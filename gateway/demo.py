@@ -92,8 +92,9 @@ def _config_text(state: Path, hosts: list[dict[str, Any]], user_key: str, admin_
         'name = "dev"',
         'hosts = ["*"]',
         f'accounts = ["{DEMO_ACCOUNT}"]',
-        'modes = ["passthrough", "recorded"]',
+        'modes = ["recorded", "passthrough"]',
         "max_gpus = 8",
+        "forwarding = true",
         "",
         "[[roles]]",
         'name = "admin"',
@@ -200,6 +201,10 @@ async def _run(state: Path, ready_file: Path) -> None:
         port = gateway.port
         gw_key = ensure_private_key(settings.gateway.host_key, "")
         known = [f"[127.0.0.1]:{port} {public_line(gw_key)}"]
+        host_ca = ensure_private_key(settings.gateway.host_ca_key, "")
+        names = ",".join(h["name"] for h in hosts)
+        # Recorded sessions present host certificates from the gateway's host CA.
+        known.append(f"@cert-authority {names} {public_line(host_ca)}")
         known += [f"{h['name']} {h['host_key']}" for h in hosts]
         (state / "known_hosts").write_text("\n".join(known) + "\n")
         issued = ca.sign(user_key, user=DEMO_USER, accounts=[DEMO_ACCOUNT], validity_s=12 * 3600)

@@ -147,3 +147,39 @@ class UserCA:
             permit_user_rc=False,
         )
         return IssuedCert(cert, key_id, serial, principals, start, end)
+
+
+class HostCertificates:
+    """Host certificates for inventory names, from the gateway's host CA.
+
+    In recorded mode the gateway answers ``ssh -J gw sg-1`` itself; it proves
+    it may speak for ``sg-1`` with a certificate for that name, which users
+    trust through one ``@cert-authority`` line. Certificates are cached and
+    renewed a day before they expire.
+    """
+
+    VALIDITY_S = 7 * 86400
+
+    def __init__(self, ca: asyncssh.SSHKey, host_key: asyncssh.SSHKey) -> None:
+        self._ca = ca
+        self._key = host_key
+        self._cache: dict[str, tuple[asyncssh.SSHCertificate, float]] = {}
+
+    @property
+    def ca_line(self) -> str:
+        return public_line(self._ca)
+
+    def __call__(self, name: str) -> tuple[asyncssh.SSHKey, asyncssh.SSHCertificate]:
+        now = time.time()
+        cached = self._cache.get(name)
+        if cached is None or cached[1] - now < 86400:
+            end = now + self.VALIDITY_S
+            cert = self._ca.generate_host_certificate(
+                self._key,
+                f"gpuhop-host:{name}",
+                principals=[name],
+                valid_after=int(now) - 300,
+                valid_before=int(end),
+            )
+            cached = self._cache[name] = (cert, end)
+        return self._key, cached[0]

@@ -53,6 +53,7 @@ class Role:
     accounts: tuple[str, ...] = ()
     modes: tuple[Mode, ...] = (Mode.PASSTHROUGH, Mode.RECORDED)
     max_gpus: int = 0  # 0 = no GPU limit beyond the host's
+    forwarding: bool = False  # local forwards to the host's loopback in recorded sessions
 
 
 @dataclass(frozen=True, slots=True)

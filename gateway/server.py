@@ -27,11 +27,13 @@ import structlog
 
 from gateway import __version__
 from gateway.audit.store import AuditStore, open_store
-from gateway.keys import UserCA, ensure_private_key
+from gateway.keys import HostCertificates, UserCA, ensure_private_key
 from gateway.settings import Settings
 from gateway.ssh.algorithms import connection_algorithms
-from gateway.ssh.front import FrontConnection, FrontContext, FrontServer
+from gateway.ssh.context import FrontContext
+from gateway.ssh.front import FrontConnection, FrontServer
 from gateway.ssh.ratelimit import FailureLimiter
+from gateway.ssh.upstream import UpstreamPool
 
 log = structlog.get_logger("gpuhop.server")
 
@@ -55,6 +57,10 @@ class Gateway:
                 ensure_private_key, g.host_key, "gpuhop gateway host key"
             )
             user_ca = await asyncio.to_thread(UserCA.from_paths, g.user_ca_key)
+            host_ca = await asyncio.to_thread(ensure_private_key, g.host_ca_key, "gpuhop host CA")
+            upstream_key = await asyncio.to_thread(
+                ensure_private_key, g.upstream_key, "gpuhop gateway upstream"
+            )
         except BaseException:
             await self.audit.close()
             raise
@@ -66,6 +72,30 @@ class Gateway:
             limiter=FailureLimiter(g.auth_max_failures, g.auth_failure_window_s, g.auth_ban_s),
             window=g.window,
             max_packet=g.max_packet,
+            recordings_dir=g.recordings_dir,
+            record_input=g.record_input,
+            host_certificate=HostCertificates(host_ca, host_key),
+        )
+        ctx.pool = UpstreamPool(
+            user_ca,
+            upstream_key,
+            target_rate=g.upstream_target_rate,
+            max_packet=g.max_packet,
+            keepalive_s=g.upstream_keepalive_s,
+            idle_s=g.upstream_idle_s,
+        )
+        ctx.inner_options = await asyncssh.SSHServerConnectionOptions.construct(
+            None,
+            server_version=f"gpuhop_{__version__}",
+            encoding=None,
+            window=g.window,
+            max_pktsize=g.max_packet,
+            login_timeout=g.login_timeout_s,
+            agent_forwarding=False,
+            x11_forwarding=False,
+            allow_pty=True,
+            rdns_lookup=False,
+            **connection_algorithms(),
         )
         self.ctx = ctx
         options = await asyncssh.SSHServerConnectionOptions.construct(
@@ -126,6 +156,8 @@ class Gateway:
             end = time.monotonic() + 2.0
             while (ctx.connections or ctx.sessions) and time.monotonic() < end:
                 await asyncio.sleep(0.02)
+            if ctx.pool is not None:
+                await ctx.pool.close()
             await ctx.flush()
         if self.audit is not None:
             with contextlib.suppress(Exception):

@@ -158,7 +158,16 @@ class GatewaySettings(BaseModel):
     upstream_key: Path = Path("keys/gateway_upstream")
     """Key the gateway uses to log in to hosts when it re-originates a session."""
     recordings_dir: Path = Path("recordings")
-    """Directory for asciicast v2 session recordings."""
+    """Where recorded sessions are written (asciicast v2, one file per channel)."""
+    record_input: bool = False
+    """Also record what users type (passwords typed at prompts included: off by default)."""
+    upstream_keepalive_s: PositiveSeconds = 5.0
+    """Keepalive interval on the gateway's connections to hosts; 3 missed = host lost."""
+    upstream_idle_s: Seconds = 60.0
+    """How long an unused connection to a host is kept for reuse."""
+    upstream_target_rate: Annotated[int, Field(ge=1_000_000)] = 256_000_000
+    """Bytes/s a download from a far host should reach: upstream windows are sized
+    rtt x this rate (bandwidth-delay product), between 2 MiB and 128 MiB."""
     workers: Annotated[Int, Field(ge=1, le=256)] = 1
     """Gateway processes sharing the listeners."""
     window: Annotated[Int, Field(ge=64 * 1024, le=1024**3)] = 8 * 1024 * 1024
@@ -279,10 +288,15 @@ class RoleConfig(BaseModel):
     """Session modes allowed: ``passthrough`` and/or ``recorded``."""
     max_gpus: Count = 0
     """Most GPUs one request may ask for (0 = no limit beyond the host's)."""
+    forwarding: bool = False
+    """Allow local port forwards to the host's own loopback inside recorded sessions
+    (what editors such as VS Code Remote-SSH need)."""
 
     def to_role(self) -> Role:
         """The domain ``Role``."""
-        return Role(self.name, self.hosts, self.accounts, self.modes, self.max_gpus)
+        return Role(
+            self.name, self.hosts, self.accounts, self.modes, self.max_gpus, self.forwarding
+        )
 
 
 class UserConfig(BaseModel):

@@ -10,69 +10,25 @@ port (passthrough); the gateway is never an open proxy.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Awaitable
 
 import asyncssh
 import structlog
 from asyncssh.public_key import CERT_TYPE_USER, decode_ssh_certificate
 
-from gateway.audit.store import AuditStore
 from gateway.errors import UpstreamError
-from gateway.inventory.hosts import Inventory
-from gateway.keys import UserCA, key_id_user, public_line
+from gateway.keys import key_id_user, public_line
 from gateway.models import AccessRequest, Host, Mode, Principal
 from gateway.policy.rules import evaluate
+from gateway.ssh.context import ActiveSession, FrontContext
+from gateway.ssh.inner import resolver_for, run_inner
 from gateway.ssh.passthrough import PassthroughSession, RelayStats
-from gateway.ssh.ratelimit import FailureLimiter
+from gateway.ssh.recorded import RecordedSession
 
 log = structlog.get_logger("gpuhop.ssh")
-
-
-@dataclass(slots=True)
-class ActiveSession:
-    id: str
-    user: str
-    host: str
-    mode: Mode
-    source: str
-    started: float
-    close: Callable[[], None]
-
-
-@dataclass
-class FrontContext:
-    """What every connection shares: inventory, audit, CA, limits, live sessions."""
-
-    inventory: Inventory
-    audit: AuditStore
-    user_ca: UserCA
-    limiter: FailureLimiter
-    connect_timeout_s: float = 10.0
-    window: int = 8 * 1024 * 1024
-    max_packet: int = 256 * 1024
-    sessions: dict[str, ActiveSession] = field(default_factory=dict)
-    connections: set[FrontServer] = field(default_factory=set)
-    _pending: set[asyncio.Task[Any]] = field(default_factory=set)
-
-    def audit_soon(self, kind: str, actor: str, data: Mapping[str, object]) -> None:
-        """Append an audit event from a synchronous callback; ``flush`` awaits it."""
-        task = asyncio.get_running_loop().create_task(self._append(kind, actor, data))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-    async def _append(self, kind: str, actor: str, data: Mapping[str, object]) -> None:
-        try:
-            await self.audit.append(kind, actor, data)
-        except Exception as exc:  # the relay must outlive a storage hiccup; the error is logged
-            log.error("audit write failed", kind=kind, error=str(exc))
-
-    async def flush(self) -> None:
-        while self._pending:
-            await asyncio.gather(*list(self._pending), return_exceptions=True)
 
 
 class FrontConnection(asyncssh.SSHServerConnection):
@@ -88,6 +44,7 @@ class FrontConnection(asyncssh.SSHServerConnection):
         self, username: str, key_data: bytes, msg: bytes, signature: bytes
     ) -> bool:
         owner = self._owner
+        username = split_login(username)[0]
         if isinstance(owner, FrontServer):
             try:
                 cert = decode_ssh_certificate(key_data)
@@ -139,6 +96,7 @@ class FrontServer(asyncssh.SSHServer):
         self._method = ""
         self.principal: Principal | None = None
         self._refused = False
+        self._fixed: tuple[str, str] | None = None
 
     # -- connection lifecycle --
 
@@ -175,7 +133,7 @@ class FrontServer(asyncssh.SSHServer):
     # -- authentication --
 
     def begin_auth(self, username: str) -> bool:
-        self._username = username
+        self._username, self._fixed = split_login(username)
         return True
 
     def public_key_auth_supported(self) -> bool:
@@ -257,27 +215,16 @@ class FrontServer(asyncssh.SSHServer):
 
     # -- channels --
 
-    def session_requested(self) -> _MenuSession:
+    def session_requested(self) -> RecordedSession:
         assert self.principal is not None
-        principal = self.principal
-        allowed = [
-            h
-            for h in self._ctx.inventory.hosts
-            if evaluate(principal, AccessRequest(h, Mode.PASSTHROUGH)).allowed
-        ]
         self._ctx.audit_soon(
             "channel.request",
-            principal.user,
-            {"user": principal.user, "source": self._source, "request": "session"},
+            self.principal.user,
+            {"user": self.principal.user, "source": self._source, "request": "session"},
         )
-        lines = [f"gpuhop gateway: hello {principal.user}.", "Reach a host with:"]
-        lines.append("  ssh -J USER@GATEWAY ACCOUNT@HOST   (or: gpuhop ssh HOST)")
-        if allowed:
-            lines.append("Hosts you may use:")
-            lines += [f"  {h.name:<16} {h.region:<6} {h.gpu_count}x {h.gpu_model}" for h in allowed]
-        else:
-            lines.append("No host is granted to you; ask an admin.")
-        return _MenuSession("\r\n".join(lines) + "\r\n")
+        return RecordedSession(
+            self._ctx, None, resolver_for(self._ctx, self.principal, self._fixed)
+        )
 
     def connection_requested(
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
@@ -297,6 +244,9 @@ class FrontServer(asyncssh.SSHServer):
         if host is None:
             await self._deny("direct-tcpip", dest, f"{dest} is not an inventory host's SSH port")
         assert host is not None
+        recorded = evaluate(principal, AccessRequest(host, Mode.RECORDED))
+        if recorded.allowed and self._ctx.host_certificate is not None:
+            return await self._open_recorded_jump(principal, host, dest)
         decision = evaluate(principal, AccessRequest(host, Mode.PASSTHROUGH))
         if not decision.allowed:
             await self._deny("direct-tcpip", dest, decision.reason, host)
@@ -318,6 +268,26 @@ class FrontServer(asyncssh.SSHServer):
             raise asyncssh.ChannelOpenError(
                 asyncssh.OPEN_RESOURCE_SHORTAGE, "audit log unavailable; session refused"
             ) from exc
+        return relay
+
+    async def _open_recorded_jump(
+        self, principal: Principal, host: Host, dest: str
+    ) -> PassthroughSession:
+        """Answer the jump with the gateway's own SSH server for ``host`` (recorded mode)."""
+        ours, theirs = socket.socketpair()
+        task: asyncio.Task[None] | None = None
+
+        def on_close(stats: RelayStats) -> None:
+            if task is not None and not task.done():
+                task.cancel()
+
+        relay = PassthroughSession(on_close)
+        await relay.connect_socket(ours)
+        theirs.setblocking(False)
+        task = asyncio.get_running_loop().create_task(
+            run_inner(self._ctx, theirs, principal, host, self._ctx.inner_options)
+        )
+        log.debug("recorded jump", user=principal.user, host=host.name, dest=dest)
         return relay
 
     def server_requested(self, listen_host: str, listen_port: int) -> Awaitable[bool]:
@@ -402,6 +372,17 @@ class FrontServer(asyncssh.SSHServer):
             close,
         )
         return relay, common
+
+
+def split_login(login: str) -> tuple[str, tuple[str, str] | None]:
+    """``alice`` -> (alice, None); ``alice+sg-1`` -> (alice, (sg-1, "")); with an account,
+    ``alice+sg-1+root`` -> (alice, (sg-1, root)). The user part is what authenticates."""
+    parts = login.split("+")
+    if len(parts) == 2 and all(parts):
+        return parts[0], (parts[1], "")
+    if len(parts) == 3 and all(parts):
+        return parts[0], (parts[1], parts[2])
+    return login, None
 
 
 def _strip_comment(line: str) -> str:

@@ -15,12 +15,16 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
 import asyncssh
 
 from gateway.errors import UpstreamError
 
 CloseCallback = Callable[["RelayStats"], None]
+_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+# Reads of two full segments or more are acknowledged at once by the kernel anyway.
+_QUICKACK_BELOW = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -42,18 +46,26 @@ class _HostSide(asyncio.Protocol):
     def __init__(self, relay: PassthroughSession) -> None:
         self._relay = relay
         self._transport: asyncio.Transport | None = None
+        self._sock: Any = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         sock = transport.get_extra_info("socket")
-        if sock is not None:
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._sock = sock
         # Hold the host's first bytes (its banner) until the user's channel is open.
         # uvloop may deliver data even so, so data_received also keeps it aside.
-        assert isinstance(transport, asyncio.Transport)
+        # (uvloop's transports are not asyncio.Transport subclasses: cast, not assert.)
+        transport = cast(asyncio.Transport, transport)
         transport.pause_reading()
         self._transport = transport
 
     def data_received(self, data: bytes) -> None:
+        if len(data) < _QUICKACK_BELOW and self._sock is not None and _QUICKACK is not None:
+            # Acknowledge at once. sshd leaves Nagle on for sessions without a
+            # tty, so it holds its next small write until this ACK; the kernel's
+            # delayed ACK would stall a command's reply by 40 ms.
+            self._sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
         relay = self._relay
         relay.stats.bytes_down += len(data)
         chan = relay.chan
@@ -110,6 +122,12 @@ class PassthroughSession(asyncssh.SSHTCPSession[bytes]):
             )
         except (OSError, TimeoutError) as exc:
             raise UpstreamError(f"host unreachable: {exc or 'timed out'}") from exc
+        self._host = transport
+
+    async def connect_socket(self, sock: socket.socket) -> None:
+        """Bridge to an already-connected socket (the inner hop of a recorded jump)."""
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_connection(lambda: _HostSide(self), sock=sock)
         self._host = transport
 
     def abandon(self) -> None:

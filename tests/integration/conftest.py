@@ -16,7 +16,14 @@ ROLES = """
 name = "dev"
 hosts = ["*"]
 accounts = ["root"]
-modes = ["passthrough", "recorded"]
+modes = ["passthrough"]
+
+[[roles]]
+name = "rec"
+hosts = ["*"]
+accounts = ["root"]
+modes = ["recorded"]
+forwarding = true
 
 [[roles]]
 name = "sg-only"
@@ -46,7 +53,10 @@ def build_stack(root: Path, extra_gateway: str = "") -> GatewayStack:
     stack.add_user("bob")
     stack.add_user("carol", cert=False)  # plain registered key, no certificate
     stack.add_user("mallory", cert=False)  # never registered
-    stack.write_config(ROLES, {"alice": ["dev"], "bob": ["sg-only"], "carol": ["dev"]})
+    stack.add_user("rita")  # recorded sessions
+    stack.write_config(
+        ROLES, {"alice": ["dev"], "bob": ["sg-only"], "carol": ["dev"], "rita": ["rec"]}
+    )
     return stack
 
 

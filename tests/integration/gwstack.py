@@ -92,6 +92,9 @@ class GatewayStack:
             f'storage_url = "sqlite:///{self.database}"',
             'host_key = "keys/gateway_host_ed25519"',
             'user_ca_key = "keys/user_ca"',
+            'host_ca_key = "keys/host_ca"',
+            'upstream_key = "keys/gateway_upstream"',
+            'recordings_dir = "recordings"',
             "drain_timeout_s = 5.0",
             "auth_max_failures = 50",
             self.extra_gateway,
@@ -169,11 +172,20 @@ class GatewayStack:
 
     def _write_known_hosts(self) -> None:
         gw = ensure_private_key(self.root / "keys" / "gateway_host_ed25519", "")
+        host_ca = ensure_private_key(self.root / "keys" / "host_ca", "")
         lines = [f"[127.0.0.1]:{self.port} {public_line(gw)}"]
+        lines.append(f"@cert-authority {','.join(self.hosts)} {public_line(host_ca)}")
         for name, host in self.hosts.items():
             lines.append(f"{name} {host.host_key_line}")
             lines.append(f"[127.0.0.1]:{host.port} {host.host_key_line}")
         self.known_hosts.write_text("\n".join(lines) + "\n")
+
+    def plain_known_hosts(self) -> Path:
+        """known_hosts without ``@cert-authority`` lines, which paramiko cannot read."""
+        path = self.root / "known_hosts.plain"
+        lines = self.known_hosts.read_text().splitlines()
+        path.write_text("".join(line + "\n" for line in lines if not line.startswith("@")))
+        return path
 
     def ssh_options(self, user: StackUser) -> list[str]:
         opts = [

@@ -71,7 +71,7 @@ def test_paramiko_through_the_jump(stack: GatewayStack) -> None:
     alice = stack.users["alice"]
     assert alice.cert is not None
     key = _paramiko_key(str(alice.key), str(alice.cert))
-    known = paramiko.HostKeys(str(stack.known_hosts))
+    known = paramiko.HostKeys(str(stack.plain_known_hosts()))
 
     gw = paramiko.SSHClient()
     gw.set_missing_host_key_policy(paramiko.RejectPolicy())

@@ -77,6 +77,7 @@ def test_interactive_shell_in_a_pty(stack: GatewayStack) -> None:
     if pid == 0:  # child: become ssh
         os.execvp(cmd[0], cmd)
     try:
+        assert b"# " in _read_until(fd, b"# ")  # the prompt: readline drops typeahead
         os.write(fd, b"echo ready-$((6*7))\n")
         assert b"ready-42" in _read_until(fd, b"ready-42")
         os.write(fd, b"stty size; exit 5\n")

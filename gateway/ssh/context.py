@@ -1,0 +1,72 @@
+"""What every connection to the gateway shares: inventory, audit, CA, limits, live sessions."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from gateway.audit.store import AuditStore
+from gateway.inventory.hosts import Inventory
+from gateway.keys import UserCA
+from gateway.models import Mode
+from gateway.ssh.ratelimit import FailureLimiter
+
+if TYPE_CHECKING:
+    import asyncssh
+
+    from gateway.ssh.upstream import UpstreamPool
+
+log = structlog.get_logger("gpuhop.ssh")
+
+
+@dataclass(slots=True)
+class ActiveSession:
+    id: str
+    user: str
+    host: str
+    mode: Mode
+    source: str
+    started: float
+    close: Callable[[], None]
+
+
+@dataclass
+class FrontContext:
+    """What every connection shares: inventory, audit, CA, limits, live sessions."""
+
+    inventory: Inventory
+    audit: AuditStore
+    user_ca: UserCA
+    limiter: FailureLimiter
+    connect_timeout_s: float = 10.0
+    window: int = 8 * 1024 * 1024
+    max_packet: int = 256 * 1024
+    sessions: dict[str, ActiveSession] = field(default_factory=dict)
+    connections: set[Any] = field(default_factory=set)  # FrontServer instances
+    pool: UpstreamPool | None = None
+    recordings_dir: Path = Path("recordings")
+    record_input: bool = False
+    inner_options: Any = None  # asyncssh.SSHServerConnectionOptions for recorded jumps
+    host_certificate: Callable[[str], tuple[asyncssh.SSHKey, asyncssh.SSHCertificate]] | None = None
+    _pending: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def audit_soon(self, kind: str, actor: str, data: Mapping[str, object]) -> None:
+        """Append an audit event from a synchronous callback; ``flush`` awaits it."""
+        task = asyncio.get_running_loop().create_task(self._append(kind, actor, data))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _append(self, kind: str, actor: str, data: Mapping[str, object]) -> None:
+        try:
+            await self.audit.append(kind, actor, data)
+        except Exception as exc:  # the relay must outlive a storage hiccup; the error is logged
+            log.error("audit write failed", kind=kind, error=str(exc))
+
+    async def flush(self) -> None:
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)

@@ -1,0 +1,369 @@
+"""``ssh -J gateway host`` in recorded mode: an in-process SSH server per forward.
+
+OpenSSH's jump opens ``direct-tcpip`` to the host and runs a second SSH session
+inside it. In recorded mode the gateway answers that inner session itself: an
+asyncssh server on one end of a socket pair (the other end is bridged to the
+channel) presents a host certificate for the host's name from the gateway's
+host CA, which users trust with one ``@cert-authority`` line. The user was
+authenticated on the outer hop, so the inner hop needs no second login; the
+inner user name is the remote account, checked by policy like everything else.
+
+Local forwards inside the session (editors forward to the host's own loopback)
+are re-originated over the gateway's connection to the host when the role
+allows them, and audited as open/close with bytes each way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from typing import Any
+
+import asyncssh
+import structlog
+
+from gateway.errors import GatewayError
+from gateway.models import AccessRequest, Host, Mode, Principal
+from gateway.policy.rules import evaluate
+from gateway.ssh.context import FrontContext
+from gateway.ssh.recorded import RecordedSession, Resolution, Target
+
+log = structlog.get_logger("gpuhop.inner")
+
+HOST_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1", "ip6-localhost"})
+
+
+class _Pipe(asyncssh.SSHTCPSession[bytes]):
+    """One side of a channel-to-channel TCP forward."""
+
+    def __init__(self, forward: _Forward, side: str) -> None:
+        self._fwd = forward
+        self._side = side
+        self.chan: asyncssh.SSHTCPChannel[bytes] | None = None
+
+    def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
+        self.chan = chan
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        self._fwd.relay(self._side, data)
+
+    def eof_received(self) -> bool:
+        self._fwd.eof(self._side)
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fwd.closed(self._side)
+
+    def pause_writing(self) -> None:
+        self._fwd.pause(self._side)
+
+    def resume_writing(self) -> None:
+        self._fwd.resume(self._side)
+
+
+class _Forward:
+    """A user channel and a host channel joined, counting bytes each way."""
+
+    def __init__(self, ctx: FrontContext, principal: Principal, host: Host, dest: str) -> None:
+        self.ctx = ctx
+        self.principal = principal
+        self.host = host
+        self.dest = dest
+        self.id = uuid.uuid4().hex[:16]
+        self.user = _Pipe(self, "user")
+        self.up = _Pipe(self, "host")
+        self.bytes = {"user": 0, "host": 0}
+        self.started = time.monotonic()
+        self._done = False
+        self._entry: Any = None
+
+    def _other(self, side: str) -> _Pipe:
+        return self.up if side == "user" else self.user
+
+    def relay(self, side: str, data: bytes) -> None:
+        self.bytes[side] += len(data)
+        chan = self._other(side).chan
+        if chan is not None:
+            with contextlib.suppress(BrokenPipeError):
+                chan.write(data)
+
+    def eof(self, side: str) -> None:
+        chan = self._other(side).chan
+        if chan is not None:
+            with contextlib.suppress(BrokenPipeError):
+                chan.write_eof()
+
+    def pause(self, side: str) -> None:
+        chan = self._other(side).chan
+        if chan is not None:
+            chan.pause_reading()
+
+    def resume(self, side: str) -> None:
+        chan = self._other(side).chan
+        if chan is not None:
+            chan.resume_reading()
+
+    def closed(self, side: str) -> None:
+        chan = self._other(side).chan
+        if chan is not None:
+            chan.close()
+        if self._done:
+            return
+        self._done = True
+        if self._entry is not None and self.ctx.pool is not None:
+            self.ctx.pool.release(self._entry)
+        self.ctx.audit_soon(
+            "forward.close",
+            self.principal.user,
+            {
+                "forward_id": self.id,
+                "user": self.principal.user,
+                "host": self.host.name,
+                "dest": self.dest,
+                "bytes_up": self.bytes["user"],
+                "bytes_down": self.bytes["host"],
+                "duration_s": round(time.monotonic() - self.started, 6),
+            },
+        )
+
+
+class _Notice(asyncssh.SSHServerSession[bytes]):
+    """A session that only says why it cannot run, then exits non-zero."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        self._message = message
+        self._status = status
+        self._chan: asyncssh.SSHServerChannel[bytes] | None = None
+
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
+        self._chan = chan
+
+    def pty_requested(self, *args: object) -> bool:
+        return True
+
+    def shell_requested(self) -> bool:
+        return True
+
+    def exec_requested(self, command: str) -> bool:
+        return True
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        return True
+
+    def session_started(self) -> None:
+        assert self._chan is not None
+        self._chan.write(f"gpuhop: {self._message}\r\n".encode(), asyncssh.EXTENDED_DATA_STDERR)
+        self._chan.exit(self._status)
+
+
+class InnerServer(asyncssh.SSHServer):
+    """The inner hop of a recorded ``ssh -J``: user already known, account = login name."""
+
+    def __init__(self, ctx: FrontContext, principal: Principal, host: Host) -> None:
+        self._ctx = ctx
+        self._principal = principal
+        self._host = host
+        self._account = ""
+
+    def begin_auth(self, username: str) -> bool:
+        self._account = username
+        return False  # authenticated on the outer hop
+
+    def _decide(self) -> tuple[bool, str, str]:
+        decision = evaluate(
+            self._principal, AccessRequest(self._host, Mode.RECORDED, account=self._account)
+        )
+        return decision.allowed, decision.reason, decision.role
+
+    def session_requested(self) -> asyncssh.SSHServerSession[bytes]:
+        allowed, reason, role = self._decide()
+        if not allowed:
+            self._ctx.audit_soon(
+                "channel.deny",
+                self._principal.user,
+                {
+                    "user": self._principal.user,
+                    "source": self._principal.source,
+                    "request": "session",
+                    "host": self._host.name,
+                    "account": self._account,
+                    "dest": f"{self._account}@{self._host.name}",
+                    "reason": reason,
+                },
+            )
+            return _Notice(reason)
+        target = Target(self._principal, self._host, self._account, role, "jump")
+        return RecordedSession(self._ctx, target)
+
+    def connection_requested(
+        self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
+    ) -> tuple[asyncssh.SSHTCPChannel[bytes], Any]:
+        raise_reason = self._forward_refusal(dest_host)
+        dest = f"{dest_host}:{dest_port}"
+        if raise_reason:
+            self._ctx.audit_soon(
+                "channel.deny",
+                self._principal.user,
+                {
+                    "user": self._principal.user,
+                    "source": self._principal.source,
+                    "request": "direct-tcpip",
+                    "host": self._host.name,
+                    "dest": dest,
+                    "reason": raise_reason,
+                },
+            )
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, raise_reason)
+        fwd = _Forward(self._ctx, self._principal, self._host, dest)
+        conn = self._conn
+        assert conn is not None
+        chan = conn.create_tcp_channel(window=self._ctx.window, max_pktsize=self._ctx.max_packet)
+        return chan, self._open_forward(fwd, dest_host, dest_port)
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._conn: asyncssh.SSHServerConnection | None = conn
+
+    def _forward_refusal(self, dest_host: str) -> str:
+        allowed, reason, role_name = self._decide()
+        if not allowed:
+            return reason
+        role = next((r for r in self._principal.roles if r.name == role_name), None)
+        if role is None or not role.forwarding:
+            return f"role {role_name} does not allow port forwarding on {self._host.name}"
+        if dest_host not in HOST_LOOPBACK:
+            return f"forwards go only to {self._host.name}'s own loopback, not {dest_host}"
+        return ""
+
+    async def _open_forward(self, fwd: _Forward, dest_host: str, dest_port: int) -> _Pipe:
+        pool = self._ctx.pool
+        assert pool is not None
+        try:
+            entry = await pool.acquire(self._principal.user, self._host, self._account)
+        except GatewayError as exc:
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(exc)) from exc
+        fwd._entry = entry
+        try:
+            await entry.conn.create_connection(lambda: fwd.up, dest_host, dest_port)
+        except (asyncssh.Error, OSError) as exc:
+            pool.release(entry)
+            fwd._entry = None
+            reason = getattr(exc, "reason", "") or str(exc)
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, reason) from exc
+        self._ctx.audit_soon(
+            "forward.open",
+            self._principal.user,
+            {
+                "forward_id": fwd.id,
+                "user": self._principal.user,
+                "host": self._host.name,
+                "account": self._account,
+                "dest": fwd.dest,
+            },
+        )
+        return fwd.user
+
+    def server_requested(self, listen_host: str, listen_port: int) -> bool:
+        return False
+
+
+async def run_inner(
+    ctx: FrontContext,
+    sock: Any,
+    principal: Principal,
+    host: Host,
+    options: asyncssh.SSHServerConnectionOptions,
+) -> None:
+    """Serve the inner hop on ``sock`` until the user's session ends."""
+    assert ctx.host_certificate is not None
+    key, cert = ctx.host_certificate(host.name)
+    try:
+        conn = await asyncssh.run_server(
+            sock,
+            options=options,
+            server_factory=lambda: InnerServer(ctx, principal, host),
+            server_host_keys=[(key, cert)],
+        )
+        await conn.wait_closed()
+    except (asyncssh.Error, OSError) as exc:
+        log.info("inner session ended", host=host.name, error=str(exc))
+    except asyncio.CancelledError:
+        raise
+
+
+def resolver_for(ctx: FrontContext, principal: Principal, fixed: tuple[str, str] | None) -> Any:
+    """Decide what a session on the gateway itself is: a host, a menu, or a refusal.
+
+    ``fixed`` is (host, account) from a ``user+host[+account]`` login; otherwise
+    the first word of the command names the host (``ssh gw sg-1 nvidia-smi``).
+    """
+
+    async def resolve(command: str | None) -> Resolution:
+        if fixed is not None:
+            host_name, account = fixed
+            rest = command
+        else:
+            words = (command or "").split(maxsplit=1)
+            if not words or ctx.inventory.host(words[0]) is None:
+                return Resolution(message=menu_text(ctx, principal, words[0] if words else ""))
+            host_name, account = words[0], ""
+            rest = words[1] if len(words) > 1 else None
+        host = ctx.inventory.host(host_name)
+        if host is None:
+            return Resolution(message=f"gpuhop: unknown host {host_name}\n", exit_status=1)
+        if not account:
+            account = default_account(principal, host)
+        decision = evaluate(principal, AccessRequest(host, Mode.RECORDED, account=account))
+        if not decision.allowed:
+            ctx.audit_soon(
+                "channel.deny",
+                principal.user,
+                {
+                    "user": principal.user,
+                    "source": principal.source,
+                    "request": "session",
+                    "host": host.name,
+                    "account": account,
+                    "dest": f"{account}@{host.name}",
+                    "reason": decision.reason,
+                },
+            )
+            return Resolution(message=f"gpuhop: {decision.reason}\n", exit_status=1)
+        return Resolution(Target(principal, host, account, decision.role, "direct"), rest)
+
+    return resolve
+
+
+def default_account(principal: Principal, host: Host) -> str:
+    """The first concrete account a granting role names for this host."""
+    for role in principal.roles:
+        if evaluate(Principal(principal.user, (role,)), AccessRequest(host, Mode.RECORDED)).allowed:
+            for account in role.accounts:
+                if account != "*":
+                    return account
+    return principal.user
+
+
+def menu_text(ctx: FrontContext, principal: Principal, asked: str) -> str:
+    allowed = [
+        h
+        for h in ctx.inventory.hosts
+        if evaluate(principal, AccessRequest(h, Mode.RECORDED)).allowed
+        or evaluate(principal, AccessRequest(h, Mode.PASSTHROUGH)).allowed
+    ]
+    lines = [f"gpuhop gateway: hello {principal.user}."]
+    if asked:
+        lines.append(f"{asked!r} is not a host here.")
+    lines += [
+        "Reach a host with:",
+        "  ssh -J USER@GATEWAY ACCOUNT@HOST      (jump; recorded where policy says so)",
+        "  ssh -t USER@GATEWAY HOST [COMMAND]    (recorded)",
+        "  ssh USER+HOST@GATEWAY [COMMAND]       (recorded)",
+    ]
+    if allowed:
+        lines.append("Hosts you may use:")
+        lines += [f"  {h.name:<16} {h.region:<6} {h.gpu_count}x {h.gpu_model}" for h in allowed]
+    else:
+        lines.append("No host is granted to you; ask an admin.")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,432 @@
+"""Recorded sessions: the gateway terminates the user's channel and re-originates it.
+
+A :class:`RecordedSession` is the user's side of one session channel (shell,
+exec or the ``sftp`` subsystem). It opens the same kind of channel on the
+gateway's own connection to the host (:mod:`gateway.ssh.upstream`) and relays
+both ways: data and stderr kept apart, window changes, signals, breaks, EOF,
+and the exact exit status or signal. Terminal channels are recorded as
+asciicast v2; SFTP is audited per operation instead. Flow control is
+end to end: a full window on one side pauses reading on the other.
+
+A recording that cannot be created refuses the session: never unrecorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import asyncssh
+import structlog
+
+from gateway.audit.recording import Recording
+from gateway.errors import GatewayError, StorageError
+from gateway.models import Host, Mode, Principal
+from gateway.ssh.context import ActiveSession, FrontContext
+from gateway.ssh.sftpaudit import SftpAuditor
+
+log = structlog.get_logger("gpuhop.recorded")
+
+STDERR = asyncssh.EXTENDED_DATA_STDERR
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a recorded session goes, once policy has allowed it."""
+
+    principal: Principal
+    host: Host
+    account: str
+    role: str
+    via: str  # "jump" (ssh -J) or "direct" (ssh user+host@gateway)
+
+
+class _UpstreamSide(asyncssh.SSHClientSession[bytes]):
+    """The host's side of the relay."""
+
+    def __init__(self, owner: RecordedSession) -> None:
+        self._owner = owner
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        self._owner.from_host(data, datatype)
+
+    def eof_received(self) -> bool:
+        self._owner.host_eof()
+        return True
+
+    def exit_status_received(self, status: int) -> None:
+        self._owner.exit_status = status
+
+    def exit_signal_received(self, signal: str, core_dumped: bool, msg: str, lang: str) -> None:
+        self._owner.exit_signal = (signal, core_dumped, msg, lang)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._owner.host_closed(exc)
+
+    def pause_writing(self) -> None:
+        self._owner.pause_user()
+
+    def resume_writing(self) -> None:
+        self._owner.resume_user()
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """What a session channel on the gateway itself turns out to be."""
+
+    target: Target | None = None
+    command: str | None = None  # the command to run on the host (None: a shell)
+    message: str = ""  # shown when there is no target (a menu or a refusal)
+    exit_status: int = 0
+
+
+Resolver = Callable[[str | None], Awaitable[Resolution]]
+
+
+class RecordedSession(asyncssh.SSHServerSession[bytes]):
+    """The user's side of one recorded session channel.
+
+    ``target`` is known up front for ``ssh -J`` and ``user+host@gateway``; for
+    ``ssh gateway HOST [CMD]`` a ``resolver`` decides once the command is known.
+    """
+
+    def __init__(
+        self, ctx: FrontContext, target: Target | None, resolver: Resolver | None = None
+    ) -> None:
+        self._ctx = ctx
+        self._t: Target | None = target  # set by the resolver when one is given
+        self._resolver = resolver
+        self.session_id = uuid.uuid4().hex[:16]
+        self._chan: asyncssh.SSHServerChannel[bytes] | None = None
+        self._up: asyncssh.SSHClientChannel[bytes] | None = None
+        self._entry: object | None = None
+        self._command: str | None = None
+        self._subsystem: str | None = None
+        self._term: tuple[str, tuple[int, int, int, int], dict[int, int]] | None = None
+        self._recording: Recording | None = None
+        self._sftp: SftpAuditor | None = None
+        self.exit_status: int | None = None
+        self.exit_signal: tuple[str, bool, str, str] | None = None
+        self._bytes_up = 0
+        self._bytes_down = 0
+        self._started = time.monotonic()
+        self._error = ""
+        self._finished = False
+        self._task: asyncio.Task[None] | None = None
+        self._early: list[tuple[bytes, asyncssh.DataType]] = []
+        self._early_eof = False
+
+    @property
+    def target(self) -> Target:
+        assert self._t is not None, "resolved before use"
+        return self._t
+
+    # -- requests from the user --
+
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
+        self._chan = chan
+
+    def pty_requested(
+        self, term_type: str, term_size: tuple[int, int, int, int], term_modes: Mapping[int, int]
+    ) -> bool:
+        self._term = (term_type, term_size, dict(term_modes))
+        return True
+
+    def shell_requested(self) -> bool:
+        return True
+
+    def exec_requested(self, command: str) -> bool:
+        self._command = command
+        return True
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        if subsystem != "sftp":
+            return False
+        self._subsystem = subsystem
+        return True
+
+    def session_started(self) -> None:
+        assert self._chan is not None
+        self._chan.pause_reading()  # until the host's channel is open
+        self._task = asyncio.get_running_loop().create_task(self._open())
+
+    # -- opening the host side --
+
+    def _what(self) -> str:
+        if self._subsystem:
+            return "sftp"
+        return "exec" if self._command is not None else "shell"
+
+    def _common(self) -> dict[str, object]:
+        p = self.target.principal
+        return {
+            "session_id": self.session_id,
+            "user": p.user,
+            "source": p.source,
+            "host": self.target.host.name,
+            "region": self.target.host.region,
+            "mode": Mode.RECORDED.value,
+            "via": self.target.via,
+            "account": self.target.account,
+            "fingerprint": p.key_fingerprint,
+            "cert_id": p.cert_id,
+            "role": self.target.role,
+            "request": self._what(),
+            "command": self._command,
+            "pty": self._term is not None,
+        }
+
+    async def _open(self) -> None:
+        chan = self._chan
+        assert chan is not None
+        ctx = self._ctx
+        if self._resolver is not None:
+            res = await self._resolver(self._command)
+            if res.target is None:
+                with contextlib.suppress(OSError):
+                    out = res.message.replace("\n", "\r\n").encode()
+                    chan.write(out, STDERR if res.exit_status else None)
+                    chan.exit(res.exit_status)
+                self._finished = True  # nothing was started, nothing to record
+                return
+            self._t = res.target
+            self._command = res.command
+        try:
+            if self._subsystem is None:
+                self._recording = self._start_recording()
+            else:
+                self._sftp = SftpAuditor(self._sftp_event)
+            start = self._common()
+            if self._recording is not None:
+                start["recording"] = self._recording.path.name
+            await ctx.audit.append("session.start", self.target.principal.user, start)
+        except (StorageError, OSError) as exc:
+            self._refuse(f"gpuhop: session refused: {exc}", "recording or audit unavailable")
+            return
+        ctx.sessions[self.session_id] = ActiveSession(
+            self.session_id,
+            self.target.principal.user,
+            self.target.host.name,
+            Mode.RECORDED,
+            self.target.principal.source,
+            time.time(),
+            self.kill,
+        )
+        assert ctx.pool is not None
+        try:
+            entry = await ctx.pool.acquire(
+                self.target.principal.user, self.target.host, self.target.account
+            )
+        except GatewayError as exc:
+            self._error = str(exc)
+            await self._audit("upstream.fail", {"reason": str(exc)})
+            self._refuse(f"gpuhop: {exc}", str(exc))
+            return
+        self._entry = entry
+        term = self._term
+        try:
+            up, _ = await entry.conn.create_session(
+                lambda: _UpstreamSide(self),
+                self._command,
+                subsystem=self._subsystem or (),
+                env={k: v for k, v in chan.get_environment_bytes().items()} or (),
+                request_pty=term is not None,
+                term_type=term[0] if term else (),
+                term_size=term[1] if term else (),
+                term_modes=term[2] if term else (),
+                encoding=None,
+                window=entry.window,
+                max_pktsize=ctx.max_packet,
+            )
+        except (asyncssh.Error, OSError) as exc:
+            reason = getattr(exc, "reason", "") or str(exc)
+            self._error = f"{self.target.host.name}: {reason}"
+            self._refuse(f"gpuhop: {self._error}", self._error)
+            return
+        self._up = up
+        for data, datatype in self._early:
+            up.write(data, datatype)
+        self._early.clear()
+        if self._early_eof:
+            up.write_eof()
+        chan.resume_reading()
+
+    def _start_recording(self) -> Recording:
+        term = self._term
+        width, height = (term[1][0], term[1][1]) if term else (80, 24)
+        p = self.target.principal
+        title = f"{p.user} -> {self.target.account}@{self.target.host.name}"
+        return Recording(
+            self._ctx.recordings_dir / f"{self.session_id}.cast",
+            width=width or 80,
+            height=height or 24,
+            term=term[0] if term else "",
+            title=title,
+            command=self._command,
+            record_input=self._ctx.record_input,
+        )
+
+    def _refuse(self, message: str, error: str) -> None:
+        self._error = self._error or error
+        chan = self._chan
+        if chan is not None:
+            with contextlib.suppress(OSError):
+                chan.write((message + "\r\n").encode(), STDERR)
+                chan.exit(255)
+        self._finish()
+
+    # -- data paths --
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        self._bytes_up += len(data)
+        if self._recording is not None:
+            self._recording.input(data)
+        elif self._sftp is not None:
+            self._sftp.client_data(data)
+        if self._up is not None:
+            self._up.write(data, datatype)
+        else:
+            # asyncssh may deliver a request's first data before pause_reading
+            # takes effect; keep it (bounded by the channel window) until open.
+            self._early.append((data, datatype))
+
+    def from_host(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        self._bytes_down += len(data)
+        if self._recording is not None:
+            self._recording.output(data)
+        elif self._sftp is not None and datatype is None:
+            self._sftp.server_data(data)
+        if self._chan is not None:
+            with contextlib.suppress(BrokenPipeError):
+                self._chan.write(data, datatype)
+
+    def eof_received(self) -> bool:
+        if self._up is not None:
+            self._up.write_eof()
+        else:
+            self._early_eof = True
+        return True
+
+    def host_eof(self) -> None:
+        if self._chan is not None:
+            with contextlib.suppress(BrokenPipeError):
+                self._chan.write_eof()
+
+    def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
+        if self._recording is not None:
+            self._recording.resize(width, height)
+        if self._up is not None:
+            self._up.change_terminal_size(width, height, pixwidth, pixheight)
+
+    def signal_received(self, signal: str) -> None:
+        if self._up is not None:
+            self._up.send_signal(signal)
+
+    def break_received(self, msec: int) -> bool:
+        if self._up is not None:
+            self._up.send_break(msec)
+            return True
+        return False
+
+    # flow control: each side's full window pauses reading on the other
+    def pause_writing(self) -> None:
+        if self._up is not None:
+            self._up.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._up is not None:
+            self._up.resume_reading()
+
+    def pause_user(self) -> None:
+        if self._chan is not None:
+            self._chan.pause_reading()
+
+    def resume_user(self) -> None:
+        if self._chan is not None:
+            self._chan.resume_reading()
+
+    # -- endings --
+
+    def host_closed(self, exc: Exception | None) -> None:
+        chan = self._chan
+        if chan is not None:
+            with contextlib.suppress(OSError):
+                if self.exit_signal is not None:
+                    sig, core, msg, lang = self.exit_signal
+                    chan.exit_with_signal(sig, core, msg, lang)
+                elif self.exit_status is not None:
+                    chan.exit(self.exit_status)
+                else:
+                    self._error = self._error or (
+                        f"connection to {self.target.host.name} lost" + (f": {exc}" if exc else "")
+                    )
+                    chan.write(f"\r\ngpuhop: {self._error}\r\n".encode(), STDERR)
+                    chan.exit(255)
+        self._finish()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._up is not None:
+            self._up.close()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        if self._t is not None:
+            self._finish()
+
+    def kill(self) -> None:
+        """End the session from the gateway side (admin kill, shutdown)."""
+        self._error = self._error or "ended by the gateway"
+        if self._up is not None:
+            self._up.close()
+        if self._chan is not None:
+            self._chan.close()
+
+    def _finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        ctx = self._ctx
+        ctx.sessions.pop(self.session_id, None)
+        if self._entry is not None and ctx.pool is not None:
+            ctx.pool.release(self._entry)  # type: ignore[arg-type]
+        end = self._common()
+        end.update(
+            bytes_up=self._bytes_up,
+            bytes_down=self._bytes_down,
+            duration_s=round(time.monotonic() - self._started, 6),
+            exit_status=self.exit_status,
+            exit_signal=self.exit_signal[0] if self.exit_signal else None,
+            error=self._error,
+        )
+        if self._recording is not None:
+            self._recording.close()
+            end["recording"] = self._recording.path.name
+            end["recording_bytes"] = self._recording.bytes_written
+            if self._recording.failed:
+                end["recording_error"] = self._recording.failed
+        if self._sftp is not None:
+            self._sftp.close()
+        ctx.audit_soon("session.end", self.target.principal.user, end)
+
+    async def _audit(self, kind: str, data: dict[str, object]) -> None:
+        payload = {
+            "session_id": self.session_id,
+            "user": self.target.principal.user,
+            "host": self.target.host.name,
+            **data,
+        }
+        with contextlib.suppress(Exception):
+            await self._ctx.audit.append(kind, self.target.principal.user, payload)
+
+    def _sftp_event(self, kind: str, data: dict[str, object]) -> None:
+        payload = {
+            "session_id": self.session_id,
+            "user": self.target.principal.user,
+            "host": self.target.host.name,
+            "account": self.target.account,
+            **data,
+        }
+        self._ctx.audit_soon(kind, self.target.principal.user, payload)

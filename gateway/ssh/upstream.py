@@ -1,0 +1,197 @@
+"""The gateway's own SSH connections to hosts, for recorded sessions.
+
+Each connection verifies the host's pinned key from the inventory (a
+mismatch is refused, never trusted on first use) and logs in with a
+short-lived certificate from the gateway's user CA whose key id names the
+gpuhop user, so the host's own logs say who it was. Connections are kept and
+reused for the same (user, host, account) while they have channels, and for
+``idle_s`` after, because a fresh key exchange to a far region is the most
+expensive part of opening a session.
+
+Receive windows are sized from the round trip measured when the connection
+was made (the bandwidth-delay product), so a download from a host 120 ms away
+is not capped by a 2 MiB window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import asyncssh
+import structlog
+
+from gateway.errors import UpstreamError
+from gateway.keys import UserCA
+from gateway.models import Host
+from gateway.ssh.algorithms import connection_algorithms
+
+log = structlog.get_logger("gpuhop.upstream")
+
+MIN_WINDOW = 2 * 1024 * 1024
+MAX_WINDOW = 128 * 1024 * 1024
+CERT_VALIDITY_S = 600
+
+
+class HostKeyMismatch(UpstreamError):
+    """The host presented a key other than the pinned one."""
+
+
+def window_for_rtt(rtt_s: float, target_rate: int) -> int:
+    """Bandwidth-delay product, clamped: the window a far host needs to stream."""
+    return int(min(MAX_WINDOW, max(MIN_WINDOW, rtt_s * target_rate * 1.25)))
+
+
+@dataclass
+class _Entry:
+    key: tuple[str, str, str]
+    conn: asyncssh.SSHClientConnection
+    rtt_s: float
+    window: int
+    users: int = 0
+    idle_since: float = field(default_factory=time.monotonic)
+
+
+class UpstreamPool:
+    def __init__(
+        self,
+        user_ca: UserCA,
+        client_key: asyncssh.SSHKey,
+        *,
+        target_rate: int = 256_000_000,
+        max_packet: int = 256 * 1024,
+        keepalive_s: float = 5.0,
+        idle_s: float = 60.0,
+        connect_timeout_s: float = 10.0,
+        on_lost: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self._ca = user_ca
+        self._key = client_key
+        self._target_rate = target_rate
+        self._max_packet = max_packet
+        self._keepalive_s = keepalive_s
+        self._idle_s = idle_s
+        self._timeout = connect_timeout_s
+        self._entries: dict[tuple[str, str, str], _Entry] = {}
+        self._connecting: dict[tuple[str, str, str], asyncio.Future[_Entry]] = {}
+        self._reaper: asyncio.Task[None] | None = None
+
+    async def acquire(self, user: str, host: Host, account: str) -> _Entry:
+        """A live connection for (user, host, account); call :meth:`release` when done."""
+        key = (user, host.name, account)
+        entry = self._entries.get(key)
+        if entry is not None and not entry.conn.is_closed():
+            entry.users += 1
+            return entry
+        pending = self._connecting.get(key)
+        if pending is None:
+            pending = asyncio.get_running_loop().create_future()
+            self._connecting[key] = pending
+            try:
+                entry = await self._connect(key, user, host, account)
+            except BaseException as exc:
+                pending.set_exception(exc)
+                pending.exception()  # retrieved: waiters re-raise it themselves
+                raise
+            finally:
+                self._connecting.pop(key, None)
+            self._entries[key] = entry
+            pending.set_result(entry)
+        else:
+            entry = await asyncio.shield(pending)
+        entry.users += 1
+        self._ensure_reaper()
+        return entry
+
+    def release(self, entry: _Entry) -> None:
+        entry.users = max(0, entry.users - 1)
+        if entry.users == 0:
+            entry.idle_since = time.monotonic()
+            if self._idle_s <= 0:
+                self._drop(entry)
+
+    def _drop(self, entry: _Entry) -> None:
+        if self._entries.get(entry.key) is entry:
+            del self._entries[entry.key]
+        entry.conn.close()
+
+    async def _connect(
+        self, key: tuple[str, str, str], user: str, host: Host, account: str
+    ) -> _Entry:
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in host.address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(
+                loop.sock_connect(sock, (host.address, host.port)), self._timeout
+            )
+        except (OSError, TimeoutError) as exc:
+            sock.close()
+            raise UpstreamError(f"{host.name} unreachable: {exc or 'timed out'}") from exc
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        issued = self._ca.sign(self._key, user=user, accounts=[account], validity_s=CERT_VALIDITY_S)
+        try:
+            pinned = asyncssh.import_public_key(host.host_key)
+        except (asyncssh.KeyImportError, ValueError) as exc:
+            sock.close()
+            raise UpstreamError(f"{host.name}: pinned host key unusable: {exc}") from exc
+        try:
+            conn = await asyncio.wait_for(
+                asyncssh.connect(
+                    sock=sock,
+                    host=host.name,
+                    username=account,
+                    client_keys=[(self._key, issued.cert)],
+                    known_hosts=([pinned], [], []),
+                    agent_path=None,
+                    config=None,
+                    keepalive_interval=self._keepalive_s,
+                    keepalive_count_max=3,
+                    max_pktsize=self._max_packet,
+                    encoding=None,
+                    **connection_algorithms(),
+                ),
+                self._timeout * 2,
+            )
+        except asyncssh.HostKeyNotVerifiable as exc:
+            sock.close()
+            raise HostKeyMismatch(
+                f"host key of {host.name} does not match the pinned key; refusing"
+            ) from exc
+        except (OSError, TimeoutError, asyncssh.Error) as exc:
+            sock.close()
+            reason = getattr(exc, "reason", "") or str(exc) or type(exc).__name__
+            raise UpstreamError(f"{host.name}: cannot log in as {account}: {reason}") from exc
+        # Three round trips at least went into the handshake; the TCP connect alone is one.
+        rtt = max(0.0, time.monotonic() - started) / 4
+        window = window_for_rtt(rtt, self._target_rate)
+        log.debug("upstream connected", host=host.name, user=user, rtt_ms=round(rtt * 1e3, 1))
+        return _Entry(key, conn, rtt, window)
+
+    def _ensure_reaper(self) -> None:
+        if self._reaper is None or self._reaper.done():
+            self._reaper = asyncio.get_running_loop().create_task(self._reap())
+
+    async def _reap(self) -> None:
+        while self._entries:
+            await asyncio.sleep(min(5.0, max(0.5, self._idle_s / 4)))
+            now = time.monotonic()
+            for entry in list(self._entries.values()):
+                if entry.conn.is_closed() or (
+                    entry.users == 0 and now - entry.idle_since >= self._idle_s
+                ):
+                    self._drop(entry)
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        for entry in list(self._entries.values()):
+            self._drop(entry)
