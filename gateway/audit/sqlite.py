@@ -93,7 +93,8 @@ def _check_schema(conn: sqlite3.Connection, path: str) -> bool:
     """True if the schema exists and is ours; False if the database is empty."""
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     if "meta" not in tables or "audit_events" not in tables:
-        if tables:
+        # Empty, or holding only gpuhop's other tables (storage_meta marks them): ours to set up.
+        if tables and "storage_meta" not in tables:
             raise StorageError(f"{path}: not a gpuhop audit database (no audit tables)")
         return False
     row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()

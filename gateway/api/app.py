@@ -1,0 +1,57 @@
+"""The FastAPI application: routes, error handlers, and the OpenAPI document.
+
+``build_app`` makes the app without any services (enough for the OpenAPI
+document); ``create_app`` attaches an ``ApiContext`` for serving. Interactive
+docs pages are off: they load scripts from a CDN. ``/openapi.json`` is served
+and committed as ``docs/openapi.json`` (regenerate with
+``python -m gateway.api.openapi > docs/openapi.json``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from gateway import __version__
+from gateway.api.context import ApiContext
+from gateway.api.errors import ERROR_RESPONSES, install_handlers
+from gateway.api.routes import audit, certificates, hosts, meta, sessions, tokens
+from gateway.ssh.ratelimit import FailureLimiter
+
+DESCRIPTION = """\
+The gpuhop gateway's HTTP API: hosts, sessions, audit events, recordings,
+SSH user certificates and API tokens. Authenticate with
+`Authorization: Bearer gph_...`. Errors are
+`{"error": {"code": "...", "message": "..."}}` with a stable code.
+"""
+
+
+def build_app() -> FastAPI:
+    app = FastAPI(
+        title="gpuhop gateway API",
+        version=__version__,
+        description=DESCRIPTION,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    install_handlers(app)
+    app.include_router(meta.public, prefix="/v1")
+    for routes in (meta, hosts, sessions, audit, certificates, tokens):
+        app.include_router(routes.router, prefix="/v1", responses=ERROR_RESPONSES)
+    return app
+
+
+def create_app(ctx: ApiContext) -> FastAPI:
+    """The app serving ``ctx``'s gateway."""
+    app = build_app()
+    g = ctx.settings.gateway
+    app.state.ctx = ctx
+    app.state.limiter = FailureLimiter(g.auth_max_failures, g.auth_failure_window_s, g.auth_ban_s)
+    return app
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI document, as ``/openapi.json`` serves it."""
+    return build_app().openapi()

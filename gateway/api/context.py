@@ -1,0 +1,94 @@
+"""What the HTTP API needs from the gateway process, passed in once at start-up.
+
+The API does not import the SSH front: live sessions reach it through two
+callables, built from the front's session registry by :func:`session_controls`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway.audit.store import AuditStore
+from gateway.inventory.hosts import Inventory
+from gateway.keys import UserCA
+from gateway.models import Mode
+from gateway.settings import Settings
+from gateway.storage import SessionStore, TokenStore
+
+
+class LiveSession(Protocol):
+    """A session running in this gateway process (the SSH front's ``ActiveSession``)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def user(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def mode(self) -> Mode: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def started(self) -> float: ...
+
+
+class ClosableSession(LiveSession, Protocol):
+    @property
+    def close(self) -> Callable[[], None]: ...
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    """Services the API routes use; one per gateway process."""
+
+    settings: Settings
+    inventory: Inventory
+    audit: AuditStore
+    tokens: TokenStore
+    sessions: SessionStore
+    user_ca: UserCA
+    kill_session: Callable[[str], bool]
+    """Close a live session in this process; False when it is not running here."""
+    live_sessions: Callable[[], Sequence[LiveSession]]
+    """Sessions running in this process now."""
+    clock: Callable[[], float] = time.time
+
+
+def session_controls(
+    sessions: Mapping[str, ClosableSession],
+) -> tuple[Callable[[str], bool], Callable[[], list[LiveSession]]]:
+    """``kill_session`` and ``live_sessions`` over a live registry (``FrontContext.sessions``).
+
+    >>> from dataclasses import dataclass, field
+    >>> @dataclass
+    ... class S:
+    ...     id: str
+    ...     user: str = "alice"
+    ...     host: str = "sg-1"
+    ...     mode: Mode = Mode.PASSTHROUGH
+    ...     source: str = ""
+    ...     started: float = 0.0
+    ...     closed: list[bool] = field(default_factory=list)
+    ...     def close(self) -> None:
+    ...         self.closed.append(True)
+    >>> registry = {"s1": S("s1")}
+    >>> kill, live = session_controls(registry)
+    >>> [s.id for s in live()], kill("s1"), kill("nope"), registry["s1"].closed
+    (['s1'], True, False, [True])
+    """
+
+    def kill(session_id: str) -> bool:
+        session = sessions.get(session_id)
+        if session is None:
+            return False
+        session.close()
+        return True
+
+    def live() -> list[LiveSession]:
+        return list(sessions.values())
+
+    return kill, live

@@ -1,0 +1,88 @@
+"""``/v1/certificates``: short-lived SSH user certificates for the caller's own key.
+
+Principals are the caller's user name plus the accounts their roles allow,
+exactly as ``gpuhop-gateway ca sign`` gives them; the certificate is returned
+only once ``cert.issued`` is durably audited.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from gateway.api.auth import AnyCaller, Ctx, forbid
+from gateway.api.errors import ApiError
+from gateway.api.schemas import CertificateOut, CertificateRequest
+from gateway.errors import KeyMaterialError
+from gateway.keys import parse_public_key
+from gateway.policy.rules import allowed_accounts
+
+router = APIRouter(tags=["certificates"])
+
+# Key types a certificate may be issued for; DSA and short RSA keys are refused.
+_ALGORITHMS = {
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "ssh-rsa",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+}
+RSA_MIN_BITS = 2048
+
+
+def _check_key_type(algorithm: str, bits: int | None) -> None:
+    if algorithm not in _ALGORITHMS:
+        raise ApiError(422, "invalid_public_key", f"key type {algorithm} is not accepted")
+    if algorithm == "ssh-rsa" and (bits or 0) < RSA_MIN_BITS:
+        raise ApiError(422, "invalid_public_key", f"RSA keys need at least {RSA_MIN_BITS} bits")
+
+
+@router.post("/certificates", response_model=CertificateOut)
+async def sign_certificate(
+    request: Request, ctx: Ctx, caller: AnyCaller, body: CertificateRequest
+) -> CertificateOut:
+    """Sign the caller's public key; validity defaults to, and is capped by, the config."""
+    principal = caller.principal
+    if principal is None:
+        await forbid(request, caller, f"user {caller.user!r} is not in the gateway's inventory")
+    try:
+        key = parse_public_key(body.public_key)
+    except KeyMaterialError as exc:
+        raise ApiError(422, "invalid_public_key", str(exc)) from None
+    algorithm = key.get_algorithm()
+    algorithm = algorithm.decode() if isinstance(algorithm, bytes) else str(algorithm)
+    pyca = getattr(key, "pyca_key", None)
+    _check_key_type(algorithm, getattr(pyca, "key_size", None))
+    g = ctx.settings.gateway
+    validity = min(body.validity_s or g.cert_default_validity_s, g.cert_max_validity_s)
+    try:
+        issued = ctx.user_ca.sign(
+            key, user=principal.user, accounts=allowed_accounts(principal), validity_s=validity
+        )
+    except KeyMaterialError as exc:
+        raise ApiError(422, "invalid_public_key", str(exc)) from None
+    await ctx.audit.append(
+        "cert.issued",
+        principal.user,
+        {
+            "user": principal.user,
+            "key_id": issued.key_id,
+            "serial": issued.serial,
+            "principals": list(issued.principals),
+            "valid_after": issued.valid_after,
+            "valid_before": issued.valid_before,
+            "fingerprint": key.get_fingerprint(),
+            "via": "api",
+            "token_id": caller.token.id,
+            "source": caller.source,
+        },
+    )
+    return CertificateOut(
+        certificate=issued.openssh_line(),
+        key_id=issued.key_id,
+        principals=list(issued.principals),
+        valid_after=issued.valid_after,
+        valid_before=issued.valid_before,
+        ca_public_key=ctx.user_ca.public_line,
+    )

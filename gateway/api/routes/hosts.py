@@ -1,0 +1,48 @@
+"""``/v1/hosts``: the inventory as a client sees it."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from gateway.api.auth import AnyCaller, Ctx
+from gateway.api.schemas import HostOut
+from gateway.models import AccessRequest, Host, Mode, Principal
+from gateway.policy.rules import evaluate
+
+router = APIRouter(tags=["hosts"])
+
+
+def _allowed(principal: Principal | None, host: Host) -> bool:
+    if principal is None:
+        return False
+    return any(evaluate(principal, AccessRequest(host, mode)).allowed for mode in Mode)
+
+
+@router.get("/hosts", response_model=list[HostOut])
+async def list_hosts(ctx: Ctx, caller: AnyCaller) -> list[HostOut]:
+    """Every host in the inventory, with prices and whether the caller may use it.
+
+    ``status``, ``gpus_free`` and ``rtt_ms`` become live once probing and GPU
+    inventory report; until then they are ``unknown``, ``gpus_total`` and null.
+    """
+    countries = {r.name: r.country for r in ctx.inventory.regions}
+    return [
+        HostOut(
+            name=h.name,
+            region=h.region,
+            country=countries.get(h.region, ""),
+            address=h.address,
+            port=h.port,
+            status="unknown",
+            gpu_model=h.gpu_model,
+            gpus_total=h.gpu_count,
+            gpus_free=h.gpu_count,
+            price_per_gpu_hour=h.price_per_gpu_hour,
+            egress_per_gb=h.egress_per_gb,
+            residency=list(h.residency),
+            labels=dict(h.labels),
+            rtt_ms=None,
+            allowed=_allowed(caller.principal, h),
+        )
+        for h in ctx.inventory.hosts
+    ]

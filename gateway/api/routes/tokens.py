@@ -1,0 +1,86 @@
+"""``/v1/tokens``: create, list and revoke API tokens.
+
+Admin tokens manage anyone's tokens, of any scope. A user token manages its
+own user's tokens and may create ``user`` and ``ci`` ones. A ci token manages
+none. Creation and revocation are audited (``token.created``, ``token.revoked``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+
+from gateway.api.auth import Caller, Ctx, UserCaller, forbid
+from gateway.api.errors import NOT_FOUND, ApiError
+from gateway.api.schemas import TokenCreate, TokenCreated, TokenList, TokenOut
+from gateway.errors import GatewayError
+from gateway.storage import Scope, Token
+
+router = APIRouter(tags=["tokens"])
+
+TokenId = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$")]
+
+
+def _audit_data(caller: Caller, token: Token) -> dict[str, object]:
+    return {
+        "token_id": token.id,
+        "user": token.user,
+        "scope": token.scope.value,
+        "name": token.name,
+        "expires_at": token.expires_at,
+        "by": caller.user,
+        "by_token": caller.token.id,
+        "source": caller.source,
+    }
+
+
+@router.post("/tokens", response_model=TokenCreated, status_code=201)
+async def create_token(
+    request: Request, ctx: Ctx, caller: UserCaller, body: TokenCreate
+) -> TokenCreated:
+    """A new token; its secret is in this response only."""
+    target = body.user or caller.user
+    if caller.scope is not Scope.ADMIN:
+        if target != caller.user:
+            await forbid(request, caller, "a user token may create tokens only for its own user")
+        if body.scope is Scope.ADMIN:
+            await forbid(request, caller, "only an admin token may create admin tokens")
+    if body.scope is not Scope.ADMIN and ctx.inventory.user(target) is None:
+        raise ApiError(422, "invalid_request", f"user {target!r} is not in the gateway's inventory")
+    token, secret = await ctx.tokens.create(target, body.scope, body.name, body.ttl_s)
+    try:
+        await ctx.audit.append("token.created", caller.user, _audit_data(caller, token))
+    except GatewayError:
+        await ctx.tokens.revoke(token.id)  # unaudited tokens must not work
+        raise
+    return TokenCreated(token=TokenOut.of(token, ctx.clock()), secret=secret)
+
+
+@router.get("/tokens", response_model=TokenList)
+async def list_tokens(
+    request: Request,
+    ctx: Ctx,
+    caller: UserCaller,
+    user: Annotated[str | None, Query(max_length=64)] = None,
+) -> TokenList:
+    """The caller's tokens (admins: everyone's, or ``user``'s), without secrets."""
+    if caller.scope is not Scope.ADMIN:
+        if user is not None and user != caller.user:
+            await forbid(request, caller, "only an admin token may list other users' tokens")
+        user = caller.user
+    now = ctx.clock()
+    return TokenList(tokens=[TokenOut.of(t, now) for t in await ctx.tokens.list(user)])
+
+
+@router.delete("/tokens/{token_id}", response_model=TokenOut, responses=NOT_FOUND)
+async def revoke_token(ctx: Ctx, caller: UserCaller, token_id: TokenId) -> TokenOut:
+    """Revoke a token at once (idempotent). A token may revoke itself."""
+    token = await ctx.tokens.get(token_id)
+    if token is None or (caller.scope is not Scope.ADMIN and token.user != caller.user):
+        raise ApiError(404, "not_found", "no such token")
+    revoked = await ctx.tokens.revoke(token_id)
+    assert revoked is not None  # tokens are never deleted
+    if token.revoked_at is None:
+        await ctx.audit.append("token.revoked", caller.user, _audit_data(caller, revoked))
+    return TokenOut.of(revoked, ctx.clock())

@@ -1,0 +1,82 @@
+"""Identity and accounting storage: API tokens and session records, in SQL.
+
+Open it once at start-up from the storage URL, after the audit store when both
+share a SQLite file::
+
+    storage = await open_storage(settings.gateway.storage_url.get_secret_value())
+    token, secret = await storage.tokens.create("alice", Scope.USER, "laptop", 86400)
+    ...
+    await storage.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.storage.engine import Database, open_database, parse_storage_url
+from gateway.storage.schema import SCHEMA_VERSION, ensure_schema
+from gateway.storage.sessions import SessionRecord, SessionStore
+from gateway.storage.tokens import (
+    SECRET_PREFIX,
+    Scope,
+    Token,
+    TokenExpired,
+    TokenRejected,
+    TokenRevoked,
+    TokenState,
+    TokenStore,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "SECRET_PREFIX",
+    "Database",
+    "Scope",
+    "SessionRecord",
+    "SessionStore",
+    "Storage",
+    "Token",
+    "TokenExpired",
+    "TokenRejected",
+    "TokenRevoked",
+    "TokenState",
+    "TokenStore",
+    "open_storage",
+    "open_storage_blocking",
+    "parse_storage_url",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Storage:
+    """The stores sharing one database."""
+
+    db: Database
+    tokens: TokenStore
+    sessions: SessionStore
+
+    async def close(self) -> None:
+        await self.db.close()
+
+
+def open_storage_blocking(url: str, clock: Callable[[], float] = time.time) -> Storage:
+    """Open (creating or checking the schema) without an event loop; for start-up code."""
+    db = open_database(url)
+    try:
+        db.run(lambda conn: ensure_schema(conn, db.label), True)
+    except BaseException:
+        db.engine.dispose()
+        raise
+    return Storage(db, TokenStore(db, clock), SessionStore(db, clock))
+
+
+async def open_storage(url: str, clock: Callable[[], float] = time.time) -> Storage:
+    """Open the storage a URL names, off the event loop.
+
+    ``ConfigError`` for a URL it does not understand; ``StorageError`` when the
+    database cannot be opened or holds a schema version this code does not know.
+    """
+    return await asyncio.to_thread(open_storage_blocking, url, clock)
