@@ -71,6 +71,7 @@ def main() -> None:
 @CONFIG_OPTION
 @click.option("--workers", type=click.IntRange(1, 256), default=None, help="Worker processes.")
 @click.option("--listen-fd", type=int, default=None, hidden=True)
+@click.option("--api-listen-fd", type=int, default=None, hidden=True)
 @click.option(
     "--ready-file",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -79,7 +80,11 @@ def main() -> None:
 )
 @one_line_errors
 def serve(
-    config_path: Path, workers: int | None, listen_fd: int | None, ready_file: Path | None
+    config_path: Path,
+    workers: int | None,
+    listen_fd: int | None,
+    api_listen_fd: int | None,
+    ready_file: Path | None,
 ) -> None:
     """Run the gateway until SIGTERM, then drain sessions and stop."""
     from gateway.server import run_event_loop, serve, supervise
@@ -89,7 +94,8 @@ def serve(
     if listen_fd is None and n > 1:
         sys.exit(supervise(config_path, settings, n, ready_file))
     sock = socket.socket(fileno=listen_fd) if listen_fd is not None else None
-    run_event_loop(serve(settings, sock=sock, ready_file=ready_file))
+    api_sock = socket.socket(fileno=api_listen_fd) if api_listen_fd is not None else None
+    run_event_loop(serve(settings, sock=sock, api_sock=api_sock, ready_file=ready_file))
 
 
 @main.command("check-config")
@@ -229,6 +235,36 @@ def audit_verify(database: str | None, config_path: Path | None, as_json: bool) 
         )
     if not as_json:
         click.echo(f"audit chain ok: {result.count} events")
+
+
+@main.group()
+def token() -> None:
+    """API tokens (for the HTTP API and the gpuhop command)."""
+
+
+@token.command("create")
+@CONFIG_OPTION
+@click.option("--user", "user_name", required=True)
+@click.option(
+    "--scope", type=click.Choice(["user", "ci", "admin"]), default="user", show_default=True
+)
+@click.option("--name", default="cli", show_default=True)
+@click.option("--ttl", default="30d", show_default=True, help="e.g. 12h, 30d")
+@one_line_errors
+def token_create(config_path: Path, user_name: str, scope: str, name: str, ttl: str) -> None:
+    """Create an API token; prints the secret (shown once) on stdout."""
+    from gateway.api.bootstrap import create_token_blocking
+    from gateway.storage import Scope
+
+    try:
+        seconds = parse_duration(ttl)
+    except ValueError as exc:
+        raise ConfigError(f"--ttl: {exc}") from exc
+    created = create_token_blocking(
+        load_settings(config_path), user=user_name, scope=Scope(scope), name=name, ttl_s=seconds
+    )
+    click.echo(created.secret)
+    click.echo(f"token {created.token.id} for {user_name} ({scope})", err=True)
 
 
 def _default_demo_dir() -> Path:

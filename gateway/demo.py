@@ -23,6 +23,7 @@ from typing import Any
 from gateway.errors import GatewayError
 from gateway.keys import UserCA, ensure_private_key, public_line
 from gateway.settings import load_settings
+from gateway.storage import Scope
 
 DEMO_USER = "alice"
 DEMO_ACCOUNT = "root"
@@ -54,6 +55,7 @@ def _config_text(state: Path, hosts: list[dict[str, Any]], user_key: str, admin_
         "[gateway]",
         'ssh_host = "127.0.0.1"',
         "ssh_port = 0",
+        "api_port = 0",
         f'storage_url = "sqlite:///{state / "gpuhop.db"}"',
         'host_key = "keys/gateway_host_ed25519"',
         'user_ca_key = "keys/user_ca"',
@@ -210,10 +212,17 @@ async def _run(state: Path, ready_file: Path) -> None:
         issued = ca.sign(user_key, user=DEMO_USER, accounts=[DEMO_ACCOUNT], validity_s=12 * 3600)
         (keys / f"{DEMO_USER}-cert.pub").write_text(issued.openssh_line() + "\n")
         (state / "ssh_config").write_text(_ssh_config(state, port, hosts))
+        assert gateway.storage is not None
+        day = 86400.0
+        _, user_token = await gateway.storage.tokens.create(DEMO_USER, Scope.USER, "demo", day)
+        _, admin_token = await gateway.storage.tokens.create("admin", Scope.ADMIN, "demo", day)
         info = {
             "pid": os.getpid(),
             "ssh_host": "127.0.0.1",
             "ssh_port": port,
+            "api_url": f"http://127.0.0.1:{gateway.api_port}",
+            "user_token": user_token,
+            "admin_token": admin_token,
             "user": DEMO_USER,
             "account": DEMO_ACCOUNT,
             "identity_file": str(keys / DEMO_USER),

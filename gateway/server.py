@@ -26,6 +26,8 @@ import asyncssh
 import structlog
 
 from gateway import __version__
+from gateway.api import ApiContext, session_controls, start_api
+from gateway.api.server import ApiServer, bind_api_socket
 from gateway.audit.store import AuditStore, open_store
 from gateway.keys import HostCertificates, UserCA, ensure_private_key
 from gateway.settings import Settings
@@ -34,6 +36,7 @@ from gateway.ssh.context import FrontContext
 from gateway.ssh.front import FrontConnection, FrontServer
 from gateway.ssh.ratelimit import FailureLimiter
 from gateway.ssh.upstream import UpstreamPool
+from gateway.storage import Storage, open_storage
 
 log = structlog.get_logger("gpuhop.server")
 
@@ -41,9 +44,19 @@ log = structlog.get_logger("gpuhop.server")
 class Gateway:
     """One gateway worker: the SSH front, its audit store and live sessions."""
 
-    def __init__(self, settings: Settings, *, sock: socket.socket | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        sock: socket.socket | None = None,
+        api_sock: socket.socket | None = None,
+    ) -> None:
         self.settings = settings
         self._sock = sock
+        self._api_sock = api_sock
+        self.storage: Storage | None = None
+        self.api: ApiServer | None = None
+        self.api_port = 0
         self._server: asyncio.AbstractServer | None = None
         self.audit: AuditStore | None = None
         self.ctx: FrontContext | None = None
@@ -65,6 +78,12 @@ class Gateway:
             await self.audit.close()
             raise
         inventory = self.settings.inventory()
+        try:
+            # After the audit store: both may share one SQLite file.
+            self.storage = await open_storage(g.storage_url.get_secret_value())
+        except BaseException:
+            await self.audit.close()
+            raise
         ctx = FrontContext(
             inventory=inventory,
             audit=self.audit,
@@ -97,6 +116,7 @@ class Gateway:
             rdns_lookup=False,
             **connection_algorithms(),
         )
+        ctx.session_store = self.storage.sessions
         self.ctx = ctx
         options = await asyncssh.SSHServerConnectionOptions.construct(
             None,
@@ -127,18 +147,42 @@ class Gateway:
                 factory, g.ssh_host, g.ssh_port, backlog=1024, reuse_address=True
             )
         self.port = self._server.sockets[0].getsockname()[1]
+        kill, live = session_controls(ctx.sessions)
+        self.api = await start_api(
+            ApiContext(
+                settings=self.settings,
+                inventory=inventory,
+                audit=self.audit,
+                tokens=self.storage.tokens,
+                sessions=self.storage.sessions,
+                user_ca=user_ca,
+                kill_session=kill,
+                live_sessions=live,
+            ),
+            g.api_host,
+            g.api_port,
+            sock=self._api_sock,
+        )
+        self.api_port = self.api.port
         await self.audit.append(
             "gateway.start",
             "gateway",
             {"pid": os.getpid(), "port": self.port, "version": __version__},
         )
-        log.info("gateway listening", ssh=f"{g.ssh_host}:{self.port}", pid=os.getpid())
+        log.info(
+            "gateway listening",
+            ssh=f"{g.ssh_host}:{self.port}",
+            api=self.api.url,
+            pid=os.getpid(),
+        )
 
     async def shutdown(self, drain_s: float | None = None) -> None:
         """Stop accepting, let live sessions finish up to ``drain_s``, then close."""
         timeout = self.settings.gateway.drain_timeout_s if drain_s is None else drain_s
         if self._server is not None:
             self._server.close()
+        if self.api is not None:
+            await self.api.stop()
         ctx = self.ctx
         if ctx is not None:
             # Connections with no live session have nothing to drain.
@@ -163,23 +207,29 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await self.audit.append("gateway.stop", "gateway", {"pid": os.getpid()})
             await self.audit.close()
+        if self.storage is not None:
+            await self.storage.close()
         log.info("gateway stopped")
 
 
-def write_ready_file(path: Path, port: int) -> None:
+def write_ready_file(path: Path, port: int, api_port: int) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"pid": os.getpid(), "ssh_port": port}) + "\n")
+    tmp.write_text(json.dumps({"pid": os.getpid(), "ssh_port": port, "api_port": api_port}) + "\n")
     tmp.replace(path)
 
 
 async def serve(
-    settings: Settings, *, sock: socket.socket | None = None, ready_file: Path | None = None
+    settings: Settings,
+    *,
+    sock: socket.socket | None = None,
+    api_sock: socket.socket | None = None,
+    ready_file: Path | None = None,
 ) -> None:
     """Run one gateway worker until SIGTERM/SIGINT, then drain and stop."""
-    gateway = Gateway(settings, sock=sock)
+    gateway = Gateway(settings, sock=sock, api_sock=api_sock)
     await gateway.startup()
     if ready_file is not None and sock is None:
-        write_ready_file(ready_file, gateway.port)
+        write_ready_file(ready_file, gateway.port, gateway.api_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -221,16 +271,19 @@ def supervise(
     g = settings.gateway
     sock = bind_listener(g.ssh_host, g.ssh_port)
     port = sock.getsockname()[1]
+    api_sock = bind_api_socket(g.api_host, g.api_port)
+    api_sock.set_inheritable(True)
+    api_port = api_sock.getsockname()[1]
     log.info("supervisor listening", ssh=f"{g.ssh_host}:{port}", workers=workers)
 
     def spawn() -> subprocess.Popen[bytes]:
         cmd = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)]
-        cmd += ["--listen-fd", str(sock.fileno())]
-        return subprocess.Popen(cmd, pass_fds=(sock.fileno(),))
+        cmd += ["--listen-fd", str(sock.fileno()), "--api-listen-fd", str(api_sock.fileno())]
+        return subprocess.Popen(cmd, pass_fds=(sock.fileno(), api_sock.fileno()))
 
     procs = [spawn() for _ in range(workers)]
     if ready_file is not None:
-        write_ready_file(ready_file, port)
+        write_ready_file(ready_file, port, api_port)
     stopping = False
 
     def forward(signum: int, _frame: object) -> None:
@@ -260,4 +313,5 @@ def supervise(
                     procs[i] = spawn()
         time.sleep(0.2)
     sock.close()
+    api_sock.close()
     return max((p.returncode or 0) for p in procs) if procs else 0

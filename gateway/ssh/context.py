@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import asyncssh
 
     from gateway.ssh.upstream import UpstreamPool
+    from gateway.storage.sessions import SessionStore
 
 log = structlog.get_logger("gpuhop.ssh")
 
@@ -51,6 +52,7 @@ class FrontContext:
     pool: UpstreamPool | None = None
     recordings_dir: Path = Path("recordings")
     record_input: bool = False
+    session_store: SessionStore | None = None
     inner_options: Any = None  # asyncssh.SSHServerConnectionOptions for recorded jumps
     host_certificate: Callable[[str], tuple[asyncssh.SSHKey, asyncssh.SSHCertificate]] | None = None
     _pending: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -66,6 +68,47 @@ class FrontContext:
             await self.audit.append(kind, actor, data)
         except Exception as exc:  # the relay must outlive a storage hiccup; the error is logged
             log.error("audit write failed", kind=kind, error=str(exc))
+
+    async def start_session(self, user: str, data: Mapping[str, object]) -> None:
+        """Audit a session's start (raises if that fails: the caller fails closed),
+        then add it to the session records the API serves."""
+        await self.audit.append("session.start", user, data)
+        if self.session_store is not None:
+            try:
+                await self.session_store.record_start(
+                    session_id=str(data["session_id"]),
+                    user=user,
+                    host=str(data["host"]),
+                    region=str(data.get("region", "")),
+                    mode=Mode(str(data["mode"])),
+                    account=str(data.get("account", "")),
+                    source=str(data.get("source", "")),
+                    gpus=int(data.get("gpus", 0) or 0),  # type: ignore[call-overload]
+                )
+            except Exception as exc:  # the audit log is the source of truth
+                log.error("session record failed", error=str(exc))
+
+    def end_session(self, user: str, data: Mapping[str, object]) -> None:
+        """Audit a session's end and close its record, without blocking the caller."""
+        self.audit_soon("session.end", user, data)
+        if self.session_store is not None:
+            task = asyncio.get_running_loop().create_task(self._record_end(data))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _record_end(self, data: Mapping[str, object]) -> None:
+        assert self.session_store is not None
+        status = data.get("exit_status")
+        try:
+            await self.session_store.record_end(
+                str(data["session_id"]),
+                bytes_up=int(data.get("bytes_up", 0) or 0),  # type: ignore[call-overload]
+                bytes_down=int(data.get("bytes_down", 0) or 0),  # type: ignore[call-overload]
+                exit_status=status if isinstance(status, int) else None,
+                error=str(data.get("error") or "") or None,
+            )
+        except Exception as exc:
+            log.error("session record failed", error=str(exc))
 
     async def flush(self) -> None:
         while self._pending:

@@ -260,7 +260,7 @@ class FrontServer(asyncssh.SSHServer):
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(exc)) from exc
         # The start event is durable before any byte reaches the user: fail closed.
         try:
-            await self._ctx.audit.append("session.start", principal.user, start)
+            await self._ctx.start_session(principal.user, start)
         except Exception as exc:
             self._ctx.sessions.pop(session_id, None)
             relay.abandon()
@@ -354,7 +354,7 @@ class FrontServer(asyncssh.SSHServer):
                 exit_status=None,
                 error=stats.error,
             )
-            ctx.audit_soon("session.end", principal.user, end)
+            ctx.end_session(principal.user, end)
 
         relay = PassthroughSession(on_close)
 

@@ -203,7 +203,7 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
             start = self._common()
             if self._recording is not None:
                 start["recording"] = self._recording.path.name
-            await ctx.audit.append("session.start", self.target.principal.user, start)
+            await ctx.start_session(self.target.principal.user, start)
         except (StorageError, OSError) as exc:
             self._refuse(f"gpuhop: session refused: {exc}", "recording or audit unavailable")
             return
@@ -409,7 +409,7 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
                 end["recording_error"] = self._recording.failed
         if self._sftp is not None:
             self._sftp.close()
-        ctx.audit_soon("session.end", self.target.principal.user, end)
+        ctx.end_session(self.target.principal.user, end)
 
     async def _audit(self, kind: str, data: dict[str, object]) -> None:
         payload = {

@@ -38,6 +38,7 @@ class GatewayStack:
     users: dict[str, StackUser] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
+    api_port: int = 0
     extra_gateway: str = ""
     host_addresses: dict[str, tuple[str, int]] = field(default_factory=dict)
 
@@ -89,6 +90,7 @@ class GatewayStack:
             "[gateway]",
             'ssh_host = "127.0.0.1"',
             "ssh_port = 0",
+            "api_port = 0",
             f'storage_url = "sqlite:///{self.database}"',
             'host_key = "keys/gateway_host_ed25519"',
             'user_ca_key = "keys/user_ca"',
@@ -142,7 +144,9 @@ class GatewayStack:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if ready.exists():
-                self.port = int(json.loads(ready.read_text())["ssh_port"])
+                info = json.loads(ready.read_text())
+                self.port = int(info["ssh_port"])
+                self.api_port = int(info.get("api_port", 0))
                 self._write_known_hosts()
                 return self.port
             if self.proc.poll() is not None:
@@ -272,6 +276,9 @@ class GatewayStack:
             return []
         con = sqlite3.connect(f"file:{self.database}?mode=ro", uri=True)
         try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
+            if "audit_events" not in tables:
+                return []
             q = "SELECT id, kind, actor, data FROM audit_events"
             rows = con.execute(
                 q + (" WHERE kind = ?" if kind else "") + " ORDER BY id", (kind,) if kind else ()
