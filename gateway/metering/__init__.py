@@ -1,0 +1,1 @@
+"""Metering: session cost, totals and budgets (pure)."""

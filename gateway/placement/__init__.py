@@ -1,0 +1,1 @@
+"""Placement: ranking hosts for a job and saying why the others were excluded (pure)."""
