@@ -1,13 +1,14 @@
 """Fixtures shared by every test: an isolated environment and real peers on loopback.
 
 A peer that is missing (``ssh``, ``sshd``, ``docker``…) skips a test on a
-developer's machine but fails it under ``CI=true``: call the ``require_bin``
-fixture (test modules should not import conftest: with several conftest files
-the name is ambiguous). Key helpers live in ``gateway.sim.keys``.
+developer's machine but fails it under ``CI=true``: call ``require`` (import it
+as ``tests.conftest.require``) or the ``require_bin`` fixture. Key and
+certificate helpers live in ``gateway.sim.keys``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
@@ -95,7 +96,7 @@ def sim_host(
     their sessions, at teardown.
     """
     require("sshd")
-    hosts: list[SshdHost] = []
+    stops = contextlib.ExitStack()  # stops every host even if one stop fails
 
     def start(
         name: str = "sim-1",
@@ -115,24 +116,22 @@ def sim_host(
             authorized_keys=[user_key.public_line] if authorized_keys is None else authorized_keys,
             port=port,
         )
-        hosts.append(host)
+        stops.callback(host.stop)
         return host.start()
 
-    yield start
-    for host in reversed(hosts):
-        host.stop()
+    with stops:
+        yield start
 
 
 @pytest.fixture
 def delay_proxy() -> Iterator[Callable[..., ThreadedDelayProxy]]:
     """Start delay proxies: ``delay_proxy(target_port, rtt_ms=40)``; stopped at teardown."""
-    proxies: list[ThreadedDelayProxy] = []
+    stops = contextlib.ExitStack()
 
     def start(target_port: int, rtt_ms: float = 0.0, listen_port: int = 0) -> ThreadedDelayProxy:
         proxy = ThreadedDelayProxy("127.0.0.1", target_port, rtt_ms, listen_port=listen_port)
-        proxies.append(proxy)
+        stops.callback(proxy.stop)
         return proxy.start()
 
-    yield start
-    for proxy in reversed(proxies):
-        proxy.stop()
+    with stops:
+        yield start

@@ -96,6 +96,7 @@ class EmbeddedHost:
         self.user_ca_pub = user_ca_pub
         self.authorized_keys = list(authorized_keys)
         self._port = port
+        self._gpus_set = False
         self._thread: LoopThread | None = None
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self.connections: set[asyncssh.SSHServerConnection] = set()
@@ -138,15 +139,25 @@ class EmbeddedHost:
             self._thread.call(lambda: acceptor.update(authorized_client_keys=keys))
 
     def set_gpus(self, gpus: Sequence[FakeGpu]) -> None:
+        """Change what ``nvidia-smi`` reports from the next call on."""
+        self.directory.mkdir(parents=True, exist_ok=True)
         write_state(self.files.gpu_state, gpus)
+        self._gpus_set = True
 
     def start(self) -> EmbeddedHost:
         """Listen on 127.0.0.1; returns once the port is bound (raises ``SimHostError``)."""
         if self.running:
             return self
+        # Fresh idle GPUs on first start, unless set_gpus came first; a restart keeps them.
         self.files.prepare(
-            self.name, self.gpus, self.gpu_model, self.user_ca_pub, self.authorized_keys
+            self.name,
+            self.gpus,
+            self.gpu_model,
+            self.user_ca_pub,
+            self.authorized_keys,
+            reset_gpus=not self._gpus_set,
         )
+        self._gpus_set = True
         thread = LoopThread(f"sim-{self.name}")
         thread.start()
         try:

@@ -96,11 +96,12 @@ class HostDir:
         gpu_model: str,
         user_ca_pub: str | None,
         authorized_keys: Sequence[str],
+        reset_gpus: bool = True,
     ) -> None:
-        """Create the layout; GPU state is written only if absent (tests may have set it)."""
+        """Create the layout; ``reset_gpus`` writes idle GPUs over any earlier state."""
         for d in (self.root, self.home, self.bin):
             d.mkdir(parents=True, exist_ok=True)
-        if not self.gpu_state.exists():
+        if reset_gpus or not self.gpu_state.exists():
             write_state(self.gpu_state, default_gpus(name, gpus, gpu_model))
         install_nvidia_smi(self.bin)
         self.authorized_keys.write_text("".join(f"{k.strip()}\n" for k in authorized_keys))

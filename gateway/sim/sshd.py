@@ -78,6 +78,7 @@ class SshdHost:
         self.authorized_keys = list(authorized_keys)
         self._want_port = port
         self._port = port
+        self._gpus_set = False
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -114,7 +115,9 @@ class SshdHost:
 
     def set_gpus(self, gpus: Sequence[FakeGpu]) -> None:
         """Change what ``nvidia-smi`` reports from the next call on."""
+        self.directory.mkdir(parents=True, exist_ok=True)
         write_state(self.files.gpu_state, gpus)
+        self._gpus_set = True
 
     def start(self) -> SshdHost:
         """Start sshd; returns once it greets with an SSH banner (raises ``SimHostError``)."""
@@ -124,9 +127,16 @@ class SshdHost:
         if sshd is None:
             raise SimHostError("OpenSSH sshd is not installed")
         _ensure_privsep_dir()
+        # Fresh idle GPUs on first start, unless set_gpus came first; a restart keeps them.
         self.files.prepare(
-            self.name, self.gpus, self.gpu_model, self.user_ca_pub, self.authorized_keys
+            self.name,
+            self.gpus,
+            self.gpu_model,
+            self.user_ca_pub,
+            self.authorized_keys,
+            reset_gpus=not self._gpus_set,
         )
+        self._gpus_set = True
         self._make_host_key()
         attempts = 1 if self._want_port else _PORT_ATTEMPTS
         log, port = "", self._want_port
