@@ -29,7 +29,12 @@ from gateway import __version__
 from gateway.api import ApiContext, session_controls, start_api
 from gateway.api.server import ApiServer, bind_api_socket
 from gateway.audit.store import AuditStore, open_store
-from gateway.keys import HostCertificates, UserCA, ensure_private_key
+from gateway.inventory.catalog import load_catalog
+from gateway.inventory.hosts import Inventory
+from gateway.inventory.probes import ProbeCredentials
+from gateway.keys import HostCertificates, UserCA, ensure_private_key, public_line
+from gateway.live import LiveState
+from gateway.metering.meter import rate_for
 from gateway.settings import Settings
 from gateway.ssh.algorithms import connection_algorithms
 from gateway.ssh.context import FrontContext
@@ -55,6 +60,7 @@ class Gateway:
         self._sock = sock
         self._api_sock = api_sock
         self.storage: Storage | None = None
+        self.live: LiveState | None = None
         self.api: ApiServer | None = None
         self.api_port = 0
         self._server: asyncio.AbstractServer | None = None
@@ -117,6 +123,11 @@ class Gateway:
             **connection_algorithms(),
         )
         ctx.session_store = self.storage.sessions
+        self.live = await asyncio.to_thread(
+            build_live_state, self.settings, inventory, user_ca, upstream_key
+        )
+        self.live.session_store = self.storage.sessions
+        ctx.live = self.live
         self.ctx = ctx
         options = await asyncssh.SSHServerConnectionOptions.construct(
             None,
@@ -158,12 +169,17 @@ class Gateway:
                 user_ca=user_ca,
                 kill_session=kill,
                 live_sessions=live,
+                ssh_port=self.port,
+                ssh_host_key=public_line(host_key),
+                host_ca_key=public_line(host_ca),
+                live=self.live,
             ),
             g.api_host,
             g.api_port,
             sock=self._api_sock,
         )
         self.api_port = self.api.port
+        await self.live.start()
         await self.audit.append(
             "gateway.start",
             "gateway",
@@ -183,6 +199,8 @@ class Gateway:
             self._server.close()
         if self.api is not None:
             await self.api.stop()
+        if self.live is not None:
+            await self.live.stop()
         ctx = self.ctx
         if ctx is not None:
             # Connections with no live session have nothing to drain.
@@ -210,6 +228,37 @@ class Gateway:
         if self.storage is not None:
             await self.storage.close()
         log.info("gateway stopped")
+
+
+def build_live_state(
+    settings: Settings, inventory: Inventory, user_ca: UserCA, upstream_key: asyncssh.SSHKey
+) -> LiveState:
+    """Probes log in with the gateway's upstream key and a long-lived probe certificate."""
+    g = settings.gateway
+    probe_cert = user_ca.sign(
+        upstream_key, user="gateway-probe", accounts=[g.probe_account], validity_s=30 * 86400
+    )
+    rates = {}
+    if g.catalog is not None:
+        catalog = load_catalog(g.catalog)
+        rates = {h.name: rate_for(h, catalog) for h in inventory.hosts}
+    budgets = {
+        ("user", b.user) if b.user else ("team", b.team): b.to_limits() for b in settings.budgets
+    }
+    live = LiveState(
+        inventory,
+        ProbeCredentials(g.probe_account, upstream_key, probe_cert.cert),
+        interval_s=g.probe_interval_s,
+        timeout_s=g.probe_timeout_s,
+        gpu_interval_s=g.probe_gpu_interval_s,
+        datasets=[d.to_dataset() for d in settings.datasets],
+        budgets=budgets,
+        rates=rates,
+    )
+    live.idle_util_pct = g.idle_gpu_util_pct
+    live.idle_timeout_s = g.idle_timeout_s
+    live.idle_warn_s = g.idle_warn_s
+    return live
 
 
 def write_ready_file(path: Path, port: int, api_port: int) -> None:

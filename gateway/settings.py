@@ -45,7 +45,9 @@ from pydantic_settings import (
 from gateway.errors import ConfigError, KeyMaterialError
 from gateway.inventory.hosts import Inventory
 from gateway.inventory.keys import parse_public_key
+from gateway.metering.budgets import BudgetLimits
 from gateway.models import Host, Mode, Region, Role, User
+from gateway.policy.residency import DataSet
 
 ENV_PREFIX = "GPUHOP_"
 _SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
@@ -168,6 +170,23 @@ class GatewaySettings(BaseModel):
     upstream_target_rate: Annotated[int, Field(ge=1_000_000)] = 256_000_000
     """Bytes/s a download from a far host should reach: upstream windows are sized
     rtt x this rate (bandwidth-delay product), between 2 MiB and 128 MiB."""
+    probe_interval_s: PositiveSeconds = 1.0
+    """How often each host's SSH round trip is measured (on a kept connection)."""
+    probe_timeout_s: PositiveSeconds = 2.0
+    """A probe round that takes longer marks the host down."""
+    probe_gpu_interval_s: PositiveSeconds = 5.0
+    """How often nvidia-smi is queried on each host."""
+    probe_account: Account = "root"
+    """Remote account the gateway probes hosts as (with a certificate from the user CA)."""
+    idle_gpu_util_pct: Annotated[float, Field(ge=0, le=100)] = 5.0
+    """A session holding GPUs is idle while their utilisation stays under this..."""
+    idle_timeout_s: Seconds = 0.0
+    """...and no byte moves for this long; then it is ended and its GPUs released
+    (0 turns idle reaping off)."""
+    idle_warn_s: Seconds = 300.0
+    """How long before ending an idle session its user is warned."""
+    catalog: Path | None = None
+    """Optional price catalog CSV (see examples/prices.csv); overrides inventory prices."""
     workers: Annotated[Int, Field(ge=1, le=256)] = 1
     """Gateway processes sharing the listeners."""
     window: Annotated[Int, Field(ge=64 * 1024, le=1024**3)] = 8 * 1024 * 1024
@@ -334,6 +353,46 @@ class _GatewayEnvSource(EnvSettingsSource):
         return super().prepare_field_value(field_name, field, value, value_is_complex)
 
 
+class DatasetConfig(BaseModel):
+    """A ``[[datasets]]`` entry: a data set and the places it may be processed."""
+
+    model_config = _MODEL
+
+    name: Name
+    """Name users give with ``--data``."""
+    regions: tuple[Name, ...] = ()
+    """Regions (inventory names) where it may be processed."""
+    countries: tuple[str, ...] = ()
+    """Countries (ISO 3166 alpha-2) where it may be processed."""
+
+    def to_dataset(self) -> DataSet:
+        return DataSet(self.name, self.regions, tuple(c.upper() for c in self.countries))
+
+
+class BudgetConfig(BaseModel):
+    """A ``[[budgets]]`` entry: limits for one user or one team (give exactly one)."""
+
+    model_config = _MODEL
+
+    user: str = ""
+    """User the limits apply to."""
+    team: str = ""
+    """Team the limits apply to (every member's sessions count)."""
+    daily: Price | None = None
+    """Most spent per UTC day, in USD; new sessions are refused once reached."""
+    monthly: Price | None = None
+    """Most spent per UTC month, in USD."""
+
+    @model_validator(mode="after")
+    def _one_owner(self) -> BudgetConfig:
+        if bool(self.user) == bool(self.team):
+            raise ValueError("give exactly one of user or team")
+        return self
+
+    def to_limits(self) -> BudgetLimits:
+        return BudgetLimits(self.daily, self.monthly)
+
+
 class Settings(BaseSettings):
     """The whole config file. Build it with ``load_settings``."""
 
@@ -355,6 +414,10 @@ class Settings(BaseSettings):
     """The ``[[roles]]`` tables."""
     users: tuple[UserConfig, ...] = ()
     """The ``[[users]]`` tables."""
+    datasets: tuple[DatasetConfig, ...] = ()
+    """The ``[[datasets]]`` tables: where each data set may be processed."""
+    budgets: tuple[BudgetConfig, ...] = ()
+    """The ``[[budgets]]`` tables: spending limits per user or team."""
 
     @classmethod
     def settings_customise_sources(
@@ -390,6 +453,8 @@ class Settings(BaseSettings):
             name: _under(base, getattr(gw, name))
             for name in ("host_key", "user_ca_key", "host_ca_key", "upstream_key", "recordings_dir")
         }
+        if gw.catalog is not None:
+            update["catalog"] = _under(base, gw.catalog)
         update["storage_url"] = SecretStr(_sqlite_under(base, gw.storage_url.get_secret_value()))
         return self.model_copy(update={"gateway": gw.model_copy(update=update)})
 

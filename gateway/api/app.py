@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from gateway import __version__
 from gateway.api.context import ApiContext
 from gateway.api.errors import ERROR_RESPONSES, install_handlers
-from gateway.api.routes import audit, certificates, hosts, meta, sessions, tokens
+from gateway.api.routes import audit, certificates, hosts, meta, placement, sessions, tokens
 from gateway.ssh.ratelimit import FailureLimiter
 
 DESCRIPTION = """\
@@ -38,7 +38,7 @@ def build_app() -> FastAPI:
     )
     install_handlers(app)
     app.include_router(meta.public, prefix="/v1")
-    for routes in (meta, hosts, sessions, audit, certificates, tokens):
+    for routes in (meta, hosts, sessions, audit, certificates, tokens, placement):
         app.include_router(routes.router, prefix="/v1", responses=ERROR_RESPONSES)
     return app
 

@@ -14,6 +14,7 @@ from typing import Protocol
 from gateway.audit.store import AuditStore
 from gateway.inventory.hosts import Inventory
 from gateway.keys import UserCA
+from gateway.live import LiveState
 from gateway.models import Mode
 from gateway.settings import Settings
 from gateway.storage import SessionStore, TokenStore
@@ -56,6 +57,14 @@ class ApiContext:
     live_sessions: Callable[[], Sequence[LiveSession]]
     """Sessions running in this process now."""
     clock: Callable[[], float] = time.time
+    ssh_port: int = 0
+    """The SSH front's bound port, for ``GET /v1/gateway``."""
+    ssh_host_key: str = ""
+    """The gateway's SSH host key (public line), what clients pin in known_hosts."""
+    host_ca_key: str = ""
+    """The host CA's public line: clients trust recorded jumps with ``@cert-authority``."""
+    live: LiveState | None = None
+    """Probes, leases, running costs and placement; None in API-only tests."""
 
 
 def session_controls(

@@ -31,6 +31,9 @@ ErrorCode = Literal[
     "rate_limited",
     "storage_unavailable",
     "internal_error",
+    "bad_constraints",
+    "unknown_dataset",
+    "no_live_state",
 ]
 
 _OUT = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
@@ -79,6 +82,26 @@ class Me(BaseModel):
     """Remote accounts the user's roles allow; certificates carry them as principals."""
 
 
+class GatewayInfo(BaseModel):
+    """How to reach the gateway over SSH and which keys to trust there."""
+
+    model_config = _OUT
+
+    version: str
+    ssh_host: str
+    """The address the SSH front listens on; a wildcard (``0.0.0.0``, ``::``) means
+    "the API's own host name"."""
+    ssh_port: int
+    host_key: str
+    """The gateway's SSH host key (``ssh-ed25519 AAAA...``), for known_hosts."""
+    host_ca_key: str
+    """The CA that signs the host certificates of recorded ``ssh -J`` sessions, for a
+    ``@cert-authority`` known_hosts line."""
+    host_keys: dict[str, str]
+    """Each inventory host's pinned SSH host key by name: what a passthrough jump
+    (end to end to the host's own sshd) must find in known_hosts."""
+
+
 HostStatus = Literal["up", "down", "unknown"]
 
 
@@ -101,7 +124,13 @@ class HostOut(BaseModel):
     residency: list[str]
     labels: dict[str, str]
     rtt_ms: float | None
-    """Gateway-to-host round trip; null until live latency is measured."""
+    """Gateway-to-host round trip (median of recent probes); null until measured."""
+    rtt_p95_ms: float | None = None
+    """95th percentile of recent round trips."""
+    rtt_history: list[float | None] = []
+    """Recent round trips, oldest first (null = a missed probe), for sparklines."""
+    utilization_pct: float | None = None
+    """Mean GPU utilisation reported by nvidia-smi."""
     allowed: bool
     """Whether the caller's roles grant access to this host in some mode."""
 

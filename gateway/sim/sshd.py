@@ -207,6 +207,8 @@ class SshdHost:
             "PrintMotd no",
             "PrintLastLog no",
             "LogLevel VERBOSE",
+            # What a gpuhop host needs: leased GPUs reach the session as environment.
+            "AcceptEnv LANG LC_* CUDA_VISIBLE_DEVICES CUDA_DEVICE_ORDER GPUHOP_*",
             f"SetEnv {env}",
             *optional,
         ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +19,7 @@ from gateway.ssh.ratelimit import FailureLimiter
 if TYPE_CHECKING:
     import asyncssh
 
+    from gateway.live import LiveState
     from gateway.ssh.upstream import UpstreamPool
     from gateway.storage.sessions import SessionStore
 
@@ -53,6 +54,7 @@ class FrontContext:
     recordings_dir: Path = Path("recordings")
     record_input: bool = False
     session_store: SessionStore | None = None
+    live: LiveState | None = None
     inner_options: Any = None  # asyncssh.SSHServerConnectionOptions for recorded jumps
     host_certificate: Callable[[str], tuple[asyncssh.SSHKey, asyncssh.SSHCertificate]] | None = None
     _pending: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -99,6 +101,7 @@ class FrontContext:
     async def _record_end(self, data: Mapping[str, object]) -> None:
         assert self.session_store is not None
         status = data.get("exit_status")
+        cost = data.get("cost_usd")
         try:
             await self.session_store.record_end(
                 str(data["session_id"]),
@@ -106,9 +109,16 @@ class FrontContext:
                 bytes_down=int(data.get("bytes_down", 0) or 0),  # type: ignore[call-overload]
                 exit_status=status if isinstance(status, int) else None,
                 error=str(data.get("error") or "") or None,
+                cost_usd=cost if isinstance(cost, int | float) else None,
             )
         except Exception as exc:
             log.error("session record failed", error=str(exc))
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run background work that ``flush`` waits for at shutdown."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     async def flush(self) -> None:
         while self._pending:

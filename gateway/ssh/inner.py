@@ -193,7 +193,7 @@ class InnerServer(asyncssh.SSHServer):
                     "reason": reason,
                 },
             )
-            return _Notice(reason)
+            return _Notice(f"denied: {reason}", 255)
         target = Target(self._principal, self._host, self._account, role, "jump")
         return RecordedSession(self._ctx, target)
 
@@ -311,7 +311,9 @@ def resolver_for(ctx: FrontContext, principal: Principal, fixed: tuple[str, str]
             rest = words[1] if len(words) > 1 else None
         host = ctx.inventory.host(host_name)
         if host is None:
-            return Resolution(message=f"gpuhop: unknown host {host_name}\n", exit_status=1)
+            return Resolution(
+                message=f"gpuhop: denied: unknown host {host_name}\n", exit_status=255
+            )
         if not account:
             account = default_account(principal, host)
         decision = evaluate(principal, AccessRequest(host, Mode.RECORDED, account=account))
@@ -329,7 +331,7 @@ def resolver_for(ctx: FrontContext, principal: Principal, fixed: tuple[str, str]
                     "reason": decision.reason,
                 },
             )
-            return Resolution(message=f"gpuhop: {decision.reason}\n", exit_status=1)
+            return Resolution(message=f"gpuhop: denied: {decision.reason}\n", exit_status=255)
         return Resolution(Target(principal, host, account, decision.role, "direct"), rest)
 
     return resolve

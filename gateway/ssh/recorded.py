@@ -25,7 +25,10 @@ import structlog
 
 from gateway.audit.recording import Recording
 from gateway.errors import GatewayError, StorageError
-from gateway.models import Host, Mode, Principal
+from gateway.inventory.leases import LeaseRefused, lease_environment
+from gateway.live import IdleWatch
+from gateway.models import AccessRequest, Host, Mode, Principal
+from gateway.policy.rules import evaluate
 from gateway.ssh.context import ActiveSession, FrontContext
 from gateway.ssh.sftpaudit import SftpAuditor
 
@@ -119,6 +122,11 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
         self._task: asyncio.Task[None] | None = None
         self._early: list[tuple[bytes, asyncssh.DataType]] = []
         self._early_eof = False
+        self._gpus = 0
+        self._lease_env: dict[str, str] = {}
+        self._notice = ""
+        self._metered = False
+        self._last_activity = time.monotonic()
 
     @property
     def target(self) -> Target:
@@ -195,6 +203,19 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
                 return
             self._t = res.target
             self._command = res.command
+        denial = await self._admit(chan.get_environment())
+        if denial:
+            await self._audit(
+                "channel.deny",
+                {
+                    "source": self.target.principal.source,
+                    "request": self._what(),
+                    "account": self.target.account,
+                    "reason": denial,
+                },
+            )
+            self._refuse(f"gpuhop: denied: {denial}", denial, audit_end=False)
+            return
         try:
             if self._subsystem is None:
                 self._recording = self._start_recording()
@@ -228,12 +249,15 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
             return
         self._entry = entry
         term = self._term
+        env: dict[bytes | str, bytes | str] = {}
+        env.update(chan.get_environment())
+        env.update(self._lease_env)
         try:
             up, _ = await entry.conn.create_session(
                 lambda: _UpstreamSide(self),
                 self._command,
                 subsystem=self._subsystem or (),
-                env={k: v for k, v in chan.get_environment_bytes().items()} or (),
+                env=env or (),
                 request_pty=term is not None,
                 term_type=term[0] if term else (),
                 term_size=term[1] if term else (),
@@ -248,12 +272,61 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
             self._refuse(f"gpuhop: {self._error}", self._error)
             return
         self._up = up
+        if self._notice:
+            with contextlib.suppress(OSError):
+                chan.write((self._notice + "\r\n").encode(), STDERR)
         for data, datatype in self._early:
             up.write(data, datatype)
         self._early.clear()
         if self._early_eof:
             up.write_eof()
         chan.resume_reading()
+
+    async def _admit(self, env: Mapping[str, str]) -> str:
+        """Residency, GPU limits, budgets and GPU leases; returns why not, or ""."""
+        live = self._ctx.live
+        t = self.target
+        try:
+            gpus = int(env.get("GPUHOP_GPUS", "0") or 0)
+        except ValueError:
+            return "GPUHOP_GPUS must be a whole number"
+        if gpus < 0:
+            return "GPUHOP_GPUS must not be negative"
+        self._gpus = gpus
+        data = env.get("GPUHOP_DATA") or None
+        if live is None:
+            return ""
+        if data:
+            residency = live.residency(data, t.host)
+            if not residency.allowed:
+                return residency.reason
+        if gpus:
+            decision = evaluate(
+                t.principal, AccessRequest(t.host, Mode.RECORDED, account=t.account, gpus=gpus)
+            )
+            if not decision.allowed:
+                return decision.reason
+        budget = await live.budget(t.principal.user, t.principal.team)
+        if not budget.allowed:
+            return budget.reason
+        if budget.warning:
+            self._notice = f"gpuhop: warning: {budget.reason}"
+        if gpus:
+            lease = await live.lease(t.host, self.session_id, gpus)
+            if isinstance(lease, LeaseRefused):
+                return lease.reason
+            self._lease_env = dict(lease_environment(lease))
+            live.idle[self.session_id] = IdleWatch(
+                self.session_id,
+                t.host.name,
+                lease.gpus,
+                lambda: self._last_activity,
+                self._idle_warn,
+                self._idle_end,
+            )
+        live.start_meter(self.session_id, t.principal.user, t.principal.team, t.host, gpus)
+        self._metered = True
+        return ""
 
     def _start_recording(self) -> Recording:
         term = self._term
@@ -270,8 +343,10 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
             record_input=self._ctx.record_input,
         )
 
-    def _refuse(self, message: str, error: str) -> None:
+    def _refuse(self, message: str, error: str, audit_end: bool = True) -> None:
         self._error = self._error or error
+        if not audit_end:
+            self._finished = True  # nothing started: no session.end, nothing to release
         chan = self._chan
         if chan is not None:
             with contextlib.suppress(OSError):
@@ -283,6 +358,7 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
         self._bytes_up += len(data)
+        self._last_activity = time.monotonic()
         if self._recording is not None:
             self._recording.input(data)
         elif self._sftp is not None:
@@ -296,6 +372,9 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
 
     def from_host(self, data: bytes, datatype: asyncssh.DataType) -> None:
         self._bytes_down += len(data)
+        self._last_activity = time.monotonic()
+        if self._metered:
+            self._ctx.live.add_egress(self.session_id, len(data))  # type: ignore[union-attr]
         if self._recording is not None:
             self._recording.output(data)
         elif self._sftp is not None and datatype is None:
@@ -376,6 +455,20 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
         if self._t is not None:
             self._finish()
 
+    def _idle_warn(self, message: str) -> None:
+        self._ctx.spawn(self._audit("session.idle_warn", {"message": message}))
+        if self._chan is not None:
+            with contextlib.suppress(OSError):
+                self._chan.write(f"\r\ngpuhop: warning: {message}\r\n".encode(), STDERR)
+
+    def _idle_end(self, message: str) -> None:
+        self._ctx.spawn(self._audit("session.idle_end", {"message": message}))
+        if self._chan is not None:
+            with contextlib.suppress(OSError):
+                self._chan.write(f"\r\ngpuhop: {message}\r\n".encode(), STDERR)
+        self._error = message
+        self.kill()
+
     def kill(self) -> None:
         """End the session from the gateway side (admin kill, shutdown)."""
         self._error = self._error or "ended by the gateway"
@@ -393,6 +486,14 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
         if self._entry is not None and ctx.pool is not None:
             ctx.pool.release(self._entry)  # type: ignore[arg-type]
         end = self._common()
+        if self._metered and ctx.live is not None:
+            cost = ctx.live.stop_meter(self.session_id)
+            if cost is not None:
+                end["cost_usd"] = round(cost.total, 6)
+        if self._lease_env and ctx.live is not None:
+            ctx.live.idle.pop(self.session_id, None)
+            ctx.spawn(ctx.live.release(self.session_id))
+        end["gpus"] = self._gpus
         end.update(
             bytes_up=self._bytes_up,
             bytes_down=self._bytes_down,

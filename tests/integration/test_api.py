@@ -648,6 +648,9 @@ async def test_hosts_listing(stack: Stack) -> None:
         "residency": ["SG"],
         "labels": {"tier": "prod"},
         "rtt_ms": None,
+        "rtt_p95_ms": None,
+        "rtt_history": [],
+        "utilization_pct": None,
         "allowed": True,
     }
     assert (my["country"], my["allowed"], my["gpus_free"]) == ("MY", False, 2)

@@ -26,23 +26,30 @@ async def list_hosts(ctx: Ctx, caller: AnyCaller) -> list[HostOut]:
     inventory report; until then they are ``unknown``, ``gpus_total`` and null.
     """
     countries = {r.name: r.country for r in ctx.inventory.regions}
-    return [
-        HostOut(
-            name=h.name,
-            region=h.region,
-            country=countries.get(h.region, ""),
-            address=h.address,
-            port=h.port,
-            status="unknown",
-            gpu_model=h.gpu_model,
-            gpus_total=h.gpu_count,
-            gpus_free=h.gpu_count,
-            price_per_gpu_hour=h.price_per_gpu_hour,
-            egress_per_gb=h.egress_per_gb,
-            residency=list(h.residency),
-            labels=dict(h.labels),
-            rtt_ms=None,
-            allowed=_allowed(caller.principal, h),
+    views = await ctx.live.views() if ctx.live is not None else {}
+    out = []
+    for h in ctx.inventory.hosts:
+        v = views.get(h.name)
+        out.append(
+            HostOut(
+                name=h.name,
+                region=h.region,
+                country=countries.get(h.region, ""),
+                address=h.address,
+                port=h.port,
+                status=v.status if v else "unknown",
+                gpu_model=h.gpu_model,
+                gpus_total=v.gpus_total if v else h.gpu_count,
+                gpus_free=v.gpus_free if v else h.gpu_count,
+                price_per_gpu_hour=h.price_per_gpu_hour,
+                egress_per_gb=h.egress_per_gb,
+                residency=list(h.residency),
+                labels=dict(h.labels),
+                rtt_ms=v.rtt_ms if v else None,
+                rtt_p95_ms=v.rtt_p95_ms if v else None,
+                rtt_history=list(v.history) if v else [],
+                utilization_pct=v.utilization_pct if v else None,
+                allowed=_allowed(caller.principal, h),
+            )
         )
-        for h in ctx.inventory.hosts
-    ]
+    return out

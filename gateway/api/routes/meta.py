@@ -1,4 +1,4 @@
-"""``/v1/health`` (no token) and ``/v1/me``."""
+"""``/v1/health`` (no token), ``/v1/me`` and ``/v1/gateway``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from gateway import __version__
 from gateway.api.auth import AnyCaller, Ctx
-from gateway.api.schemas import Health, Me
+from gateway.api.schemas import GatewayInfo, Health, Me
 from gateway.policy.rules import allowed_accounts
 
 public = APIRouter(tags=["meta"])
@@ -34,4 +34,18 @@ async def me(ctx: Ctx, caller: AnyCaller) -> Me:
         team=user.team if user else "",
         roles=[r.name for r in principal.roles] if principal else [],
         accounts=list(allowed_accounts(principal)) if principal else [],
+    )
+
+
+@router.get("/gateway", response_model=GatewayInfo)
+async def gateway_info(ctx: Ctx, caller: AnyCaller) -> GatewayInfo:
+    """Where the SSH front listens and the keys a client pins for it (``gpuhop login``)."""
+    g = ctx.settings.gateway
+    return GatewayInfo(
+        version=__version__,
+        ssh_host=g.ssh_host,
+        ssh_port=ctx.ssh_port or g.ssh_port,
+        host_key=ctx.ssh_host_key,
+        host_ca_key=ctx.host_ca_key,
+        host_keys={h.name: h.host_key for h in ctx.inventory.hosts},
     )

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import FileResponse
 
 from gateway.api.auth import AdminCaller, AnyCaller, Caller, Ctx, forbid
+from gateway.api.context import ApiContext as ApiContextT
 from gateway.api.errors import NOT_FOUND, ApiError
 from gateway.api.schemas import KillResult, SessionOut, SessionPage
 from gateway.storage import Scope, SessionRecord
@@ -29,6 +30,15 @@ def _visible(caller: Caller, record: SessionRecord | None) -> SessionRecord:
     if record is None or (caller.scope is not Scope.ADMIN and record.user != caller.user):
         raise ApiError(404, "not_found", "no such session")
     return record
+
+
+def _with_live_cost(ctx: ApiContextT, out: SessionOut) -> SessionOut:
+    """A live session's running cost comes from its meter, not the record."""
+    if out.live and ctx.live is not None:
+        cost = ctx.live.cost(out.id)
+        if cost is not None:
+            return out.model_copy(update={"cost_usd": round(cost.total, 6)})
+    return out
 
 
 @router.get("/sessions", response_model=SessionPage)
@@ -49,7 +59,7 @@ async def list_sessions(
     records = await ctx.sessions.list(user=user, live=live, limit=limit, after=after)
     now = ctx.clock()
     return SessionPage(
-        sessions=[SessionOut.of(r, now) for r in records],
+        sessions=[_with_live_cost(ctx, SessionOut.of(r, now)) for r in records],
         next_after=records[-1].id if len(records) == limit else None,
     )
 
@@ -58,7 +68,7 @@ async def list_sessions(
 async def get_session(ctx: Ctx, caller: AnyCaller, session_id: SessionId) -> SessionOut:
     """One session record."""
     record = _visible(caller, await ctx.sessions.get(session_id))
-    return SessionOut.of(record, ctx.clock())
+    return _with_live_cost(ctx, SessionOut.of(record, ctx.clock()))
 
 
 @router.post(
