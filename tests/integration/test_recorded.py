@@ -256,8 +256,8 @@ def test_unwritable_recordings_fail_closed(fresh_stack: GatewayStack) -> None:
     assert result.returncode == 255
     assert b"should-not-run" not in result.stdout
     assert b"session refused" in result.stderr
-    # and nothing ran on the host
-    assert "Starting session" not in fresh_stack.hosts["sg-1"].log_path.read_text()
+    # and the gateway never logged in to the host on rita's behalf
+    assert 'ID "gpuhop:rita:' not in fresh_stack.hosts["sg-1"].log_path.read_text()
 
 
 def test_kill_9_leaves_readable_recording(fresh_stack: GatewayStack) -> None:
