@@ -120,11 +120,42 @@ def ca() -> None:
 @CONFIG_OPTION
 @one_line_errors
 def ca_show(config_path: Path) -> None:
-    """Print the user CA public key (for hosts' TrustedUserCAKeys)."""
-    from gateway.keys import UserCA
+    """Print the trusted user CA keys (for hosts' TrustedUserCAKeys), current first."""
+    from gateway.server import load_user_ca
 
-    settings = load_settings(config_path)
-    click.echo(UserCA.from_paths(settings.gateway.user_ca_key).public_line)
+    for line in load_user_ca(load_settings(config_path)).trusted_lines_current_first():
+        click.echo(line)
+
+
+@ca.command("rotate")
+@CONFIG_OPTION
+@click.argument("which", type=click.Choice(["user", "host"]))
+@click.option("--pid", type=int, default=None, help="Signal this gateway (SIGHUP) to reload.")
+@one_line_errors
+def ca_rotate(config_path: Path, which: str, pid: int | None) -> None:
+    """Replace the user or host CA with a new key; the old one keeps verifying.
+
+    New certificates come from the new CA at once (after a reload: SIGHUP, or
+    --pid); the old user CA stays trusted for cert_max_validity_s so certificates
+    it signed keep working until they expire. Put every line of the printed
+    trust file on hosts (TrustedUserCAKeys) or clients (@cert-authority).
+    """
+    import os
+    import signal
+
+    from gateway.keys import previous_keys, public_line, rotate_key
+
+    g = load_settings(config_path).gateway
+    path = g.user_ca_key if which == "user" else g.host_ca_key
+    old = rotate_key(path, f"gpuhop {which} CA")
+    keep = [path, *previous_keys(path, g.cert_max_validity_s + 300)]
+    from gateway.keys import load_private_key
+
+    click.echo(f"rotated {which} CA; old key kept as {old}", err=True)
+    for p in keep:
+        click.echo(public_line(load_private_key(p)))
+    if pid is not None:
+        os.kill(pid, signal.SIGHUP)
 
 
 @ca.command("sign")
@@ -147,9 +178,10 @@ def ca_sign(
     Principals are the user's name and the accounts their roles allow on hosts.
     """
     from gateway.audit.store import open_store
-    from gateway.keys import UserCA, parse_public_key
+    from gateway.keys import parse_public_key
     from gateway.models import Principal
     from gateway.policy.rules import allowed_accounts
+    from gateway.server import load_user_ca
 
     settings = load_settings(config_path)
     g = settings.gateway
@@ -165,7 +197,7 @@ def ca_sign(
         raise ConfigError(f"--validity: must be between 1s and {g.cert_max_validity_s}s")
     key = parse_public_key(pubkey.read_text())
     principal = Principal(user=user.name, roles=inv.roles_of(user), team=user.team)
-    issued = UserCA.from_paths(g.user_ca_key).sign(
+    issued = load_user_ca(settings).sign(
         key, user=user.name, accounts=allowed_accounts(principal), validity_s=seconds
     )
     target = out or pubkey.with_name(pubkey.name.removesuffix(".pub") + "-cert.pub")

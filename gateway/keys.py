@@ -38,6 +38,41 @@ def ensure_private_key(path: Path, comment: str) -> asyncssh.SSHKey:
     return key
 
 
+ROTATED_MARK = ".old-"
+
+
+def rotate_key(path: Path, comment: str, now: float | None = None) -> Path:
+    """Replace the key at ``path`` with a new one; the old one is kept beside it as
+    ``NAME.old-EPOCH`` (with its ``.pub``) so what it signed stays valid until it
+    expires. Returns the old key's new path."""
+    stamp = int(now if now is not None else time.time())
+    old = path.with_name(f"{path.name}{ROTATED_MARK}{stamp}")
+    try:
+        path.rename(old)
+        pub = path.with_name(path.name + ".pub")
+        if pub.exists():
+            pub.rename(old.with_name(old.name + ".pub"))
+    except OSError as exc:
+        raise KeyMaterialError(f"{path}: cannot rotate: {exc.strerror}") from exc
+    ensure_private_key(path, comment)
+    return old
+
+
+def previous_keys(path: Path, keep_s: float, now: float | None = None) -> list[Path]:
+    """Rotated-out keys of ``path`` younger than ``keep_s`` seconds, newest first.
+
+    A user CA rotated out stays trusted for the longest certificate validity, so
+    every certificate it signed can still be used until it expires.
+    """
+    t = now if now is not None else time.time()
+    found: list[tuple[int, Path]] = []
+    for candidate in path.parent.glob(f"{path.name}{ROTATED_MARK}*"):
+        stamp = candidate.name[len(path.name) + len(ROTATED_MARK) :]
+        if stamp.isdigit() and t - int(stamp) < keep_s:
+            found.append((int(stamp), candidate))
+    return [p for _, p in sorted(found, reverse=True)]
+
+
 def load_private_key(path: Path) -> asyncssh.SSHKey:
     try:
         return asyncssh.read_private_key(str(path))
@@ -106,6 +141,10 @@ class UserCA:
 
     def trusted_lines(self) -> tuple[str, ...]:
         return tuple(sorted(self._trusted))
+
+    def trusted_lines_current_first(self) -> tuple[str, ...]:
+        rest = sorted(self._trusted - {self.public_line})
+        return (self.public_line, *rest)
 
     def trusts(self, key: asyncssh.SSHKey) -> bool:
         return public_line(key) in self._trusted

@@ -29,10 +29,17 @@ from gateway import __version__
 from gateway.api import ApiContext, session_controls, start_api
 from gateway.api.server import ApiServer, bind_api_socket
 from gateway.audit.store import AuditStore, open_store
+from gateway.errors import GatewayError
 from gateway.inventory.catalog import load_catalog
 from gateway.inventory.hosts import Inventory
 from gateway.inventory.probes import ProbeCredentials
-from gateway.keys import HostCertificates, UserCA, ensure_private_key, public_line
+from gateway.keys import (
+    HostCertificates,
+    UserCA,
+    ensure_private_key,
+    previous_keys,
+    public_line,
+)
 from gateway.live import LiveState
 from gateway.metering.meter import rate_for
 from gateway.settings import Settings
@@ -75,7 +82,7 @@ class Gateway:
             host_key = await asyncio.to_thread(
                 ensure_private_key, g.host_key, "gpuhop gateway host key"
             )
-            user_ca = await asyncio.to_thread(UserCA.from_paths, g.user_ca_key)
+            user_ca = await asyncio.to_thread(load_user_ca, self.settings)
             host_ca = await asyncio.to_thread(ensure_private_key, g.host_ca_key, "gpuhop host CA")
             upstream_key = await asyncio.to_thread(
                 ensure_private_key, g.upstream_key, "gpuhop gateway upstream"
@@ -192,6 +199,37 @@ class Gateway:
             pid=os.getpid(),
         )
 
+    def reload_keys(self) -> None:
+        """SIGHUP: pick up a rotated user CA and host CA for new logins and sessions.
+
+        Live sessions are untouched; certificates from a rotated-out user CA stay
+        valid until they expire (see :func:`gateway.keys.previous_keys`).
+        """
+        ctx = self.ctx
+        if ctx is None:
+            return
+        g = self.settings.gateway
+        try:
+            ctx.user_ca = load_user_ca(self.settings)
+            host_key = ensure_private_key(g.host_key, "gpuhop gateway host key")
+            host_ca = ensure_private_key(g.host_ca_key, "gpuhop host CA")
+            ctx.host_certificate = HostCertificates(host_ca, host_key)
+        except GatewayError as exc:
+            log.error("key reload failed; keeping the old keys", error=str(exc))
+            return
+        if ctx.pool is not None:
+            ctx.pool.user_ca = ctx.user_ca
+        log.info("keys reloaded", user_cas=len(ctx.user_ca.trusted_lines()))
+        ctx.audit_soon(
+            "gateway.keys_reloaded",
+            "gateway",
+            {
+                "pid": os.getpid(),
+                "user_ca": ctx.user_ca.public_line,
+                "host_ca": public_line(host_ca),
+            },
+        )
+
     async def shutdown(self, drain_s: float | None = None) -> None:
         """Stop accepting, let live sessions finish up to ``drain_s``, then close."""
         timeout = self.settings.gateway.drain_timeout_s if drain_s is None else drain_s
@@ -228,6 +266,13 @@ class Gateway:
         if self.storage is not None:
             await self.storage.close()
         log.info("gateway stopped")
+
+
+def load_user_ca(settings: Settings) -> UserCA:
+    """The current user CA plus those rotated out less than the longest validity ago."""
+    g = settings.gateway
+    previous = previous_keys(g.user_ca_key, g.cert_max_validity_s + 300)
+    return UserCA.from_paths(g.user_ca_key, previous)
 
 
 def build_live_state(
@@ -283,6 +328,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, gateway.reload_keys)
     try:
         await stop.wait()
     finally:

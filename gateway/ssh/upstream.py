@@ -69,7 +69,7 @@ class UpstreamPool:
         connect_timeout_s: float = 10.0,
         on_lost: Callable[[str, str], None] | None = None,
     ) -> None:
-        self._ca = user_ca
+        self.user_ca = user_ca
         self._key = client_key
         self._target_rate = target_rate
         self._max_packet = max_packet
@@ -135,7 +135,9 @@ class UpstreamPool:
             sock.close()
             raise UpstreamError(f"{host.name} unreachable: {exc or 'timed out'}") from exc
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        issued = self._ca.sign(self._key, user=user, accounts=[account], validity_s=CERT_VALIDITY_S)
+        issued = self.user_ca.sign(
+            self._key, user=user, accounts=[account], validity_s=CERT_VALIDITY_S
+        )
         try:
             pinned = asyncssh.import_public_key(host.host_key)
         except (asyncssh.KeyImportError, ValueError) as exc:
