@@ -10,6 +10,7 @@ port (passthrough); the gateway is never an open proxy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 import uuid
@@ -31,6 +32,9 @@ from gateway.ssh.recorded import RecordedSession
 log = structlog.get_logger("gpuhop.ssh")
 
 
+_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+
+
 class FrontConnection(asyncssh.SSHServerConnection):
     """Checks user certificates itself so each refusal carries its real reason.
 
@@ -39,6 +43,21 @@ class FrontConnection(asyncssh.SSHServerConnection):
     names the same gpuhop user as the login, since principals also list the
     remote accounts a user may use on hosts.
     """
+
+    _sock: socket.socket | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._sock = transport.get_extra_info("socket")
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType = None) -> None:
+        # Until the session runs, acknowledge small packets at once: OpenSSH sends
+        # NEWKEYS and the service request as two small writes with Nagle on, and a
+        # delayed ACK here would stall the handshake by 40 ms.
+        if self._sock is not None and _QUICKACK is not None and len(data) < 4096:
+            with contextlib.suppress(OSError):
+                self._sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+        super().data_received(data, datatype)
 
     async def validate_public_key(
         self, username: str, key_data: bytes, msg: bytes, signature: bytes
