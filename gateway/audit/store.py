@@ -4,13 +4,18 @@
 
 - ``sqlite:///relative/path.db`` and ``sqlite:////absolute/path.db`` (the path is
   everything after ``sqlite:///``, as in SQLAlchemy), or a plain file path;
+- ``postgresql+psycopg://user:password@host:port/db`` (or ``postgresql://``) for
+  ``PostgresAuditStore``, shared by several gateway replicas;
 - ``memory://`` for ``MemoryAuditStore``, the in-package fake for unit tests.
 
-Anything else (``postgresql://`` included, for now) is a ``ConfigError``.
+Anything else is a ``ConfigError``. Opening a SQLite or PostgreSQL store first
+brings the database's schema up by the migration rules (``gateway.storage.migrate``):
+an empty database is set up, an outdated one is refused with ``SchemaBehind``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 from collections.abc import Mapping
 from typing import Protocol
@@ -18,9 +23,10 @@ from typing import Protocol
 from gateway.audit.chain import AuditEvent, VerifyResult
 from gateway.audit.memory import MemoryAuditStore
 from gateway.audit.sqlite import SQLiteAuditStore, verify_file
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, StorageError
 
-_EXPECTED = "expected sqlite:///PATH, memory:// or a file path"
+_EXPECTED = "expected sqlite:///PATH, postgresql+psycopg://..., memory:// or a file path"
+_POSTGRES = ("postgresql", "postgresql+psycopg", "postgres", "postgres+psycopg")
 
 
 class AuditStore(Protocol):
@@ -101,6 +107,10 @@ class AuditStore(Protocol):
         ...
 
 
+def _is_postgres(url: str) -> bool:
+    return "://" in url and url.split("://", 1)[0].strip().lower() in _POSTGRES
+
+
 def _sqlite_path(url: str) -> str | None:
     """The SQLite file a URL names, or None for ``memory://``; ``ConfigError`` otherwise."""
     if not url.strip():
@@ -129,9 +139,17 @@ def open_store(url: str) -> AuditStore:
     Raises ``ConfigError`` for a URL it does not understand and ``StorageError``
     when the database cannot be opened or created.
     """
+    from gateway.storage.migrate import ensure_url
+
+    if _is_postgres(url):
+        from gateway.audit.postgres import PostgresAuditStore
+
+        ensure_url(url)
+        return PostgresAuditStore(url)
     path = _sqlite_path(url)
     if path is None:
         return MemoryAuditStore()
+    ensure_url(path)  # the exact file the store opens, whatever the URL's query says
     return SQLiteAuditStore(path)
 
 
@@ -140,7 +158,29 @@ def verify_database(url: str) -> VerifyResult:
 
     A missing file, or one that is not a gpuhop audit database, raises ``StorageError``.
     """
+    if _is_postgres(url):
+        from gateway.audit.postgres import verify_url
+
+        return verify_url(url)
     path = _sqlite_path(url)
     if path is None:
         raise ConfigError("memory:// holds no events to verify")
     return verify_file(path)
+
+
+async def append_within(
+    store: AuditStore, kind: str, actor: str, data: Mapping[str, object], timeout_s: float
+) -> AuditEvent:
+    """``append``, but give up after ``timeout_s`` with ``StorageError`` (fail closed).
+
+    For events a user is waiting on (a session start) while the database may be
+    down: the event is withdrawn if it has not been sent yet, so a refused
+    session normally leaves no start event; one already being committed when
+    the time ran out may still land (as for any cancelled append).
+    """
+    try:
+        return await asyncio.wait_for(store.append(kind, actor, data), timeout_s)
+    except TimeoutError:
+        raise StorageError(
+            f"audit log unavailable: {kind} not committed within {timeout_s:g} s"
+        ) from None

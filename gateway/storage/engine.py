@@ -10,7 +10,12 @@ URLs (the same ones the audit log takes, so both can share one file):
 - ``memory://``: a private in-memory SQLite database, every call serialised on
   one connection. The in-package fake for unit tests; nothing is durable.
 - ``postgresql+psycopg://...`` (or ``postgresql://``): PostgreSQL through
-  psycopg 3, once that driver is installed.
+  psycopg 3, for several gateway replicas on one database. Each session runs
+  with ``synchronous_commit=on`` (acknowledged means durable, whatever the
+  server's default). A call that could not reach the server, or lost it before
+  committing, is retried with backoff for up to ``PG_RETRY_S`` (a restart of
+  the server is a pause, not an error); a call that lost it *while* committing
+  is not retried (it may have committed) and fails.
 
 Every blocking call runs in a worker thread (``asyncio.to_thread``); SQLAlchemy
 errors become ``StorageError`` here and nowhere else.
@@ -27,7 +32,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from gateway.errors import ConfigError, StorageError
@@ -35,6 +40,8 @@ from gateway.errors import ConfigError, StorageError
 T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 10_000
+PG_CONNECT_TIMEOUT_S = 5
+PG_RETRY_S = 15.0  # how long a PostgreSQL call waits for the server to come back
 _EXPECTED = "expected sqlite:///PATH, postgresql+psycopg://..., memory:// or a file path"
 _IMMEDIATE = "gpuhop_immediate"  # execution option: begin the transaction as a writer
 
@@ -104,14 +111,32 @@ def _set_wal(engine: Engine) -> None:
         raise StorageError(f"{engine.url.database}: cannot use WAL journal (got {mode})")
 
 
+def _postgres_session(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    try:
+        cursor.execute("SET synchronous_commit TO on")
+    finally:
+        cursor.close()
+    dbapi_conn.commit()
+
+
 def _create_engine(url: URL) -> Engine:
     if url.get_backend_name() != "sqlite":
         try:
-            return sa.create_engine(url, pool_pre_ping=True)
+            engine = sa.create_engine(
+                url,
+                pool_pre_ping=True,  # a pooled connection from before a server restart is dead
+                connect_args={
+                    "connect_timeout": PG_CONNECT_TIMEOUT_S,
+                    "application_name": "gpuhop-gateway",
+                },
+            )
         except ImportError as exc:
             raise ConfigError(
                 f"PostgreSQL storage needs the psycopg driver ({exc.name} is not installed)"
             ) from None
+        sa.event.listen(engine, "connect", _postgres_session)
+        return engine
     if url.database:
         engine = sa.create_engine(url)
     else:
@@ -132,9 +157,12 @@ class Database:
     transaction in a worker thread; ``write`` starts it as a writer.
     """
 
-    def __init__(self, engine: Engine, label: str) -> None:
+    def __init__(self, engine: Engine, label: str, retry_s: float | None = None) -> None:
         self.engine = engine
         self.label = label
+        if retry_s is None:
+            retry_s = PG_RETRY_S if engine.dialect.name == "postgresql" else 0.0
+        self.retry_s = retry_s
         # One shared in-memory connection must not be used by two threads at once.
         self._lock = threading.Lock() if isinstance(engine.pool, StaticPool) else None
 
@@ -144,10 +172,23 @@ class Database:
         return self.engine.dialect.name
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
-        return await asyncio.to_thread(self.run, fn, False)
+        return await self._retrying(fn, False)
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
-        return await asyncio.to_thread(self.run, fn, True)
+        return await self._retrying(fn, True)
+
+    async def _retrying(self, fn: Callable[[Connection], T], write: bool) -> T:
+        # Waits between tries happen on the loop, not in a worker thread.
+        deadline = time.monotonic() + self.retry_s
+        delay = 0.05
+        while True:
+            try:
+                return await asyncio.to_thread(self.run, fn, write)
+            except StorageUnavailable:
+                if time.monotonic() + delay > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
     def run(self, fn: Callable[[Connection], T], write: bool) -> T:
         """Run ``fn`` in one transaction, blocking; for worker threads and start-up."""
@@ -157,17 +198,40 @@ class Database:
             return self._run(fn, write)
 
     def _run(self, fn: Callable[[Connection], T], write: bool) -> T:
+        committing = False
         try:
             with self.engine.connect() as conn:
                 conn.execution_options(**{_IMMEDIATE: write})
-                with conn.begin():
-                    return fn(conn)
+                with conn.begin() as transaction:
+                    result = fn(conn)
+                    committing = True
+                    transaction.commit()
+                    return result
         except SQLAlchemyError as exc:
-            raise storage_error(self.label, exc) from None
+            error = storage_error(self.label, exc)
+            if not committing and _unreachable(exc):
+                raise StorageUnavailable(str(error)) from None
+            raise error from None
 
     async def close(self) -> None:
         """Close pooled connections; later calls open new ones."""
         await asyncio.to_thread(self.engine.dispose)
+
+
+class StorageUnavailable(StorageError):
+    """The database could not be reached, and the call surely did not commit (safe to retry)."""
+
+
+def _unreachable(exc: SQLAlchemyError) -> bool:
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    orig = getattr(exc, "orig", None)
+    if orig is None or type(orig).__module__.split(".")[0] != "psycopg":
+        return False
+    import psycopg
+
+    # OperationalError: refused, reset, the server shutting down or starting up.
+    return isinstance(orig, psycopg.OperationalError | psycopg.InterfaceError)
 
 
 def storage_error(label: str, exc: Exception) -> StorageError:

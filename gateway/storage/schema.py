@@ -1,10 +1,11 @@
 """Tables for API tokens and session records, and the schema version check.
 
-The audit log may share the database (its own ``meta`` and ``audit_events``
-tables); nothing here reads or writes those. ``storage_meta`` holds this
-schema's version. For now a fresh database gets ``create_all`` and any other
-version is refused; a migration tool replaces that step when the schema first
-changes, taking version 1 as its baseline.
+The audit log shares the database (its own ``meta`` and ``audit_events``
+tables); nothing here reads or writes those. Alembic creates and upgrades all
+of them (``gateway.storage.migrate``, scripts in ``migrations/``); these table
+objects are what the queries use, and must match the newest revision.
+``storage_meta`` keeps this schema's version as a second check: a revision that
+changes these tables updates it and ``SCHEMA_VERSION`` together.
 
 Times are float seconds since the epoch, as in the audit log.
 """
@@ -70,22 +71,20 @@ OWN_TABLES = frozenset(t.name for t in metadata.sorted_tables)
 
 
 def ensure_schema(conn: Connection, label: str) -> None:
-    """Create the tables in an empty database, or check the version of existing ones.
+    """Migrate an empty database, adopt a pre-migration one, refuse an old one; then check.
 
-    Runs inside the caller's (writer) transaction, so two processes starting
-    on one SQLite file do not both create the tables.
+    Runs inside the caller's writer transaction (see ``migrate.ensure_schema``),
+    so two processes starting on one database do not both create the tables.
     """
+    from gateway.storage.migrate import ensure_schema as migrate_schema
+
+    migrate_schema(conn, label)
+    check_schema(conn, label)
+
+
+def check_schema(conn: Connection, label: str) -> None:
+    """Refuse storage tables that are not this code's version, or not all there."""
     present = set(sa.inspect(conn).get_table_names()) & OWN_TABLES
-    if not present:
-        metadata.create_all(conn)
-        conn.execute(
-            storage_meta.insert(),
-            [
-                {"key": "schema_version", "value": str(SCHEMA_VERSION)},
-                {"key": "app", "value": "gpuhop"},
-            ],
-        )
-        return
     if storage_meta.name not in present:
         raise StorageError(f"{label}: has gpuhop tables but no storage_meta; not a gpuhop store")
     found = conn.execute(

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration import gwstack
 from tests.integration.gwstack import GatewayStack
+from tests.integration.pg import STORAGE_BACKEND, PgServer, start_postgres
 
 ROLES = """
 [[roles]]
@@ -31,6 +33,30 @@ hosts = ["region:sg"]
 accounts = ["root"]
 modes = ["passthrough"]
 """
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One private PostgreSQL for the run (skips, or fails under CI, if it is missing)."""
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stack_storage(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Under GPUHOP_TEST_STORAGE=postgres, every GatewayStack gets a database of its own."""
+    if STORAGE_BACKEND != "postgres":
+        yield
+        return
+    server: PgServer = request.getfixturevalue("pg_server")
+    gwstack.database_factory = server.create_database
+    try:
+        yield
+    finally:
+        gwstack.database_factory = None
 
 
 def need_openssh() -> None:

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,16 @@ from gateway.keys import UserCA, ensure_private_key, public_line
 from gateway.sim.sshd import SshdHost
 
 KEX = "curve25519-sha256"
+
+# Set by tests/integration/conftest.py under GPUHOP_TEST_STORAGE=postgres:
+# makes an empty PostgreSQL database and returns its storage URL.
+database_factory: Callable[[], str] | None = None
+
+
+def new_storage_url(root: Path) -> str:
+    """A storage URL for a new gateway: ``root/gpuhop.db``, or a fresh PostgreSQL database."""
+    factory = database_factory
+    return factory() if factory else f"sqlite:///{root / 'gpuhop.db'}"
 
 
 @dataclass
@@ -41,10 +51,18 @@ class GatewayStack:
     api_port: int = 0
     extra_gateway: str = ""
     host_addresses: dict[str, tuple[str, int]] = field(default_factory=dict)
+    storage_url: str = ""  # chosen on first use; see database_url
 
     @property
     def config(self) -> Path:
         return self.root / "gateway.toml"
+
+    @property
+    def database_url(self) -> str:
+        """The storage URL: the SQLite file ``database``, or a PostgreSQL database of its own."""
+        if not self.storage_url:
+            self.storage_url = new_storage_url(self.root)
+        return self.storage_url
 
     @property
     def database(self) -> Path:
@@ -91,7 +109,7 @@ class GatewayStack:
             'ssh_host = "127.0.0.1"',
             "ssh_port = 0",
             "api_port = 0",
-            f'storage_url = "sqlite:///{self.database}"',
+            f'storage_url = "{self.database_url}"',
             'host_key = "keys/gateway_host_ed25519"',
             'user_ca_key = "keys/user_ca"',
             'host_ca_key = "keys/host_ca"',
@@ -270,6 +288,10 @@ class GatewayStack:
         return subprocess.run(cmd, capture_output=True, timeout=timeout, **kw)
 
     def audit_events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        if self.database_url.startswith("postgresql"):
+            from tests.integration.pg import read_audit_events
+
+            return read_audit_events(self.database_url, kind)
         import sqlite3
 
         if not self.database.exists():

@@ -395,7 +395,7 @@ async def test_bad_data_is_refused_before_queueing(db: Path) -> None:
 @pytest.mark.parametrize(
     "url",
     [
-        "postgresql://gw:s3cret@127.0.0.1/gpuhop",
+        "postgresql+psycopg2://gw:s3cret@127.0.0.1/gpuhop",
         "mysql://x/y",
         "sqlite:///:memory:",
         "sqlite://",

@@ -1,0 +1,1 @@
+"""Alembic migrations for everything gpuhop stores (run through ``gateway.storage.migrate``)."""
