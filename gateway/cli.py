@@ -299,6 +299,33 @@ def token_create(config_path: Path, user_name: str, scope: str, name: str, ttl: 
     click.echo(f"token {created.token.id} for {user_name} ({scope})", err=True)
 
 
+@main.group()
+def db() -> None:
+    """Database schema (migrations, SQLite or PostgreSQL)."""
+
+
+@db.command("upgrade")
+@CONFIG_OPTION
+@one_line_errors
+def db_upgrade(config_path: Path) -> None:
+    """Migrate the storage database to this gpuhop's schema (safe with several replicas)."""
+    from gateway.storage.migrate import upgrade
+
+    before, after = upgrade(load_settings(config_path).gateway.storage_url.get_secret_value())
+    click.echo(f"database schema at revision {after} (was {before or 'empty or pre-migration'})")
+
+
+@db.command("current")
+@CONFIG_OPTION
+@one_line_errors
+def db_current(config_path: Path) -> None:
+    """Print the database's schema revision."""
+    from gateway.storage.migrate import current
+
+    rev = current(load_settings(config_path).gateway.storage_url.get_secret_value())
+    click.echo(rev or "empty")
+
+
 def _default_demo_dir() -> Path:
     import platformdirs
 

@@ -28,7 +28,7 @@ import structlog
 from gateway import __version__
 from gateway.api import ApiContext, session_controls, start_api
 from gateway.api.server import ApiServer, bind_api_socket
-from gateway.audit.store import AuditStore, open_store
+from gateway.audit.store import AuditStore, append_within, open_store
 from gateway.errors import GatewayError
 from gateway.inventory.catalog import load_catalog
 from gateway.inventory.hosts import Inventory
@@ -104,6 +104,7 @@ class Gateway:
             limiter=FailureLimiter(g.auth_max_failures, g.auth_failure_window_s, g.auth_ban_s),
             window=g.window,
             max_packet=g.max_packet,
+            audit_start_timeout_s=g.audit_start_timeout_s,
             recordings_dir=g.recordings_dir,
             record_input=g.record_input,
             host_certificate=HostCertificates(host_ca, host_key),
@@ -261,7 +262,7 @@ class Gateway:
             await ctx.flush()
         if self.audit is not None:
             with contextlib.suppress(Exception):
-                await self.audit.append("gateway.stop", "gateway", {"pid": os.getpid()})
+                await append_within(self.audit, "gateway.stop", "gateway", {"pid": os.getpid()}, 5)
             await self.audit.close()
         if self.storage is not None:
             await self.storage.close()

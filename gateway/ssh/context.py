@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from gateway.audit.store import AuditStore
+from gateway.audit.store import AuditStore, append_within
 from gateway.inventory.hosts import Inventory
 from gateway.keys import UserCA
 from gateway.models import Mode
@@ -53,6 +53,7 @@ class FrontContext:
     pool: UpstreamPool | None = None
     recordings_dir: Path = Path("recordings")
     record_input: bool = False
+    audit_start_timeout_s: float = 10.0
     session_store: SessionStore | None = None
     live: LiveState | None = None
     inner_options: Any = None  # asyncssh.SSHServerConnectionOptions for recorded jumps
@@ -74,7 +75,7 @@ class FrontContext:
     async def start_session(self, user: str, data: Mapping[str, object]) -> None:
         """Audit a session's start (raises if that fails: the caller fails closed),
         then add it to the session records the API serves."""
-        await self.audit.append("session.start", user, data)
+        await append_within(self.audit, "session.start", user, data, self.audit_start_timeout_s)
         if self.session_store is not None:
             try:
                 await self.session_store.record_start(
@@ -120,6 +121,12 @@ class FrontContext:
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def flush(self) -> None:
+    async def flush(self, timeout_s: float = 10.0) -> None:
+        """Wait for background audit writes, at most ``timeout_s`` (storage may be down)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
         while self._pending:
-            await asyncio.gather(*list(self._pending), return_exceptions=True)
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                log.error("audit writes still pending at shutdown", count=len(self._pending))
+                return
+            await asyncio.wait(list(self._pending), timeout=left)

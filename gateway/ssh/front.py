@@ -20,6 +20,7 @@ import asyncssh
 import structlog
 from asyncssh.public_key import CERT_TYPE_USER, decode_ssh_certificate
 
+from gateway.audit.store import append_within
 from gateway.errors import UpstreamError
 from gateway.keys import key_id_user, public_line
 from gateway.models import AccessRequest, Host, Mode, Principal
@@ -335,7 +336,7 @@ class FrontServer(asyncssh.SSHServer):
         if host is not None:
             data["host"] = host.name
         try:
-            await self._ctx.audit.append(kind, user, data)
+            await append_within(self._ctx.audit, kind, user, data, 5.0)
         except Exception as exc:
             log.error("audit write failed", kind=kind, error=str(exc))
         log.info("denied", user=user, request=request, dest=dest, reason=reason)

@@ -34,6 +34,7 @@ from gateway.settings import Settings
 from gateway.sim.keys import KeyPair
 from gateway.sim.sshd import SshdHost
 from gateway.storage import Scope, Storage, TokenStore, open_storage
+from tests.integration.gwstack import new_storage_url
 
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 DOCUMENT: dict[str, Any] = json.loads(DOC_PATH.read_text())
@@ -99,7 +100,7 @@ def _key_line() -> str:
 def _settings(root: Path, **gateway: object) -> Settings:
     data: dict[str, Any] = {
         "gateway": {
-            "storage_url": f"sqlite:///{root / 'gpuhop.db'}",
+            "storage_url": new_storage_url(root),
             "recordings_dir": str(root / "recordings"),
             "user_ca_key": str(root / "keys" / "user_ca"),
             "api_port": 0,

@@ -142,7 +142,7 @@ def test_workers_share_one_port_and_one_chain(fresh_stack: GatewayStack) -> None
             "audit",
             "verify",
             "--database",
-            str(fresh_stack.database),
+            fresh_stack.database_url,
         ],
         capture_output=True,
         timeout=60,

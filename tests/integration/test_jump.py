@@ -289,6 +289,14 @@ def test_audit_verify_ok_and_detects_edit(stack: GatewayStack, tmp_path: Path) -
     import shutil
     import sqlite3
 
+    if stack.database_url.startswith("postgresql"):
+        pytest.skip("edits the SQLite file; test_postgres covers tampering on PostgreSQL")
+    # A session of its own, so the test does not depend on the others in this module.
+    assert stack.run(stack.jump_command(stack.users["alice"], "sg-1", "true")).returncode == 0
+    deadline = time.monotonic() + 5
+    while not stack.audit_events("session.end") and time.monotonic() < deadline:
+        time.sleep(0.05)
+
     ok = stack.run(
         [sys.executable, "-m", "gateway.cli", "audit", "verify", "--config", str(stack.config)]
     )
@@ -373,7 +381,7 @@ def test_kill_9_keeps_committed_events(fresh_stack: GatewayStack) -> None:
             "audit",
             "verify",
             "--database",
-            str(fresh_stack.database),
+            fresh_stack.database_url,
         ]
     )
     assert verify.returncode == 0, verify.stderr

@@ -289,7 +289,7 @@ def test_kill_9_leaves_readable_recording(fresh_stack: GatewayStack) -> None:
             "audit",
             "verify",
             "--database",
-            str(fresh_stack.database),
+            fresh_stack.database_url,
         ],
         capture_output=True,
         timeout=60,
