@@ -1,7 +1,10 @@
 """``gpuhop``: the developer's and CI runner's command.
 
 It talks to a gateway over SSH and its HTTP API and never imports the gateway
-package; the demo is started as a separate process.
+package; the demo is started as a separate process. Each command imports what
+it needs when it runs, so ``gpuhop run`` does not pay for httpx, pydantic,
+rich or keyring unless it has to. Every ``ClientError`` becomes one line on
+stderr and its exit code (see ``client/errors.py`` and docs/cli.md).
 """
 
 from __future__ import annotations
@@ -10,20 +13,453 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from client import __version__
+from client.errors import ClientError, UsageError
+
+if TYPE_CHECKING:
+    from client.api import HostInfo
+    from client.identity import Profile
+    from client.run import RunSummary
+    from client.settings import ClientSettings
+
+RUN_EXIT_CODES = """\b
+Exit codes:
+  0-255  the command's own exit status; a command killed by signal N gives 128+N
+  2      bad flags or arguments
+  68     no such host, or no allowed host with free GPUs in --region
+  69     the gateway could not be reached
+  74     the work directory could not be read or unpacked on the host
+  75     the host could not be reached, or went silent mid-job (lost host)
+  77     the gateway's policy refused the job
+  78     not logged in, token refused, or no keyring (set GPUHOP_GATEWAY/GPUHOP_TOKEN)
+  124    --timeout passed; the job was killed on the host
+  130    interrupted by SIGINT (143: SIGTERM); the job was killed on the host
+"""
+
+
+class _Group(click.Group):
+    """Maps every ClientError to one line on stderr and its exit code, exactly once."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ClientError as exc:
+            click.echo(f"gpuhop: {exc}", err=True)
+            ctx.exit(exc.exit_code)
 
 
 def _gateway_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "gateway.cli", *args]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _settings() -> ClientSettings:
+    from client.settings import load_settings
+
+    return load_settings()
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="gpuhop")
 def main() -> None:
     """gpuhop: choose where GPU work runs, and reach it through one gateway."""
+
+
+# -- credentials ---------------------------------------------------------------
+
+
+@main.command()
+@click.argument("gateway_url")
+@click.option("--token-stdin", is_flag=True, help="Read the API token from stdin (scripts).")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+def login(gateway_url: str, token_stdin: bool, quiet: bool) -> None:
+    """Log in to a gateway with an API token (kept in the OS keyring).
+
+    Verifies the token, stores it, creates the gpuhop SSH key if needed, and
+    fetches a short-lived SSH certificate and the gateway's host keys. On CI,
+    skip this and set GPUHOP_GATEWAY and GPUHOP_TOKEN instead.
+    """
+    import getpass
+
+    from client import credentials, identity
+    from client.api import GatewayApi
+    from client.settings import Secret, is_loopback_url, normalize_url
+
+    settings = _settings()
+    url = normalize_url(gateway_url)
+    if token_stdin:
+        raw = sys.stdin.readline().strip()
+    else:
+        raw = getpass.getpass("API token (gph_...): ").strip()
+    if not raw:
+        raise UsageError("no token given")
+    token = Secret(raw)
+    if url.startswith("http://") and not is_loopback_url(url):
+        click.echo(f"gpuhop: warning: {url} is plain HTTP; the token crosses unencrypted", err=True)
+    with GatewayApi(url, token, timeout=settings.http_timeout_s) as api:
+        me = api.me()
+        credentials.store(url, token)
+        profile = identity.enroll(api, settings, token, me)
+    if not quiet:
+        left = profile.cert_seconds_left() / 60
+        click.echo(
+            f"Logged in to {url} as {me.user} ({me.scope} token); "
+            f"SSH certificate valid for {left:.0f} min, renewed automatically."
+        )
+
+
+@main.command()
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+def logout(quiet: bool) -> None:
+    """Forget the stored token and certificate (the SSH key stays)."""
+    from client import credentials, identity
+    from client.errors import NoKeyring
+
+    settings = _settings()
+    identity.forget(identity.paths_of(settings))
+    try:
+        removed = credentials.forget()
+    except NoKeyring:
+        if not quiet:
+            click.echo("Removed the certificate; no OS keyring here, so no token was stored.")
+        return
+    if not quiet:
+        click.echo("Logged out." if removed else "Not logged in; removed any certificate.")
+    if settings.token is not None and not quiet:
+        click.echo("gpuhop: GPUHOP_TOKEN is still set in this environment", err=True)
+
+
+# -- hosts -----------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="A JSON list of objects, for scripts.")
+@click.option("-q", "--quiet", is_flag=True, help="Host names only, one a line.")
+def hosts(as_json: bool, quiet: bool) -> None:
+    """List the gateway's hosts: GPUs, price, status, latency, and whether you may use them."""
+    import json
+
+    from client import credentials, identity
+
+    settings = _settings()
+    creds = credentials.resolve(settings)
+    with identity.open_api(creds.url, creds.token, settings) as api:
+        listing = api.hosts()
+    _renew_quietly(settings)
+    if as_json:
+        click.echo(json.dumps([_host_json(h) for h in listing], indent=2))
+    elif quiet:
+        for h in listing:
+            click.echo(h.name)
+    else:
+        _host_table(listing)
+
+
+def _host_json(h: HostInfo) -> dict[str, Any]:
+    return h.model_dump(mode="json")
+
+
+def _host_table(listing: list[HostInfo]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column, justify in (
+        ("HOST", "left"),
+        ("REGION", "left"),
+        ("STATUS", "left"),
+        ("GPU", "left"),
+        ("FREE", "right"),
+        ("$/GPU-H", "right"),
+        ("RTT", "right"),
+        ("ACCESS", "left"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    colours = {"up": "green", "down": "red", "unknown": "yellow"}
+    for h in listing:
+        table.add_row(
+            h.name,
+            h.region,
+            f"[{colours[h.status]}]{h.status}[/]",
+            h.gpu_model,
+            f"{h.gpus_free}/{h.gpus_total}",
+            f"{h.price_per_gpu_hour:.2f}",
+            "-" if h.rtt_ms is None else f"{h.rtt_ms:.0f} ms",
+            "yes" if h.allowed else "[dim]no[/]",
+        )
+    console.print(table)
+
+
+def _renew_quietly(settings: ClientSettings) -> None:
+    """Renew the certificate if this machine has a profile; never fail the command for it."""
+    from client import identity
+
+    if identity.load_profile(identity.paths_of(settings)) is None:
+        return
+    try:
+        identity.ready(settings)
+    except ClientError as exc:
+        click.echo(f"gpuhop: warning: could not renew the SSH certificate: {exc}", err=True)
+
+
+# -- ssh -------------------------------------------------------------------------
+
+
+def _ssh_ready(settings: ClientSettings, host: str | None = None) -> Profile:
+    from client import identity
+    from client.errors import HostNotFound
+
+    profile = identity.ready(settings)
+    if host is not None and host not in profile.host_keys:
+        profile = identity.ready(settings, refresh=True)  # the inventory may have grown
+        if host not in profile.host_keys:
+            raise HostNotFound(f"unknown host {host}; `gpuhop hosts` lists them")
+    return profile
+
+
+def _write_ssh_config(settings: ClientSettings, profile: Profile) -> Path:
+    from client import identity, sshconf
+
+    paths = identity.paths_of(settings)
+    entries = [sshconf.HostEntry(n, profile.default_account) for n in sorted(profile.host_keys)]
+    text = sshconf.config_text(
+        profile,
+        paths,
+        entries,
+        connect_timeout_s=settings.connect_timeout_s,
+        keepalive_s=settings.keepalive_interval_s,
+        keepalive_count=settings.keepalive_count_max,
+    )
+    return sshconf.write_config(paths, text)
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("-l", "--user", "account", default="", help="Remote account (default: your first).")
+@click.argument("host")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def ssh(host: str, command: tuple[str, ...], account: str) -> None:
+    """Open a shell on HOST, or run COMMAND there, with OpenSSH through the gateway.
+
+    Runs the real `ssh` with a gpuhop-written config (ProxyJump through the
+    gateway, the gpuhop certificate, pinned host keys, keepalives every 5 s so
+    a dead link ends the session within about 15 s). The exit status is ssh's.
+    """
+    settings = _settings()
+    profile = _ssh_ready(settings, host)
+    config = _write_ssh_config(settings, profile)
+    argv = [settings.ssh_binary, "-F", str(config)]
+    if account:
+        argv += ["-l", account]
+    argv += [host, *command]
+    try:
+        os.execvp(argv[0], argv)  # noqa: S606  (ssh's exit status becomes ours)
+    except OSError as exc:
+        raise ClientError(f"cannot run {argv[0]}: {exc.strerror}") from None
+
+
+@main.command("ssh-config")
+@click.option("--install", is_flag=True, help="Include it from ~/.ssh/config (idempotent).")
+@click.option("-q", "--quiet", is_flag=True, help="With --install: print nothing on success.")
+def ssh_config(install: bool, quiet: bool) -> None:
+    """Print (or --install) an OpenSSH config for the gateway and every host behind it.
+
+    With it, plain `ssh HOST`, `scp`, `rsync` and VS Code Remote-SSH go
+    through the gateway with the gpuhop certificate. --install keeps the block
+    in a gpuhop-managed file and adds one `Include` line at the top of
+    ~/.ssh/config. A `Host *` block that would override it gets a warning.
+    """
+    from client import identity, sshconf
+
+    settings = _settings()
+    profile = identity.ready(settings, refresh=True)
+    managed = _write_ssh_config(settings, profile)
+    if install:
+        config, changed = sshconf.install(managed)
+        warning = sshconf.warning_for(config, managed)
+        if not quiet:
+            state = "now includes" if changed else "already includes"
+            click.echo(f"{config} {state} {managed}")
+    else:
+        click.echo(managed.read_text(), nl=False)
+        warning = sshconf.warning_for(sshconf.user_config_path(), None)
+    if warning:
+        click.echo(f"gpuhop: {warning}", err=True)
+
+
+# -- run -------------------------------------------------------------------------
+
+
+@main.command(epilog=RUN_EXIT_CODES, context_settings={"allow_interspersed_args": False})
+@click.option("-H", "--host", default="", help="Run on this host.")
+@click.option("-r", "--region", default="", help="Run on a host in this region.")
+@click.option("--gpus", type=click.IntRange(min=0), default=0, help="GPUs the job needs.")
+@click.option("--timeout", default="", help="Kill the job after this long (90s, 30m, 2h).")
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=Path("."),
+    show_default=True,
+    help="Directory to send (git-tracked files in a repo, minus .gpuhopignore).",
+)
+@click.option("-e", "--env", "env", multiple=True, help="K=V for the command; repeatable.")
+@click.option("--data", default="", help="Data set the job reads (residency is checked).")
+@click.option("-l", "--user", "account", default="", help="Remote account (default: your first).")
+@click.option("--lost-after", default="", help="Give up on a silent host after this long.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary as the last line.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines from gpuhop on stderr.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def run(
+    host: str,
+    region: str,
+    gpus: int,
+    timeout: str,
+    workdir: Path,
+    env: tuple[str, ...],
+    data: str,
+    account: str,
+    lost_after: str,
+    as_json: bool,
+    quiet: bool,
+    command: tuple[str, ...],
+) -> None:
+    """Send the work directory to a host, run COMMAND there, stream its output back.
+
+    COMMAND is run as given, argument by argument (use `sh -c '...'` for shell
+    syntax) in a fresh directory holding the work directory's files. stdout
+    and stderr stream back separately; gpuhop exits with COMMAND's exit code.
+    SIGINT/SIGTERM kill the job on the host before gpuhop exits.
+
+    \b
+    gpuhop run --host sg-a100-1 -- python train.py --epochs 1
+    gpuhop run --region sg --gpus 2 --timeout 30m --json -- make test
+    """
+    import asyncio
+    import dataclasses
+    import json
+
+    from client import identity
+    from client import workdir as wd
+    from client.run import Runner, RunRequest, StdStreams, install_signals
+    from client.settings import parse_duration
+
+    settings = _settings()
+    if lost_after:
+        settings = dataclasses.replace(settings, lost_after_s=max(3.0, parse_duration(lost_after)))
+    if host and region:
+        raise UsageError("give --host or --region, not both")
+    timeout_s = parse_duration(timeout) if timeout else None
+    pairs = tuple(_env_pair(e) for e in env)
+    profile = identity.ready(settings)
+    info = _place(settings, host, region, gpus) if (region or not host or as_json or gpus) else None
+    target = info.name if info is not None else host
+    selection = wd.select_files(workdir)
+
+    request = RunRequest(
+        host=target,
+        command=command,
+        selection=selection,
+        env=pairs,
+        gpus=gpus,
+        timeout_s=timeout_s,
+        account=account,
+        data=data,
+    )
+    out = StdStreams()
+    runner = Runner(request, profile, identity.paths_of(settings), settings, out)
+    if not quiet:
+        size = wd.total_size(selection)
+        click.echo(
+            f"gpuhop: run {runner.run_id} on {target}: sending {len(selection.files)} files "
+            f"({_size(size)}, {selection.source})",
+            err=True,
+        )
+
+    async def go() -> RunSummary:
+        undo = install_signals(runner)
+        try:
+            return await runner.run()
+        finally:
+            undo()
+
+    try:
+        summary = asyncio.run(go())
+    except ClientError as exc:
+        if not as_json:
+            raise
+        summary = runner.failure(exc)
+    if summary.error is not None:
+        click.echo(f"gpuhop: {summary.error}", err=True)
+    if as_json:
+        if not out.ends_with_newline:
+            out.stdout(b"\n")
+        click.echo(json.dumps(_summary_json(summary, info, gpus)))
+    sys.exit(summary.exit_code)
+
+
+def _env_pair(text: str) -> tuple[str, str]:
+    import re
+
+    key, sep, value = text.partition("=")
+    if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+        raise UsageError(f"--env wants NAME=VALUE, got {text!r}")
+    return key, value
+
+
+def _place(settings: ClientSettings, host: str, region: str, gpus: int) -> HostInfo:
+    """The host to run on (simple first fit for now; placement proper comes later)."""
+    from client import credentials, identity
+    from client.errors import HostNotFound
+
+    creds = credentials.resolve(settings)
+    with identity.open_api(creds.url, creds.token, settings) as api:
+        listing = api.hosts()
+    if host:
+        found = next((h for h in listing if h.name == host), None)
+        if found is None:
+            raise HostNotFound(f"unknown host {host}; `gpuhop hosts` lists them")
+        if gpus and found.gpus_free < gpus:
+            raise HostNotFound(f"{host} has {found.gpus_free} free GPUs; {gpus} asked")
+        return found
+    need = max(gpus, 1)
+    for h in listing:
+        in_region = not region or h.region == region
+        if in_region and h.allowed and h.status != "down" and h.gpus_free >= need:
+            return h
+    where = f"in region {region}" if region else "anywhere"
+    raise HostNotFound(f"no host you may use has {need} free GPU(s) {where}")
+
+
+def _summary_json(summary: RunSummary, info: HostInfo | None, gpus: int) -> dict[str, Any]:
+    return {
+        "run_id": summary.run_id,
+        "host": summary.host,
+        "region": info.region if info is not None else None,
+        "outcome": summary.outcome,
+        "exit_code": summary.exit_code,
+        "duration_s": summary.duration_s,
+        "bytes_sent": summary.bytes_sent,
+        "bytes_received": summary.bytes_received,
+        "rtt_ms": info.rtt_ms if info is not None else None,
+        "gpus": gpus,
+        "cost_usd": None,
+        "error": str(summary.error) if summary.error is not None else None,
+    }
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+# -- demo ------------------------------------------------------------------------
 
 
 @main.group(invoke_without_command=True)

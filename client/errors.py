@@ -3,6 +3,16 @@
     ClientError                 exit 1 unless a subclass says otherwise
     ├── UsageError              bad flags or arguments (exit 2)
     ├── GatewayUnavailable      the gateway could not be reached (exit 69, EX_UNAVAILABLE)
+    ├── CredentialsError        no usable login (exit 78, EX_CONFIG)
+    │   ├── NotLoggedIn         no token: run ``gpuhop login`` or set GPUHOP_GATEWAY/GPUHOP_TOKEN
+    │   ├── NoKeyring           no OS keyring backend: use the environment variables
+    │   └── TokenRejected       the gateway refused the token (expired, revoked, unknown)
+    ├── HostNotFound            no such host, or none free in the region asked (exit 68, EX_NOHOST)
+    ├── PolicyDenied            the gateway's policy refused the request (exit 77, EX_NOPERM)
+    ├── HostLost                the host could not be reached, or stopped answering (exit 75)
+    ├── SendFailed              the work directory could not be sent (exit 74, EX_IOERR)
+    ├── JobTimedOut             ``gpuhop run --timeout`` passed; the job was killed (exit 124)
+    ├── RunInterrupted          SIGINT/SIGTERM; the job was killed (exit 128 + signal)
     └── EnvError                environments: build, sync, run (client/envs)
         ├── EnvNotFound         no such environment or image (exit 66)
         ├── EnvSpecError        malformed env.toml / devcontainer.json (exit 65)
@@ -27,7 +37,68 @@ class UsageError(ClientError):
 
 
 class GatewayUnavailable(ClientError):
+    """The gateway's API or SSH front did not answer (exit 69, EX_UNAVAILABLE)."""
+
     exit_code = 69
+
+
+class CredentialsError(ClientError):
+    """No usable login: the one line says what to do (exit 78, EX_CONFIG)."""
+
+    exit_code = 78
+
+
+class NotLoggedIn(CredentialsError):
+    """Neither a stored login nor GPUHOP_GATEWAY/GPUHOP_TOKEN."""
+
+
+class NoKeyring(CredentialsError):
+    """The OS has no keyring backend; CI and headless machines use the environment."""
+
+
+class TokenRejected(CredentialsError):
+    """The gateway answered 401: the token is unknown, expired or revoked."""
+
+
+class HostNotFound(ClientError):
+    """No such host, or no allowed host with free GPUs where asked (exit 68, EX_NOHOST)."""
+
+    exit_code = 68
+
+
+class PolicyDenied(ClientError):
+    """The gateway's policy refused the request (exit 77, EX_NOPERM)."""
+
+    exit_code = 77
+
+
+class HostLost(ClientError):
+    """The host could not be reached, or the link to it went silent mid-job (exit 75).
+
+    EX_TEMPFAIL: retrying later, or elsewhere, may work.
+    """
+
+    exit_code = 75
+
+
+class SendFailed(ClientError):
+    """The work directory could not be read or unpacked on the host (exit 74, EX_IOERR)."""
+
+    exit_code = 74
+
+
+class JobTimedOut(ClientError):
+    """``gpuhop run --timeout`` passed; the job's processes were killed (exit 124)."""
+
+    exit_code = 124
+
+
+class RunInterrupted(ClientError):
+    """SIGINT or SIGTERM stopped ``gpuhop run``; the job was killed (exit 128 + signal)."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
 
 
 class EnvError(ClientError):
