@@ -88,6 +88,41 @@ class Certificate(BaseModel):
     valid_before: int
 
 
+class RankedHost(BaseModel):
+    model_config = _WIRE
+
+    rank: int
+    name: str
+    region: str
+    score: float
+    expected_cost: float
+    currency: str
+    price_per_gpu_hour: float
+    latency_ms: float
+    host_rtt_ms: float
+    free_gpus: int
+    gpu_model: str
+    sync_s: float
+    sync_throughput_bps: float
+    sync_basis: str
+
+
+class ExcludedHost(BaseModel):
+    model_config = _WIRE
+
+    name: str
+    region: str
+    reasons: list[str]
+
+
+class Placement(BaseModel):
+    model_config = _WIRE
+
+    ranked: list[RankedHost]
+    excluded: list[ExcludedHost]
+    weights: dict[str, float]
+
+
 class _ErrorDetail(BaseModel):
     model_config = _WIRE
 
@@ -164,6 +199,11 @@ class GatewayApi:
             body["validity_s"] = validity_s
         response = self._request("POST", "/v1/certificates", json=body)
         return self._model(Certificate, response)
+
+    def placement(self, **params: Any) -> Placement:
+        """Hosts ranked for a job, and why every other host is excluded (``gpuhop pick``)."""
+        query = {k: v for k, v in params.items() if v not in (None, "")}
+        return self._model(Placement, self._request("GET", "/v1/placement", params=query))
 
     # -- plumbing --
 

@@ -354,7 +354,11 @@ def run(
     timeout_s = parse_duration(timeout) if timeout else None
     pairs = tuple(_env_pair(e) for e in env)
     profile = identity.ready(settings)
-    info = _place(settings, host, region, gpus) if (region or not host or as_json or gpus) else None
+    info = (
+        _place(settings, host, region, gpus, data)
+        if (region or not host or as_json or gpus)
+        else None
+    )
     target = info.name if info is not None else host
     selection = wd.select_files(workdir)
 
@@ -409,14 +413,22 @@ def _env_pair(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _place(settings: ClientSettings, host: str, region: str, gpus: int) -> HostInfo:
-    """The host to run on (simple first fit for now; placement proper comes later)."""
+def _place(settings: ClientSettings, host: str, region: str, gpus: int, data: str = "") -> HostInfo:
+    """The host to run on: ``--host``; the best-ranked host for ``--region any``
+    (the gateway's placement: cost, latency, residency of ``--data``); else the first
+    allowed host with free GPUs in ``--region``."""
     from client import credentials, identity
     from client.errors import HostNotFound
 
     creds = credentials.resolve(settings)
     with identity.open_api(creds.url, creds.token, settings) as api:
         listing = api.hosts()
+        if region == "any" and not host:
+            result = api.placement(gpus=max(gpus, 1), data=data or None)
+            if not result.ranked:
+                why = "; ".join(f"{e.name}: {', '.join(e.reasons)}" for e in result.excluded)
+                raise HostNotFound(f"no host qualifies ({why})")
+            host = result.ranked[0].name
     if host:
         found = next((h for h in listing if h.name == host), None)
         if found is None:
@@ -433,6 +445,92 @@ def _place(settings: ClientSettings, host: str, region: str, gpus: int) -> HostI
     raise HostNotFound(f"no host you may use has {need} free GPU(s) {where}")
 
 
+@main.command()
+@click.option("--gpus", type=click.IntRange(min=0), default=1, show_default=True)
+@click.option("--gpu-model", default="", help="e.g. H100 (matched against the host's GPUs).")
+@click.option("--max-latency", type=float, default=None, help="End-to-end latency bound, ms.")
+@click.option("--max-price", type=float, default=None, help="Price bound per GPU-hour.")
+@click.option("--data", default="", help="Data set the job reads (residency).")
+@click.option("--hours", type=float, default=1.0, show_default=True, help="Expected run time.")
+@click.option("--workdir", type=click.Path(path_type=Path, file_okay=False), default=Path("."))
+@click.option("--weights", default="1,1,1", show_default=True, help="cost,latency,sync weights.")
+@click.option("--json", "as_json", is_flag=True, help="The ranking as JSON.")
+def pick(
+    gpus: int,
+    gpu_model: str,
+    max_latency: float | None,
+    max_price: float | None,
+    data: str,
+    hours: float,
+    workdir: Path,
+    weights: str,
+    as_json: bool,
+) -> None:
+    """Rank the hosts that fit a job by expected cost and latency, and say why every other
+    host does not fit. Latency is end to end (your round trip to the gateway plus the
+    gateway's to the host); the sync estimate is the time to send --workdir there."""
+    import json
+    import time
+
+    from client import credentials, identity
+    from client.workdir import select_files
+
+    try:
+        w_cost, w_latency, w_sync = (float(x) for x in weights.split(","))
+    except ValueError as exc:
+        raise UsageError("--weights wants three numbers: cost,latency,sync") from exc
+    selection = select_files(workdir.resolve())
+    settings = _settings()
+    creds = credentials.resolve(settings)
+    with identity.open_api(creds.url, creds.token, settings) as api:
+        samples = []
+        for _ in range(3):  # the client's own round trip to the gateway: best of three
+            t0 = time.perf_counter()
+            api.me()
+            samples.append((time.perf_counter() - t0) * 1000)
+        result = api.placement(
+            gpus=gpus,
+            gpu_model=gpu_model,
+            max_latency_ms=max_latency,
+            max_price=max_price,
+            data=data,
+            hours=hours,
+            workdir_bytes=sum(f.path.stat().st_size for f in selection.files),
+            workdir_files=len(selection.files),
+            client_rtt_ms=round(min(samples), 3),
+            w_cost=w_cost,
+            w_latency=w_latency,
+            w_sync=w_sync,
+        )
+    if as_json:
+        click.echo(json.dumps(result.model_dump(mode="json"), indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("#", "HOST", "REGION", "COST", "LATENCY", "SYNC", "FREE", "$/GPU-H", "SCORE"):
+        table.add_column(column)
+    for r in result.ranked:
+        table.add_row(
+            str(r.rank),
+            r.name,
+            r.region,
+            f"{r.expected_cost:.2f} {r.currency}",
+            f"{r.latency_ms:.0f} ms",
+            f"{r.sync_s:.1f} s",
+            str(r.free_gpus),
+            f"{r.price_per_gpu_hour:.2f}",
+            f"{r.score:.3f}",
+        )
+    console.print(table)
+    if result.excluded:
+        console.print("[bold]excluded[/]")
+        for e in result.excluded:
+            console.print(f"  {e.name:<16} {e.region:<6} {'; '.join(e.reasons)}")
+
+
 def _summary_json(summary: RunSummary, info: HostInfo | None, gpus: int) -> dict[str, Any]:
     return {
         "run_id": summary.run_id,
@@ -445,7 +543,17 @@ def _summary_json(summary: RunSummary, info: HostInfo | None, gpus: int) -> dict
         "bytes_received": summary.bytes_received,
         "rtt_ms": info.rtt_ms if info is not None else None,
         "gpus": gpus,
-        "cost_usd": None,
+        # The gateway meters the job itself (GET /v1/sessions); this is the same formula
+        # from the host's list prices: GPUs x price x time + bytes brought back x egress.
+        "cost_usd": (
+            round(
+                gpus * info.price_per_gpu_hour * summary.duration_s / 3600
+                + summary.bytes_received / 1e9 * info.egress_per_gb,
+                6,
+            )
+            if info is not None
+            else None
+        ),
         "error": str(summary.error) if summary.error is not None else None,
     }
 

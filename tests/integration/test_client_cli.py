@@ -498,3 +498,28 @@ def test_ssh_config_install_drives_plain_ssh_and_scp(rita: Client, tmp_path: Pat
         assert back.read_bytes() == local.read_bytes()
     finally:
         Path(remote).unlink(missing_ok=True)
+
+
+def test_pick_ranks_and_explains_and_run_region_any_uses_it(rita: Client) -> None:
+    deadline = time.monotonic() + 20  # probes report every host
+    while time.monotonic() < deadline:
+        hosts = json.loads(rita.gpuhop("hosts", "--json").stdout)
+        if all(h["rtt_ms"] is not None for h in hosts):
+            break
+        time.sleep(0.5)
+    first = rita.gpuhop("pick", "--gpus", "1", "--json")
+    assert first.returncode == 0, first.stderr
+    ranked = json.loads(first.stdout)
+    names = [r["name"] for r in ranked["ranked"]]
+    assert names
+    assert {e["name"] for e in ranked["excluded"]}.isdisjoint(names)
+    assert all(e["reasons"] for e in ranked["excluded"])
+    again = json.loads(rita.gpuhop("pick", "--gpus", "1", "--json").stdout)
+    assert [r["name"] for r in again["ranked"]] == names
+    table = rita.gpuhop("pick", "--gpus", "1")
+    assert table.returncode == 0 and names[0] in table.stdout
+    run = rita.gpuhop("run", "--region", "any", "--gpus", "1", "--json", "-q", "--", "true")
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert summary["host"] == names[0]
+    assert summary["cost_usd"] is not None and summary["cost_usd"] >= 0
