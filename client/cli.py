@@ -62,10 +62,42 @@ def _settings() -> ClientSettings:
     return load_settings()
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=_Group,
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(__version__, prog_name="gpuhop")
-def main() -> None:
-    """gpuhop: choose where GPU work runs, and reach it through one gateway."""
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """gpuhop: choose where GPU work runs, and reach it through one gateway.
+
+    With no command, opens the terminal UI (`gpuhop tui`)."""
+    if ctx.invoked_subcommand is None:
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+            click.echo(ctx.get_help())
+            return
+        ctx.invoke(tui)
+
+
+@main.command()
+@click.option(
+    "--gateway",
+    metavar="URL",
+    default=None,
+    help="The gateway's API (default: GPUHOP_GATEWAY, then the stored login).",
+)
+@click.option(
+    "--token",
+    default=None,
+    help="An API token (default: GPUHOP_TOKEN, then the stored login); "
+    "prefer the variable: other local users can see command lines.",
+)
+def tui(gateway: str | None, token: str | None) -> None:
+    """The terminal UI: hosts with live latency and price, sessions, placement, audit."""
+    from client.tui import run
+
+    sys.exit(run(gateway, token))
 
 
 # -- credentials ---------------------------------------------------------------
@@ -570,20 +602,123 @@ def _size(n: int) -> str:
 # -- demo ------------------------------------------------------------------------
 
 
+@main.group()
+def env() -> None:
+    """Reproducible environments: images/<name> (Dockerfile + locked dependencies)."""
+
+
+_IMAGES_OPTION = click.option(
+    "--images",
+    "images_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("images"),
+    show_default=True,
+    help="Directory holding one sub-directory per environment.",
+)
+_DOCKER_OPTION = click.option(
+    "--docker",
+    "docker_url",
+    envvar="DOCKER_HOST",
+    default="unix:///var/run/docker.sock",
+    show_default=True,
+    help="Local Docker engine. Env: DOCKER_HOST.",
+)
+
+
+@env.command("build")
+@_IMAGES_OPTION
+@_DOCKER_OPTION
+@click.option("--force", is_flag=True, help="Build even when the fingerprint is unchanged.")
+@click.option("-q", "--quiet", is_flag=True, help="No build progress.")
+@click.argument("name")
+def env_build(images_dir: Path, docker_url: str, force: bool, quiet: bool, name: str) -> None:
+    """Build NAME (a directory under --images, or a project with .devcontainer/)."""
+    from client.envs.build import build_env
+    from client.envs.engine import connect
+    from client.envs.spec import resolve
+
+    spec = resolve(images_dir, name)
+    client = connect(docker_url)
+    progress = None if quiet else (lambda line: click.echo(line, err=True))
+    built = build_env(client, spec, progress, force=force)
+    state = "unchanged, reused" if built.reused else "built"
+    click.echo(f"{built.ref} {built.fingerprint} {built.image_id[:19]} ({state})")
+
+
+@env.command("ls")
+@_DOCKER_OPTION
+@click.option("--json", "as_json", is_flag=True)
+def env_ls(docker_url: str, as_json: bool) -> None:
+    """Built environments: names, fingerprints, sizes."""
+    import json
+
+    from client.envs.build import list_envs
+    from client.envs.engine import connect
+
+    images = list_envs(connect(docker_url))
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "name": i.name,
+                        "fingerprint": i.fingerprint,
+                        "image_id": i.image_id,
+                        "size": i.size,
+                        "current": i.current,
+                    }
+                    for i in images
+                ],
+                indent=2,
+            )
+        )
+        return
+    for i in images:
+        mark = "*" if i.current else " "
+        click.echo(f"{mark} {i.name:<20} {i.fingerprint[:19]:<20} {_size(i.size):>10}")
+
+
 @main.group(invoke_without_command=True)
 @click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
 @click.option("--detach", is_flag=True, help="Start in the background; return once ready.")
 @click.pass_context
 def demo(ctx: click.Context, state_dir: Path | None, detach: bool) -> None:
-    """Run a local demo: gateway, SQLite, three simulated GPU regions on loopback."""
+    """Run a local demo: gateway, SQLite, three simulated GPU regions on loopback.
+
+    On a terminal it opens the TUI on the demo's hosts and stops the demo when you
+    quit; with --detach (or without a terminal) it starts in the background and
+    prints how to connect."""
     if ctx.invoked_subcommand is not None:
         return
     args = ["demo"]
     if state_dir is not None:
         args += ["--state-dir", str(state_dir)]
-    if detach:
-        args.append("--detach")
-    sys.exit(subprocess.call(_gateway_cmd(*args)))
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    if detach or not interactive:
+        if not detach:
+            click.echo("no terminal: running the demo in the foreground (Ctrl-C stops it)")
+        sys.exit(subprocess.call(_gateway_cmd(*args, *(["--detach"] if detach else []))))
+    import json
+
+    import platformdirs
+
+    state = (state_dir or Path(platformdirs.user_state_dir("gpuhop")) / "demo").resolve()
+    started = subprocess.call(_gateway_cmd("demo", "--state-dir", str(state), "--detach"))
+    if started != 0:
+        sys.exit(started)
+    info = json.loads((state / "demo.json").read_text())
+    os.environ.update(
+        GPUHOP_GATEWAY=info["api_url"],
+        GPUHOP_TOKEN=info["user_token"],
+        GPUHOP_SSH_CONFIG=info["ssh_config"],
+    )
+    from client.tui import run as run_tui
+
+    try:
+        code = run_tui(info["api_url"], info["user_token"])
+    finally:
+        subprocess.call(_gateway_cmd("demo", "stop", "--state-dir", str(state)))
+    sys.exit(code)
 
 
 @demo.command("stop")

@@ -85,6 +85,7 @@ class Resolution:
     command: str | None = None  # the command to run on the host (None: a shell)
     message: str = ""  # shown when there is no target (a menu or a refusal)
     exit_status: int = 0
+    service: asyncssh.SSHServerSession[bytes] | None = None  # the gateway answers itself
 
 
 Resolver = Callable[[str | None], Awaitable[Resolution]]
@@ -120,6 +121,7 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
         self._error = ""
         self._finished = False
         self._task: asyncio.Task[None] | None = None
+        self._service: asyncssh.SSHServerSession[bytes] | None = None
         self._early: list[tuple[bytes, asyncssh.DataType]] = []
         self._early_eof = False
         self._gpus = 0
@@ -194,6 +196,9 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
         ctx = self._ctx
         if self._resolver is not None:
             res = await self._resolver(self._command)
+            if res.service is not None:
+                self._hand_over(res.service)
+                return
             if res.target is None:
                 with contextlib.suppress(OSError):
                     out = res.message.replace("\n", "\r\n").encode()
@@ -222,6 +227,7 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
             else:
                 self._sftp = SftpAuditor(self._sftp_event)
             start = self._common()
+            start["gpus"] = self._gpus
             if self._recording is not None:
                 start["recording"] = self._recording.path.name
             await ctx.start_session(self.target.principal.user, start)
@@ -281,6 +287,19 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
         if self._early_eof:
             up.write_eof()
         chan.resume_reading()
+
+    def _hand_over(self, service: asyncssh.SSHServerSession[bytes]) -> None:
+        """Let a service on the gateway itself answer this channel; it audits its own work."""
+        assert self._chan is not None
+        self._service = service
+        self._finished = True  # no host session: nothing to record, release or end
+        service.connection_made(self._chan)
+        service.session_started()
+        for data, datatype in self._early:
+            service.data_received(data, datatype)
+        self._early.clear()
+        if self._early_eof:
+            service.eof_received()
 
     async def _admit(self, env: Mapping[str, str]) -> str:
         """Residency, GPU limits, budgets and GPU leases; returns why not, or ""."""
@@ -357,6 +376,9 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
     # -- data paths --
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if self._service is not None:
+            self._service.data_received(data, datatype)
+            return
         self._bytes_up += len(data)
         self._last_activity = time.monotonic()
         if self._recording is not None:
@@ -384,6 +406,8 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
                 self._chan.write(data, datatype)
 
     def eof_received(self) -> bool:
+        if self._service is not None:
+            return self._service.eof_received()
         if self._up is not None:
             self._up.write_eof()
         else:
@@ -413,10 +437,14 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
 
     # flow control: each side's full window pauses reading on the other
     def pause_writing(self) -> None:
+        if self._service is not None:
+            self._service.pause_writing()
         if self._up is not None:
             self._up.pause_reading()
 
     def resume_writing(self) -> None:
+        if self._service is not None:
+            self._service.resume_writing()
         if self._up is not None:
             self._up.resume_reading()
 
@@ -448,6 +476,8 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
         self._finish()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._service is not None:
+            self._service.connection_lost(exc)
         if self._up is not None:
             self._up.close()
         if self._task is not None and not self._task.done():

@@ -1,0 +1,86 @@
+"""What workers tell screens: small dataclass messages, the only way data enters widgets.
+
+Workers (owned by the App or a Screen) do the I/O and post one of these; the
+Screen handles it with ``@on`` and hands plain values to its widgets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.message import Message
+
+from client.errors import ClientError
+from client.tui.cast import Cast
+from client.tui.data import AuditPage, HostView, Me, Placement, SessionView
+from client.tui.envs import EnvRow
+
+
+@dataclass
+class MeLoaded(Message):
+    me: Me
+
+
+@dataclass
+class HostsLoaded(Message):
+    hosts: tuple[HostView, ...]
+    client_rtt_ms: float | None
+    at: float
+
+
+@dataclass
+class SessionsLoaded(Message):
+    sessions: tuple[SessionView, ...]
+    hosts: tuple[HostView, ...]
+    client_rtt_ms: float | None
+    at: float
+
+
+@dataclass
+class SessionKilled(Message):
+    session_id: str
+
+
+@dataclass
+class PlacementLoaded(Message):
+    placement: Placement
+
+
+@dataclass
+class AuditLoaded(Message):
+    page: AuditPage
+    append: bool
+
+
+@dataclass
+class RecordingLoaded(Message):
+    session_id: str
+    cast: Cast
+
+
+@dataclass
+class EnvsLoaded(Message):
+    envs: tuple[EnvRow, ...]
+
+
+@dataclass
+class ShellSummary(Message):
+    """A shell opened from the Hosts screen has ended; ``session`` is its record."""
+
+    host: str
+    exit_code: int
+    session: SessionView | None
+    gpus_asked: int = 0
+
+
+@dataclass
+class ApiFailed(Message):
+    """A worker's call failed; the App shows it once as a notification."""
+
+    what: str
+    error: ClientError
+
+
+@dataclass
+class ApiRecovered(Message):
+    """A call succeeded after failures: the App clears its offline state."""

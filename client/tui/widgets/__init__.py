@@ -1,0 +1,1 @@
+"""Widgets that draw what they are given and do no I/O."""
