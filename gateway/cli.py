@@ -326,6 +326,22 @@ def db_current(config_path: Path) -> None:
     click.echo(rev or "empty")
 
 
+def _attach_admin_commands() -> None:
+    from gateway.admincli import (
+        audit_export,
+        audit_ls,
+        audit_replay,
+        audit_show,
+        audit_verify_export,
+    )
+
+    for command in (audit_ls, audit_show, audit_export, audit_verify_export, audit_replay):
+        audit.add_command(command)
+
+
+_attach_admin_commands()
+
+
 def _default_demo_dir() -> Path:
     import platformdirs
 

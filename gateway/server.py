@@ -42,6 +42,7 @@ from gateway.keys import (
 )
 from gateway.live import LiveState
 from gateway.metering.meter import rate_for
+from gateway.metrics import GatewayMetrics, InstrumentedAuditStore
 from gateway.settings import Settings
 from gateway.ssh.algorithms import connection_algorithms
 from gateway.ssh.context import FrontContext
@@ -68,6 +69,7 @@ class Gateway:
         self._api_sock = api_sock
         self.storage: Storage | None = None
         self.live: LiveState | None = None
+        self.metrics = GatewayMetrics()
         self.api: ApiServer | None = None
         self.api_port = 0
         self._server: asyncio.AbstractServer | None = None
@@ -77,7 +79,9 @@ class Gateway:
 
     async def startup(self) -> None:
         g = self.settings.gateway
-        self.audit = open_store(g.storage_url.get_secret_value())
+        self.audit = InstrumentedAuditStore(
+            open_store(g.storage_url.get_secret_value()), self.metrics
+        )
         try:
             host_key = await asyncio.to_thread(
                 ensure_private_key, g.host_key, "gpuhop gateway host key"
@@ -167,6 +171,7 @@ class Gateway:
             )
         self.port = self._server.sockets[0].getsockname()[1]
         kill, live = session_controls(ctx.sessions)
+        self.metrics.register_collectors(live, self.live)
         self.api = await start_api(
             ApiContext(
                 settings=self.settings,
@@ -181,6 +186,8 @@ class Gateway:
                 ssh_host_key=public_line(host_key),
                 host_ca_key=public_line(host_ca),
                 live=self.live,
+                metrics=self.metrics,
+                metrics_token_required=g.metrics_require_token,
             ),
             g.api_host,
             g.api_port,

@@ -193,6 +193,8 @@ class GatewaySettings(BaseModel):
     """SSH channel receive window in bytes; larger keeps high-RTT bulk transfers busy."""
     max_packet: Annotated[Int, Field(ge=4096, le=1024 * 1024)] = 262144
     """Largest SSH channel data packet in bytes; at most ``window``."""
+    metrics_require_token: bool = False
+    """Ask for an admin API token on ``/metrics`` (off: scrape it from a private network)."""
     audit_start_timeout_s: PositiveSeconds = 10.0
     """How long a new session waits for its start to be audited (e.g. while PostgreSQL
     restarts) before it is refused; live sessions never wait on the audit log."""

@@ -16,7 +16,17 @@ from fastapi import FastAPI
 from gateway import __version__
 from gateway.api.context import ApiContext
 from gateway.api.errors import ERROR_RESPONSES, install_handlers
-from gateway.api.routes import audit, certificates, hosts, meta, placement, sessions, tokens
+from gateway.api.routes import (
+    audit,
+    certificates,
+    hosts,
+    meta,
+    metrics,
+    placement,
+    sessions,
+    tokens,
+)
+from gateway.api.timing import ApiTiming
 from gateway.ssh.ratelimit import FailureLimiter
 
 DESCRIPTION = """\
@@ -40,6 +50,7 @@ def build_app() -> FastAPI:
     app.include_router(meta.public, prefix="/v1")
     for routes in (meta, hosts, sessions, audit, certificates, tokens, placement):
         app.include_router(routes.router, prefix="/v1", responses=ERROR_RESPONSES)
+    app.include_router(metrics.router)  # /metrics, where Prometheus looks by default
     return app
 
 
@@ -49,6 +60,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
     g = ctx.settings.gateway
     app.state.ctx = ctx
     app.state.limiter = FailureLimiter(g.auth_max_failures, g.auth_failure_window_s, g.auth_ban_s)
+    if ctx.metrics is not None:
+        app.add_middleware(ApiTiming, metrics=ctx.metrics)
     return app
 
 

@@ -15,6 +15,7 @@ from gateway.audit.store import AuditStore
 from gateway.inventory.hosts import Inventory
 from gateway.keys import UserCA
 from gateway.live import LiveState
+from gateway.metrics import GatewayMetrics
 from gateway.models import Mode
 from gateway.settings import Settings
 from gateway.storage import SessionStore, TokenStore
@@ -65,6 +66,10 @@ class ApiContext:
     """The host CA's public line: clients trust recorded jumps with ``@cert-authority``."""
     live: LiveState | None = None
     """Probes, leases, running costs and placement; None in API-only tests."""
+    metrics: GatewayMetrics | None = None
+    """Served at ``GET /metrics`` and timing every request; None: no ``/metrics``."""
+    metrics_token_required: bool = False
+    """``/metrics`` needs a valid API token (any scope) instead of being open."""
 
 
 def session_controls(
