@@ -22,6 +22,7 @@ from client.errors import ClientError, UsageError
 
 if TYPE_CHECKING:
     from client.api import HostInfo
+    from client.envs.remote import GatewayConnect
     from client.identity import Profile
     from client.run import RunSummary
     from client.settings import ClientSettings
@@ -676,6 +677,130 @@ def env_ls(docker_url: str, as_json: bool) -> None:
     for i in images:
         mark = "*" if i.current else " "
         click.echo(f"{mark} {i.name:<20} {i.fingerprint[:19]:<20} {_size(i.size):>10}")
+
+
+def _gateway_connector(settings: ClientSettings) -> GatewayConnect:
+    """An async factory for one SSH connection to the gateway, logged in as the plain user."""
+    from client import identity
+    from client.sshconn import connect as ssh_connect
+
+    profile = identity.ready(settings)
+    paths = identity.paths_of(settings)
+
+    async def connect_gateway() -> Any:
+        return await ssh_connect(profile, paths, settings, profile.user)
+
+    return connect_gateway
+
+
+@env.command("push")
+@_DOCKER_OPTION
+@click.option("-q", "--quiet", is_flag=True, help="No progress line.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+@click.argument("name")
+@click.argument("hosts", nargs=-1, required=True)
+def env_push(
+    docker_url: str, quiet: bool, as_json: bool, name: str, hosts: tuple[str, ...]
+) -> None:
+    """Send NAME's built image to HOSTS through the gateway, then verify its ID there.
+
+    Only the layers the hosts lack are sent, and each crosses your link once: the
+    gateway fans it out. An interrupted push leaves every host its previous image.
+    """
+    import asyncio
+    import json
+
+    from client.envs.build import env_ref
+    from client.envs.engine import DockerEngine, connect
+    from client.envs.remote import push_via_gateway
+    from client.envs.sync import Progress
+    from client.errors import SyncFailed
+
+    ref = name if ":" in name or "/" in name else env_ref(name)
+    local = DockerEngine(connect(docker_url), "local")
+    connect_gateway = _gateway_connector(_settings())
+
+    def show(p: Progress) -> None:
+        total = f" of ~{_size(p.total)}" if p.total else ""
+        end = "\n" if p.done else ""
+        click.echo(
+            f"\rgpuhop: {ref}: {_size(p.sent)}{total}, {_size(int(p.rate))}/s   {end}",
+            nl=False,
+            err=True,
+        )
+
+    report = asyncio.run(
+        push_via_gateway(
+            local,
+            ref,
+            hosts,
+            connect_gateway=connect_gateway,
+            progress=None if quiet else show,
+            check=False,
+        )
+    )
+    if as_json:
+        hosts_out = {
+            t.target: {"status": t.status, "bytes": t.bytes_sent, "error": t.error}
+            for t in report.targets
+        }
+        click.echo(
+            json.dumps(
+                {
+                    "ref": report.ref,
+                    "image_id": report.image_id,
+                    "link_bytes": report.link_bytes,
+                    "seconds": round(report.seconds, 3),
+                    "hosts": hosts_out,
+                }
+            )
+        )
+    else:
+        for t in report.targets:
+            click.echo(f"{t.target:<16} {t.status:<8} {_size(t.bytes_sent):>10}  {t.error or ''}")
+        click.echo(
+            f"gpuhop: {_size(report.link_bytes)} over your link in {report.seconds:.1f} s",
+            err=True,
+        )
+    if report.failed:
+        lines = "; ".join(f"{t.target}: {t.error}" for t in report.failed)
+        raise SyncFailed(f"push of {ref} failed on {len(report.failed)} host(s): {lines}")
+
+
+@env.command("status")
+@_DOCKER_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print JSON rows.")
+@click.argument("hosts", nargs=-1)
+def env_status_cmd(docker_url: str, as_json: bool, hosts: tuple[str, ...]) -> None:
+    """Each host's environments against the local builds: current, drift, missing.
+
+    Without HOSTS, every host the gateway lets you use.
+    """
+    import asyncio
+    import dataclasses
+    import json
+
+    from client import credentials, identity
+    from client.envs.build import list_envs
+    from client.envs.engine import connect
+    from client.envs.remote import env_status
+
+    settings = _settings()
+    if not hosts:
+        creds = credentials.resolve(settings)
+        with identity.open_api(creds.url, creds.token, settings) as api:
+            hosts = tuple(h.name for h in api.hosts() if h.allowed)
+    local = list_envs(connect(docker_url))
+    rows = asyncio.run(env_status(hosts, local, connect_gateway=_gateway_connector(settings)))
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
+        return
+    if not rows:
+        click.echo("no environments here or on " + ", ".join(hosts), err=True)
+    for r in rows:
+        there, here = r.remote_fingerprint[:19] or "-", r.local_fingerprint[:19] or "-"
+        detail = r.detail or f"{there:<20} local {here}"
+        click.echo(f"{r.host:<16} {r.name:<20} {r.state:<12} {detail}")
 
 
 @main.group(invoke_without_command=True)

@@ -17,7 +17,7 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from gateway.sim import procs
@@ -69,6 +69,7 @@ class SshdHost:
         user_ca_pub: str | None = None,
         authorized_keys: Sequence[str] = (),
         port: int = 0,
+        extra_env: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
         self.directory = Path(directory)
@@ -76,6 +77,7 @@ class SshdHost:
         self.gpus, self.gpu_model = gpus, gpu_model
         self.user_ca_pub = user_ca_pub
         self.authorized_keys = list(authorized_keys)
+        self.extra_env = dict(extra_env or {})  # more session variables, e.g. DOCKER_HOST
         self._want_port = port
         self._port = port
         self._gpus_set = False
@@ -184,7 +186,8 @@ class SshdHost:
         run_keygen("-t", "ed25519", "-N", "", "-C", self.name, "-f", str(self.files.host_key))
 
     def _config(self, port: int, optional: Sequence[str]) -> str:
-        env = " ".join(_quote(f"{k}={v}") for k, v in self.files.session_env().items())
+        variables = {**self.files.session_env(), **self.extra_env}
+        env = " ".join(_quote(f"{k}={v}") for k, v in variables.items())
         lines = [
             "ListenAddress 127.0.0.1",
             f"Port {port}",

@@ -28,6 +28,8 @@ from gateway.errors import GatewayError
 from gateway.models import AccessRequest, Host, Mode, Principal
 from gateway.policy.rules import evaluate
 from gateway.ssh.context import FrontContext
+from gateway.ssh.envprotocol import ENV_COMMAND
+from gateway.ssh.envservice import EnvSession
 from gateway.ssh.recorded import RecordedSession, Resolution, Target
 
 log = structlog.get_logger("gpuhop.inner")
@@ -296,7 +298,8 @@ def resolver_for(ctx: FrontContext, principal: Principal, fixed: tuple[str, str]
     """Decide what a session on the gateway itself is: a host, a menu, or a refusal.
 
     ``fixed`` is (host, account) from a ``user+host[+account]`` login; otherwise
-    the first word of the command names the host (``ssh gw sg-1 nvidia-smi``).
+    the first word of the command names the host (``ssh gw sg-1 nvidia-smi``),
+    or is ``gpuhop-env`` (:mod:`gateway.ssh.envservice`).
     """
 
     async def resolve(command: str | None) -> Resolution:
@@ -305,6 +308,9 @@ def resolver_for(ctx: FrontContext, principal: Principal, fixed: tuple[str, str]
             rest = command
         else:
             words = (command or "").split(maxsplit=1)
+            if words and words[0] == ENV_COMMAND:  # image pushes, fanned out here
+                args = words[1] if len(words) > 1 else ""
+                return Resolution(service=EnvSession(ctx, principal, args, default_account))
             if not words or ctx.inventory.host(words[0]) is None:
                 return Resolution(message=menu_text(ctx, principal, words[0] if words else ""))
             host_name, account = words[0], ""

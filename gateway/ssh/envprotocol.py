@@ -1,0 +1,118 @@
+"""The ``gpuhop-env`` wire: requests, the docker commands run on hosts, replies.
+
+Pure (no SSH, no I/O) so it can be table-tested; the service that runs it is
+:mod:`gateway.ssh.envservice`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass
+from typing import Literal
+
+ENV_COMMAND = "gpuhop-env"
+USAGE = (
+    "usage: gpuhop-env images HOST... | load REF IMAGE_ID HOST... (archive on stdin)"
+    " | tag IMAGE_ID REF HOST..."
+)
+_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$")
+_IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+_INSPECT = (
+    '{"id":{{json .Id}},"tags":{{json .RepoTags}},'
+    '"layers":{{json .RootFS.Layers}},"labels":{{json .Config.Labels}}}'
+)
+IMAGES_SCRIPT = (
+    "ids=$(docker image ls -q --no-trunc) || exit; "
+    f'[ -z "$ids" ] || exec docker image inspect --format {shlex.quote(_INSPECT)} $ids'
+)
+LOAD_COMMAND = "exec docker load"  # exec: a KILL signal reaches docker itself
+
+Verb = Literal["images", "load", "tag"]
+
+
+@dataclass(frozen=True, slots=True)
+class EnvRequest:
+    """A parsed ``gpuhop-env`` command line."""
+
+    verb: Verb
+    hosts: tuple[str, ...]
+    ref: str = ""
+    image_id: str = ""
+
+
+def parse_request(args: str) -> EnvRequest:
+    """``images H...`` / ``load REF ID H...`` / ``tag ID REF H...``; ``ValueError`` says why not."""
+    try:
+        words = shlex.split(args)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; {USAGE}") from None
+    first, rest = (words[0], words[1:]) if words else ("", [])
+    ref = image_id = ""
+    verb: Verb
+    if first == "images":
+        verb, hosts = "images", rest
+    elif first == "load" and len(rest) >= 2:
+        verb, ref, image_id, hosts = "load", rest[0], rest[1], rest[2:]
+    elif first == "tag" and len(rest) >= 2:
+        verb, image_id, ref, hosts = "tag", rest[0], rest[1], rest[2:]
+    else:
+        raise ValueError(f"unknown or incomplete request {first!r}; {USAGE}")
+    if ref and not _REF.match(ref):
+        raise ValueError(f"not an image reference: {ref!r}")
+    if image_id and not _IMAGE_ID.match(image_id):
+        raise ValueError(f"not an image ID (sha256:<64 hex>): {image_id!r}")
+    if not hosts:
+        raise ValueError(f"no hosts named; {USAGE}")
+    return EnvRequest(verb, tuple(dict.fromkeys(hosts)), ref, image_id)
+
+
+def id_script(ref: str) -> str:
+    """The host command that prints the image ID ``ref`` names."""
+    return "exec docker image inspect --format '{{.Id}}' " + shlex.quote(ref)
+
+
+def parse_images(output: bytes) -> list[dict[str, object]]:
+    """``IMAGES_SCRIPT`` output (one JSON object a line) → images, each once, nulls as empties."""
+    seen: dict[str, dict[str, object]] = {}
+    for line in output.decode("utf-8", "replace").splitlines():
+        if not line.strip():
+            continue
+        doc = json.loads(line)
+        seen[str(doc["id"])] = {
+            "id": str(doc["id"]),
+            "tags": [str(t) for t in doc.get("tags") or ()],
+            "layers": [str(layer) for layer in doc.get("layers") or ()],
+            "labels": {str(k): str(v) for k, v in (doc.get("labels") or {}).items()},
+        }
+    return list(seen.values())
+
+
+def docker_error(host: str, status: int | None, output: bytes) -> str:
+    """One line for a failed docker command on ``host``."""
+    if status == 127:
+        return f"{host}: docker is not installed there"
+    lines = [line.strip() for line in output.decode("utf-8", "replace").splitlines()]
+    last = next((line for line in reversed(lines) if line), f"exit status {status}")
+    return f"{host}: {last}"
+
+
+@dataclass(frozen=True, slots=True)
+class HostReport:
+    """How one host ended; its ``wire`` form is what the client reads."""
+
+    status: str  # ok (images), loaded, tagged, failed, refused, aborted
+    error: str = ""
+    image_id: str | None = None
+    bytes: int = 0
+    seconds: float = 0.0
+    images: tuple[dict[str, object], ...] = ()
+
+    def wire(self) -> dict[str, object]:
+        out: dict[str, object] = {"status": self.status, "error": self.error}
+        out.update(image_id=self.image_id, bytes=self.bytes, seconds=round(self.seconds, 3))
+        if self.status == "ok":
+            out["images"] = list(self.images)
+        return out
