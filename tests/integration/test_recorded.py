@@ -295,3 +295,36 @@ def test_kill_9_leaves_readable_recording(fresh_stack: GatewayStack) -> None:
         timeout=60,
     )
     assert verify.returncode == 0
+
+
+def test_editor_forward_to_host_loopback_is_relayed_and_audited(stack: GatewayStack) -> None:
+    """What VS Code Remote-SSH does: a local forward to the host's own loopback."""
+    rita = stack.users["rita"]
+    host_port = stack.hosts["sg-1"].port  # something listening on the host's loopback
+    cmd = [
+        "ssh", "-F", str(stack.ssh_config(rita)), "-J", "gw",
+        "-W", f"localhost:{host_port}", "root@sg-1",
+    ]  # fmt: skip
+    result = stack.run(cmd, input=b"", timeout=30)
+    assert result.stdout.startswith(b"SSH-2.0-OpenSSH"), result.stderr
+    opens = _wait_events(stack, "forward.open", lambda e: e["user"] == "rita")
+    assert opens and opens[-1]["dest"] == f"localhost:{host_port}"
+    closes = _wait_events(
+        stack, "forward.close", lambda e: e["forward_id"] == opens[-1]["forward_id"]
+    )
+    assert closes and int(closes[0]["bytes_down"]) > 0  # type: ignore[call-overload]
+
+
+def test_forward_elsewhere_or_without_the_role_is_refused(stack: GatewayStack) -> None:
+    rita = stack.users["rita"]
+    cmd = [
+        "ssh", "-F", str(stack.ssh_config(rita)), "-J", "gw",
+        "-W", "10.1.2.3:22", "root@sg-1",
+    ]  # fmt: skip
+    result = stack.run(cmd, input=b"", timeout=30)
+    assert result.returncode != 0
+    assert b"administratively prohibited" in result.stderr
+    denies = _wait_events(
+        stack, "channel.deny", lambda e: e["user"] == "rita" and e["dest"] == "10.1.2.3:22"
+    )
+    assert denies and "loopback" in str(denies[0]["reason"])
