@@ -19,6 +19,7 @@ from gateway.api.errors import ERROR_RESPONSES, install_handlers
 from gateway.api.routes import (
     audit,
     certificates,
+    costs,
     hosts,
     meta,
     metrics,
@@ -48,7 +49,7 @@ def build_app() -> FastAPI:
     )
     install_handlers(app)
     app.include_router(meta.public, prefix="/v1")
-    for routes in (meta, hosts, sessions, audit, certificates, tokens, placement):
+    for routes in (meta, hosts, sessions, audit, certificates, tokens, placement, costs):
         app.include_router(routes.router, prefix="/v1", responses=ERROR_RESPONSES)
     app.include_router(metrics.router)  # /metrics, where Prometheus looks by default
     return app

@@ -196,6 +196,13 @@ def test_final_cost_matches_rate_and_duration(live: tuple[GatewayStack, dict[str
     assert abs(float(end["cost_usd"]) - expected) <= 0.01 * expected
     record = _api(stack, ctx["token"], f"/sessions/{end['session_id']}")
     assert abs(record["cost_usd"] - expected) <= 0.01 * expected
+    # Totals per user, host and day include it.
+    for by, key in (("user", "rita"), ("host", "sg-2")):
+        rows = {r["key"]: r for r in _api(stack, ctx["token"], "/costs", by=by)}
+        assert rows[key]["cost"] >= float(end["cost_usd"]) - 1e-6
+        assert rows[key]["gpu_hours"] > 0
+    days = _api(stack, ctx["token"], "/costs", by="day")
+    assert len(days) >= 1 and days[0]["key"].count("-") == 2
 
 
 def test_residency_enforced_by_the_gateway(live: tuple[GatewayStack, dict[str, Any]]) -> None:
