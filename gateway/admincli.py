@@ -288,7 +288,7 @@ def audit_replay(
 
         recordings_dir = load_settings(config_path).gateway.recordings_dir
     path = recording_path(recordings_dir, session_id)
-    stdout = click.get_binary_stream("stdout")
+    stdout = sys.stdout.buffer
     cleaner = PlainText() if plain else None
 
     def write(text: str) -> None:
