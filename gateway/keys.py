@@ -18,6 +18,7 @@ from pathlib import Path
 import asyncssh
 
 from gateway.errors import KeyMaterialError
+from gateway.models import Host
 
 CERT_KEY_ID_PREFIX = "gpuhop:"
 
@@ -222,3 +223,20 @@ class HostCertificates:
             )
             cached = self._cache[name] = (cert, end)
         return self._key, cached[0]
+
+
+def host_trust(
+    host: Host,
+) -> tuple[list[asyncssh.SSHKey], list[asyncssh.SSHKey], list[asyncssh.SSHKey]]:
+    """asyncssh ``known_hosts`` for a host: its pinned key and/or the CA it names.
+
+    Never trust on first use: a host with neither cannot be reached.
+    """
+    try:
+        keys = [asyncssh.import_public_key(host.host_key)] if host.host_key else []
+        cas = [asyncssh.import_public_key(host.host_ca)] if host.host_ca else []
+    except (asyncssh.KeyImportError, ValueError) as exc:
+        raise KeyMaterialError(f"{host.name}: pinned host key or CA unusable: {exc}") from exc
+    if not keys and not cas:
+        raise KeyMaterialError(f"{host.name}: no pinned host key and no host CA")
+    return keys, cas, []

@@ -34,6 +34,7 @@ class Host:
     address: str
     port: int = 22
     host_key: str = ""  # pinned public key, OpenSSH one-line form ("ssh-ed25519 AAAA...")
+    host_ca: str = ""  # or: a CA whose host certificates for this name are trusted
     gpu_model: str = ""
     gpu_count: int = 0
     price_per_gpu_hour: float = 0.0

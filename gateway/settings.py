@@ -263,8 +263,11 @@ class HostConfig(BaseModel):
     """Where the gateway connects: a host name or IP address."""
     port: Port = 22
     """The host's sshd port."""
-    host_key: KeyLine
+    host_key: KeyLine | None = None
     """Pinned host public key, one OpenSSH line (``ssh-ed25519 AAAA...``)."""
+    host_ca: KeyLine | None = None
+    """Instead of (or beside) ``host_key``: a CA public key; the host is trusted when it
+    presents a host certificate from this CA naming the host's ``name``."""
     gpu_model: str = ""
     """GPU model as nvidia-smi names it, e.g. ``NVIDIA H100 80GB HBM3``."""
     gpu_count: Count = 0
@@ -279,6 +282,12 @@ class HostConfig(BaseModel):
     labels: dict[LabelKey, str] = Field(default_factory=dict)
     """Free-form tags matched by ``label:KEY=VALUE`` selectors."""
 
+    @model_validator(mode="after")
+    def _trusted_somehow(self) -> HostConfig:
+        if not self.host_key and not self.host_ca:
+            raise ValueError("give host_key (pinned) or host_ca (host certificates), or both")
+        return self
+
     def to_host(self, country: str) -> Host:
         """The domain ``Host``; ``country`` is the default residency."""
         return Host(
@@ -286,7 +295,8 @@ class HostConfig(BaseModel):
             region=self.region,
             address=self.address,
             port=self.port,
-            host_key=self.host_key,
+            host_key=self.host_key or "",
+            host_ca=self.host_ca or "",
             gpu_model=self.gpu_model,
             gpu_count=self.gpu_count,
             price_per_gpu_hour=self.price_per_gpu_hour,

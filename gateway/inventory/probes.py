@@ -26,9 +26,10 @@ from dataclasses import dataclass
 
 import asyncssh
 
-from gateway.errors import UpstreamError
+from gateway.errors import KeyMaterialError, UpstreamError
 from gateway.inventory.gpus import NVIDIA_SMI_COMMAND, GpuInventory, parse_gpu_query
 from gateway.inventory.hostprobe import HostLink, HostProbe, HostStatus
+from gateway.keys import host_trust
 from gateway.models import Host
 from gateway.ssh.algorithms import connection_algorithms
 
@@ -162,9 +163,9 @@ async def connect_host(
     key that is not the pinned one.
     """
     try:
-        pinned = asyncssh.import_public_key(host.host_key)
-    except (asyncssh.KeyImportError, ValueError) as exc:
-        raise UpstreamError(f"host {host.name}: pinned host key is unusable: {exc}") from None
+        trust = host_trust(host)
+    except KeyMaterialError as exc:
+        raise UpstreamError(str(exc)) from None
     sock, connect_ms = await _open_socket(host.address, host.port, timeout_s)
     key: asyncssh.SSHKey | tuple[asyncssh.SSHKey, asyncssh.SSHCertificate] = (
         credentials.client_key
@@ -174,12 +175,12 @@ async def connect_host(
     try:
         async with asyncio.timeout(timeout_s):
             conn = await asyncssh.connect(
-                host.address,
+                host.name,  # what a host certificate names; the socket is already open
                 host.port,
                 sock=sock,
                 username=credentials.username,
                 client_keys=[key],
-                known_hosts=([pinned], [], []),
+                known_hosts=trust,
                 config=None,
                 agent_path=None,
                 preferred_auth="publickey",

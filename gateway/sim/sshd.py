@@ -70,6 +70,7 @@ class SshdHost:
         authorized_keys: Sequence[str] = (),
         port: int = 0,
         extra_env: Mapping[str, str] | None = None,
+        extra_config: Sequence[str] = (),
     ) -> None:
         self.name = name
         self.directory = Path(directory)
@@ -78,6 +79,7 @@ class SshdHost:
         self.user_ca_pub = user_ca_pub
         self.authorized_keys = list(authorized_keys)
         self.extra_env = dict(extra_env or {})  # more session variables, e.g. DOCKER_HOST
+        self.extra_config = list(extra_config)  # more sshd_config lines, e.g. HostCertificate
         self._want_port = port
         self._port = port
         self._gpus_set = False
@@ -214,6 +216,7 @@ class SshdHost:
             "AcceptEnv LANG LC_* CUDA_VISIBLE_DEVICES CUDA_DEVICE_ORDER GPUHOP_*",
             f"SetEnv {env}",
             *optional,
+            *self.extra_config,
         ]
         if self.user_ca_pub is not None:
             lines.append(f"TrustedUserCAKeys {_quote(self.files.user_ca)}")

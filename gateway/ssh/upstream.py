@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 import asyncssh
 import structlog
 
-from gateway.errors import UpstreamError
-from gateway.keys import UserCA
+from gateway.errors import KeyMaterialError, UpstreamError
+from gateway.keys import UserCA, host_trust
 from gateway.models import Host
 from gateway.ssh.algorithms import connection_algorithms
 
@@ -139,10 +139,10 @@ class UpstreamPool:
             self._key, user=user, accounts=[account], validity_s=CERT_VALIDITY_S
         )
         try:
-            pinned = asyncssh.import_public_key(host.host_key)
-        except (asyncssh.KeyImportError, ValueError) as exc:
+            trust = host_trust(host)
+        except KeyMaterialError as exc:
             sock.close()
-            raise UpstreamError(f"{host.name}: pinned host key unusable: {exc}") from exc
+            raise UpstreamError(str(exc)) from exc
         try:
             conn = await asyncio.wait_for(
                 asyncssh.connect(
@@ -150,7 +150,7 @@ class UpstreamPool:
                     host=host.name,
                     username=account,
                     client_keys=[(self._key, issued.cert)],
-                    known_hosts=([pinned], [], []),
+                    known_hosts=trust,
                     agent_path=None,
                     config=None,
                     keepalive_interval=self._keepalive_s,
@@ -163,8 +163,9 @@ class UpstreamPool:
             )
         except asyncssh.HostKeyNotVerifiable as exc:
             sock.close()
+            what = "the pinned key" if host.host_key else "a certificate from its host CA"
             raise HostKeyMismatch(
-                f"host key of {host.name} does not match the pinned key; refusing"
+                f"host key of {host.name} does not match {what}; refusing"
             ) from exc
         except (OSError, TimeoutError, asyncssh.Error) as exc:
             sock.close()

@@ -328,3 +328,40 @@ def test_forward_elsewhere_or_without_the_role_is_refused(stack: GatewayStack) -
         stack, "channel.deny", lambda e: e["user"] == "rita" and e["dest"] == "10.1.2.3:22"
     )
     assert denies and "loopback" in str(denies[0]["reason"])
+
+
+@pytest.mark.parametrize("right_ca", [True, False])
+def test_host_trusted_by_certificate_from_the_inventory_ca(
+    fresh_stack: GatewayStack, right_ca: bool
+) -> None:
+    """A host may be pinned by a host CA instead of a key: its certificate must name it."""
+    from gateway.keys import ensure_private_key, public_line
+
+    stack = fresh_stack
+    host = stack.hosts["my-1"]
+    ca_path = stack.root / "keys" / "hosts_ca"
+    ensure_private_key(ca_path, "site host CA")
+    pub = host.directory / "host_ed25519.pub"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-s", str(ca_path), "-I", "my-1", "-h", "-n", "my-1",
+         "-V", "+1h", str(pub)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    host.stop()
+    host.extra_config = [f"HostCertificate {host.directory / 'host_ed25519-cert.pub'}"]
+    host.start()
+    trusted = ca_path if right_ca else stack.root / "keys" / "other_ca"
+    ca_line = public_line(ensure_private_key(trusted, ""))
+    text = stack.config.read_text().replace(
+        f'host_key = "{host.host_key_line}"', f'host_ca = "{ca_line}"'
+    )
+    assert "host_ca" in text
+    stack.config.write_text(text)
+    stack.start_gateway()
+    result = stack.run(_direct(stack, "rita", "my-1", "echo via-ca"))
+    if right_ca:
+        assert (result.returncode, result.stdout) == (0, b"via-ca\n"), result.stderr
+    else:
+        assert result.returncode == 255
+        assert b"certificate from its host CA" in result.stderr
