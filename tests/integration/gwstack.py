@@ -315,3 +315,22 @@ class GatewayStack:
         )
         for host in self.hosts.values():
             host.stop()
+
+
+def read_until(fd: int, needle: bytes, timeout: float = 15.0) -> bytes:
+    """Read a pty until ``needle`` shows up, EOF, or ``timeout`` seconds."""
+    import select
+
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while needle not in buf and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+    return buf

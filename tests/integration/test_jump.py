@@ -6,7 +6,6 @@ import concurrent.futures
 import hashlib
 import os
 import pty
-import select
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.gwstack import GatewayStack
+from tests.integration.gwstack import read_until as _read_until
 
 pytestmark = pytest.mark.openssh
 
@@ -53,22 +53,6 @@ def test_fake_gpus_visible_on_host(stack: GatewayStack) -> None:
     result = stack.run(stack.jump_command(stack.users["alice"], "my-1", cmd))
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.decode().strip().splitlines()) == 4
-
-
-def _read_until(fd: int, needle: bytes, timeout: float = 15.0) -> bytes:
-    buf = b""
-    deadline = time.monotonic() + timeout
-    while needle not in buf and time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.2)
-        if ready:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            buf += chunk
-    return buf
 
 
 def test_interactive_shell_in_a_pty(stack: GatewayStack) -> None:

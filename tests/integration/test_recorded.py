@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import pty
-import select
 import signal
 import struct
 import subprocess
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.gwstack import GatewayStack
+from tests.integration.gwstack import read_until as _read_until
 
 pytestmark = pytest.mark.openssh
 
@@ -100,22 +100,6 @@ def test_recorded_denied_for_passthrough_only_role(stack: GatewayStack) -> None:
     result = stack.run(_direct(stack, "alice", "sg-1", "true"))
     assert result.returncode == 255
     assert result.stderr.startswith(b"gpuhop: denied: ") and b"recorded" in result.stderr
-
-
-def _read_until(fd: int, needle: bytes, timeout: float = 15.0) -> bytes:
-    buf = b""
-    deadline = time.monotonic() + timeout
-    while needle not in buf and time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.1)
-        if ready:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            buf += chunk
-    return buf
 
 
 def _set_size(fd: int, rows: int, cols: int) -> None:
