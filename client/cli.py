@@ -38,6 +38,8 @@ Exit codes:
   77     the gateway's policy refused the job
   78     not logged in, token refused, or no keyring (set GPUHOP_GATEWAY/GPUHOP_TOKEN)
   124    --timeout passed; the job was killed on the host
+  125    with --image: the container could not be created or started on the host
+         (e.g. --gpus on a host whose Docker engine has no NVIDIA runtime)
   130    interrupted by SIGINT (143: SIGTERM); the job was killed on the host
 """
 
@@ -340,6 +342,19 @@ def ssh_config(install: bool, quiet: bool) -> None:
 )
 @click.option("-e", "--env", "env", multiple=True, help="K=V for the command; repeatable.")
 @click.option("--data", default="", help="Data set the job reads (residency is checked).")
+@click.option(
+    "--image",
+    default="",
+    help="Run in a container of this environment or image (pushed to the host first if "
+    "it lacks it); the work directory is /work there.",
+)
+@click.option(
+    "--docker",
+    "docker_url",
+    envvar="DOCKER_HOST",
+    default="unix:///var/run/docker.sock",
+    help="With --image: the local Docker engine to push from. Env: DOCKER_HOST.",
+)
 @click.option("-l", "--user", "account", default="", help="Remote account (default: your first).")
 @click.option("--lost-after", default="", help="Give up on a silent host after this long.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary as the last line.")
@@ -353,6 +368,8 @@ def run(
     workdir: Path,
     env: tuple[str, ...],
     data: str,
+    image: str,
+    docker_url: str,
     account: str,
     lost_after: str,
     as_json: bool,
@@ -369,6 +386,12 @@ def run(
     \b
     gpuhop run --host sg-a100-1 -- python train.py --epochs 1
     gpuhop run --region sg --gpus 2 --timeout 30m --json -- make test
+    gpuhop run --host sg-a100-1 --image base --gpus 1 -- python train.py
+
+    With --image, COMMAND runs in a container of that image (`base` means the
+    environment gpuhop-env/base): the work directory mounted at /work, the
+    --env variables set, the leased GPUs attached. The image is pushed to the
+    host first when the host lacks it or holds another build of it.
     """
     import asyncio
     import dataclasses
@@ -394,6 +417,10 @@ def run(
     )
     target = info.name if info is not None else host
     selection = wd.select_files(workdir)
+    ref = ""
+    if image:
+        ref = _image_ref(image)
+        asyncio.run(_ensure_image(settings, docker_url, ref, target, quiet))
 
     request = RunRequest(
         host=target,
@@ -404,6 +431,7 @@ def run(
         timeout_s=timeout_s,
         account=account,
         data=data,
+        image=ref,
     )
     out = StdStreams()
     runner = Runner(request, profile, identity.paths_of(settings), settings, out)
@@ -428,13 +456,56 @@ def run(
         if not as_json:
             raise
         summary = runner.failure(exc)
-    if summary.error is not None:
+    if summary.error is not None and not summary.error_shown:
         click.echo(f"gpuhop: {summary.error}", err=True)
     if as_json:
         if not out.ends_with_newline:
             out.stdout(b"\n")
         click.echo(json.dumps(_summary_json(summary, info, gpus)))
     sys.exit(summary.exit_code)
+
+
+def _image_ref(name: str) -> str:
+    from client.envs.build import env_ref
+
+    return name if ":" in name or "/" in name else env_ref(name)
+
+
+async def _ensure_image(
+    settings: ClientSettings, docker_url: str, ref: str, host: str, quiet: bool
+) -> None:
+    """Push ``ref`` to ``host`` unless it already holds the local build (or, with no
+    local build, any image by that name)."""
+    import asyncio
+    import contextlib
+
+    from client.envs.engine import DockerEngine, connect
+    from client.envs.remote import host_images, push_via_gateway
+    from client.errors import DockerUnavailable, EnvError, EnvNotFound
+
+    connect_gateway = _gateway_connector(settings)
+    local: DockerEngine | None = None
+    local_id: str | None = None
+    with contextlib.suppress(DockerUnavailable):
+        local = DockerEngine(connect(docker_url), "local")
+        local_id = await asyncio.to_thread(local.image_id, ref)
+    conn = await connect_gateway()
+    try:
+        there = (await host_images(conn, [host]))[host]
+    finally:
+        conn.close()
+        with contextlib.suppress(Exception):
+            await conn.wait_closed()
+    if there.error:
+        raise EnvError(f"{host}: cannot list its images: {there.error}")
+    held = there.tagged(ref)
+    if held is not None and (local_id is None or held.image_id == local_id):
+        return
+    if local is None or local_id is None:
+        raise EnvNotFound(f"{ref} is neither on {host} nor on the local engine: build it first")
+    if not quiet:
+        click.echo(f"gpuhop: pushing {ref} to {host}", err=True)
+    await push_via_gateway(local, ref, [host], connect_gateway=connect_gateway)
 
 
 def _env_pair(text: str) -> tuple[str, str]:

@@ -22,12 +22,23 @@ exact exit statuses), carries a few exec channels:
    noticed within ``lost_after_s`` (default 12 s) instead of hanging;
 4. **kill** — on SIGINT/SIGTERM or ``--timeout``, ``kill -TERM -PGID`` on the
    host, then EOF on the job's stdin so the watchdog escalates to KILL.
+
+With ``RunRequest.image`` the command runs in a container instead
+(:data:`IMAGE_SCRIPT`, the wrapper's command): ``gpuhop-<run id>`` is created
+with the work directory mounted at ``/work``, the ``--env`` variables and, for
+``--gpus``, ``--gpus "device=$CUDA_VISIBLE_DEVICES"`` (the gateway's lease; the
+CLI sends the same DeviceRequest as ``client.envs.run``). It is started, its
+output followed with ``docker logs -f`` (stdout and stderr stay apart) and its
+exit code returned. Whatever stops the job (the kill above, the watchdog, a
+lost client) sends the script TERM, and it runs ``docker rm -f`` before it
+exits, in a session of its own so the group's KILL cannot cut it short.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import secrets
 import shlex
 import signal
@@ -40,6 +51,7 @@ from typing import Any, Protocol, TypeVar
 from client.errors import (
     ClientError,
     GatewayUnavailable,
+    GpuRuntimeMissing,
     HostLost,
     HostNotFound,
     JobTimedOut,
@@ -64,6 +76,8 @@ from client.workdir import Selection, chunks
 T = TypeVar("T")
 
 HEARTBEAT_DELAY_S = 2.0
+CONTAINER_FAILED = 125  # docker's own code: the container could not be created or started
+NO_GPU_RUNTIME = "the Docker engine on this host has no NVIDIA container runtime"
 KILL_WAIT_S = 2.0
 STOP_WAIT_S = 2.5
 
@@ -112,6 +126,7 @@ class RunRequest:
     timeout_s: float | None = None
     account: str = ""
     data: str = ""  # a data set name: the gateway checks its residency against the host
+    image: str = ""  # run in a container of this image (already on the host)
 
 
 def channel_env(request: RunRequest, *, job: bool) -> dict[bytes | str, bytes | str]:
@@ -136,6 +151,7 @@ class RunSummary:
     bytes_sent: int
     bytes_received: int
     error: ClientError | None = None
+    error_shown: bool = False  # the host already printed the error's line
 
 
 @dataclass
@@ -214,13 +230,65 @@ def job_command(run_id: str, request: RunRequest) -> str:
     """The exec line for the job channel (the host's login shell parses it)."""
     env = [f"{k}={v}" for k, v in request.env]
     env += [f"GPUHOP_RUN_ID={run_id}", f"GPUHOP_GPUS={request.gpus}"]
-    return shlex.join(["sh", "-c", JOB_START, "gpuhop-run", run_id, *env, "--", *request.command])
+    command = image_command(run_id, request) if request.image else list(request.command)
+    return shlex.join(["sh", "-c", JOB_START, "gpuhop-run", run_id, *env, "--", *command])
 
 
 def send_chunks(request: RunRequest) -> Iterator[bytes]:
     """The tar stream the send channel unpacks: the wrapper, then ``work/``."""
     wrapper = (JOB_FILE, JOB_SCRIPT.encode(), 0o700)
     return chunks(request.selection, prefix="work/", extra=[wrapper])
+
+
+# $1 container name, $2 GPUs asked (0 or more), then the `docker create` options,
+# the image and the command. `--pull never`: a missing image is an error, never a pull.
+IMAGE_SCRIPT = f"""n=$1 g=$2 x={CONTAINER_FAILED}; shift 2
+gone() {{ setsid docker rm -f "$n" >/dev/null 2>&1; }}
+trap 'gone; exit 143' TERM
+trap 'gone; exit 130' INT
+trap 'gone; exit 129' HUP
+if [ "$g" != 0 ]; then
+  [ -n "$CUDA_VISIBLE_DEVICES" ] || {{
+    echo "gpuhop: --gpus: no GPUs were leased to this job" >&2; exit $x; }}
+  set -- --gpus "\\"device=$CUDA_VISIBLE_DEVICES\\"" "$@"
+fi
+docker create --pull never --name "$n" -v "$PWD:/work" -w /work "$@" >/dev/null || exit $x
+if ! e=$(docker start "$n" 2>&1 >/dev/null); then
+  gone
+  case $e in
+  *"could not select device driver"*|*"unknown or invalid runtime name: nvidia"*)
+    echo "gpuhop: --gpus $g: {NO_GPU_RUNTIME}" \\
+      "(install nvidia-container-toolkit there, or run without --gpus)" >&2;;
+  *) printf '%s\\n' "$e" >&2;;
+  esac
+  exit $x
+fi
+docker logs -f "$n" &
+l=$!
+s=$(docker wait "$n")
+wait $l
+gone
+exit "${{s:-$x}}"
+"""
+
+
+def container_name(run_id: str) -> str:
+    return f"gpuhop-{run_id}"
+
+
+def image_command(run_id: str, request: RunRequest) -> list[str]:
+    """The wrapped command for ``--image``: :data:`IMAGE_SCRIPT` and its arguments.
+
+    Variables go by name (``--env K``): the wrapper has exported them, so their
+    values never appear on the host's command lines.
+    """
+    keys = [k for k, _ in request.env] + ["GPUHOP_RUN_ID", "GPUHOP_GPUS"]
+    options = [arg for k in dict.fromkeys(keys) for arg in ("--env", k)]
+    name = container_name(run_id)
+    return [
+        "sh", "-c", IMAGE_SCRIPT, "gpuhop-image", name, str(request.gpus),
+        *options, "--", request.image, *request.command,
+    ]  # fmt: skip
 
 
 def signal_exit_code(name: str) -> int:
@@ -432,6 +500,11 @@ class Runner:
         if refusal is not None:
             outcome = "denied" if isinstance(refusal, PolicyDenied | HostNotFound) else "lost"
             return self._summary(outcome, refusal.exit_code, job, refusal)
+        if self.request.image and job.exit_status == CONTAINER_FAILED and NO_GPU_RUNTIME in tail:
+            line = next(ln for ln in tail.splitlines() if NO_GPU_RUNTIME in ln)
+            err = GpuRuntimeMissing(f"{self.request.host}: {line.removeprefix('gpuhop: ')}")
+            summary = self._summary("failed", CONTAINER_FAILED, job, err)
+            return dataclasses.replace(summary, error_shown=True)
         return self._summary("exited", job.exit_status, job)
 
     async def _watch(self, conn: asyncssh.SSHClientConnection, beats: _Beats) -> None:
