@@ -46,18 +46,21 @@ class FrontConnection(asyncssh.SSHServerConnection):
     """
 
     _sock: socket.socket | None = None
+    _quickacks = 0  # the handshake's first reads only (the setsockopt is not free)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._sock = transport.get_extra_info("socket")
+        self._quickacks = 32 if self._sock is not None else 0
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType = None) -> None:
-        # Until the session runs, acknowledge small packets at once: OpenSSH sends
+        # During the handshake, acknowledge small packets at once: OpenSSH sends
         # NEWKEYS and the service request as two small writes with Nagle on, and a
         # delayed ACK here would stall the handshake by 40 ms.
-        if self._sock is not None and _QUICKACK is not None and len(data) < 4096:
+        if self._quickacks and _QUICKACK is not None and len(data) < 4096:
+            self._quickacks -= 1
             with contextlib.suppress(OSError):
-                self._sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+                self._sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)  # type: ignore[union-attr]
         super().data_received(data, datatype)
 
     async def validate_public_key(
