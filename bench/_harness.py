@@ -15,6 +15,15 @@ reads). The gateway offers its usual modern list; since each client offers only
 ``curve25519-sha256`` and ``aes128-gcm@openssh.com``, those are what it
 negotiates (``check_algorithms`` proves it with ``ssh -v``).
 
+Recorded mode (issue 4) uses a second user, ``rita``, whose only role has
+``modes = ["recorded"]``: ``ssh -J gwr root@sg-1`` makes the gateway answer the
+inner hop itself (a host certificate for ``sg-1`` from its host CA, trusted via
+``@cert-authority sg-1`` in known_hosts) and re-originate the session on its
+own connection to the host, while ``ssh -J ojump root@sg-1`` is the plain
+OpenSSH relay to the same sshd (ssh_config's ``Host sg-1`` names the dialled
+port and ``HostKeyAlias sg-1``). ``bench_env(target_via=…)`` puts something
+(a delay proxy) between both jump hosts and the target.
+
 Scripts run from the repository root: ``python bench/jump_throughput.py``.
 """
 
@@ -54,7 +63,19 @@ name = "bench"
 hosts = ["*"]
 accounts = ["root"]
 modes = ["passthrough"]
+
+[[roles]]
+name = "bench-recorded"
+hosts = ["*"]
+accounts = ["root"]
+modes = ["recorded"]
 """
+# The target's inventory name: recorded-mode benches reach it as ``root@sg-1``
+# (ssh_config maps it to the dialled port and checks its key under this name).
+TARGET_NAME = "sg-1"
+# ``alice`` is granted passthrough, ``rita`` recorded mode; same CA, own keys.
+REC_USER = "rita"
+REC_ALIAS = {"gateway": "gwr", "openssh": "ojump"}
 
 
 class PinnedSshd(SshdHost):
@@ -124,6 +145,15 @@ def cpu_busy_fraction(interval: float = 1.0) -> float:
     return 1.0 - (i1 - i0) / max(1, t1 - t0)
 
 
+def wait_quiet(limit_s: float, busy_below: float = 0.15) -> float:
+    """Wait (at most ``limit_s``) until other work leaves the CPUs mostly idle; the share busy."""
+    deadline = time.monotonic() + limit_s
+    busy = cpu_busy_fraction(1.0)
+    while busy >= busy_below and time.monotonic() < deadline:
+        busy = cpu_busy_fraction(2.0)
+    return busy
+
+
 def machine_note() -> str:
     load = os.getloadavg()[0]
     return f"load1 {load:.2f}, CPUs busy {cpu_busy_fraction(0.5) * 100:.0f}% before start"
@@ -151,6 +181,8 @@ class BenchEnv:
     ssh_config: Path
     known_hosts: Path
     workers: int
+    rec_user: StackUser | None = None
+    dial_port: int = 0  # where both jump hosts reach the target (a delay proxy, or sshd)
 
     @property
     def gateway_pid(self) -> int:
@@ -181,10 +213,52 @@ class BenchEnv:
             ALIAS[via],
             "-T",
             "-p",
-            str(self.target.port),
+            str(self.dial_port or self.target.port),
             "root@127.0.0.1",
             *remote,
         ]
+
+    # -- recorded mode (user ``rita``; the gateway terminates and re-originates) --
+
+    def rec_jump_cmd(self, via: str, *remote: str, opts: Sequence[str] = ()) -> list[str]:
+        """``ssh -J gwr|ojump root@sg-1 remote…``: recorded on the gateway, plain OpenSSH jump
+        otherwise. The target leg is the same either way (``Host sg-1`` in ssh_config)."""
+        return [
+            "ssh",
+            "-F",
+            str(self.ssh_config),
+            *opts,
+            "-J",
+            REC_ALIAS[via],
+            "-T",
+            f"root@{TARGET_NAME}",
+            *remote,
+        ]
+
+    def rec_direct_cmd(self, *remote: str, opts: Sequence[str] = ()) -> list[str]:
+        """``ssh rita+sg-1@gw remote…``: the direct form, one SSH connection from the client."""
+        return [
+            "ssh",
+            "-F",
+            str(self.ssh_config),
+            *opts,
+            "-T",
+            f"{REC_USER}+{TARGET_NAME}@{REC_ALIAS['gateway']}",
+            *remote,
+        ]
+
+    def scp_cmd(self, via: str, src: str, dst: str) -> list[str]:
+        """``scp -J gwr|ojump SRC DST`` (OpenSSH 9 scp speaks SFTP); remote paths as
+        ``:PATH`` name the target. ``via="direct"``: ``scp SRC rita+sg-1@gwr:DST``."""
+        if via == "direct":
+            remote, jump = f"{REC_USER}+{TARGET_NAME}@{REC_ALIAS['gateway']}", []
+        else:
+            remote, jump = f"root@{TARGET_NAME}", ["-J", REC_ALIAS[via]]
+
+        def side(p: str) -> str:
+            return remote + p if p.startswith(":") else p
+
+        return ["scp", "-F", str(self.ssh_config), "-q", *jump, side(src), side(dst)]
 
     def direct_cmd(self, via: str, *remote: str, opts: Sequence[str] = ()) -> list[str]:
         """``ssh`` to the jump host itself (no target)."""
@@ -210,23 +284,43 @@ class BenchEnv:
         return True
 
 
-def _write_ssh_config(env_root: Path, stack: GatewayStack, jump: SshdHost, user: StackUser) -> Path:
-    assert user.cert is not None
+def _write_ssh_config(
+    env_root: Path,
+    stack: GatewayStack,
+    jump: SshdHost,
+    user: StackUser,
+    rec: StackUser,
+    dial_port: int,
+) -> Path:
+    assert user.cert is not None and rec.cert is not None
     path = env_root / "ssh_config"
+    # IdentityFile and CertificateFile accumulate over matching blocks, so rita's
+    # block is kept out of the default one: each login offers exactly one certificate.
     lines = [
         "Host gw",
         "  HostName 127.0.0.1",
         f"  Port {stack.port}",
         f"  User {user.name}",
+        "Host gwr",
+        "  HostName 127.0.0.1",
+        f"  Port {stack.port}",
+        f"  User {rec.name}",
+        f"  IdentityFile {rec.key}",
+        f"  CertificateFile {rec.cert}",
         "Host ojump",
         "  HostName 127.0.0.1",
         f"  Port {jump.port}",
         "  User root",
+        f"Host {TARGET_NAME}",
+        "  HostName 127.0.0.1",
+        f"  Port {dial_port}",
+        f"  HostKeyAlias {TARGET_NAME}",
+        "Host * !gwr",
+        f"  IdentityFile {user.key}",
+        f"  CertificateFile {user.cert}",
         "Host *",
         "  BatchMode yes",
         "  IdentitiesOnly yes",
-        f"  IdentityFile {user.key}",
-        f"  CertificateFile {user.cert}",
         f"  UserKnownHostsFile {env_root / 'known_hosts'}",
         "  StrictHostKeyChecking yes",
         "  UpdateHostKeys no",
@@ -243,12 +337,18 @@ def _write_ssh_config(env_root: Path, stack: GatewayStack, jump: SshdHost, user:
 
 @contextlib.contextmanager
 def bench_env(
-    workers: int = 1, root: Path | None = None, extra_gateway: str = ""
+    workers: int = 1,
+    root: Path | None = None,
+    extra_gateway: str = "",
+    target_via: Callable[[int], int] | None = None,
 ) -> Iterator[BenchEnv]:
     """Start target, gateway and reference jump host; stop them all on exit.
 
     ``extra_gateway`` is appended to the gateway's ``[gateway]`` table (e.g.
-    ``"window = 33554432"``) to compare settings.
+    ``"window = 33554432"``) to compare settings. ``target_via``, given the
+    target sshd's port, returns the port both jump hosts should dial instead
+    (a delay proxy in front of the target, started by the caller): the
+    gateway's inventory and the reference jump's command lines then name it.
     """
     with contextlib.ExitStack() as cleanup:
         if root is None:
@@ -258,12 +358,14 @@ def bench_env(
         ca = stack.ca()
         cleanup.callback(stack.close)
         target = PinnedSshd(
-            "sg-1", stack.root / "hosts" / "sg-1", gpus=4, user_ca_pub=ca.public_line
+            TARGET_NAME, stack.root / "hosts" / TARGET_NAME, gpus=4, user_ca_pub=ca.public_line
         )
-        stack.hosts["sg-1"] = target.start()
-        stack.host_addresses["sg-1"] = ("127.0.0.1", target.port)
+        stack.hosts[TARGET_NAME] = target.start()
+        dial_port = target_via(target.port) if target_via is not None else target.port
+        stack.host_addresses[TARGET_NAME] = ("127.0.0.1", dial_port)
         user = stack.add_user("alice")
-        stack.write_config(ROLES, {"alice": ["bench"]})
+        rec = stack.add_user(REC_USER)
+        stack.write_config(ROLES, {"alice": ["bench"], REC_USER: ["bench-recorded"]})
         extra = ("--workers", str(workers)) if workers > 1 else ()
         stack.start_gateway(*extra)
         plain = public_line(ensure_private_key(user.key, ""))
@@ -277,11 +379,12 @@ def bench_env(
         jump.start()
         cleanup.callback(jump.stop)
         known = root / "known_hosts"
-        known.write_text(
-            stack.known_hosts.read_text() + f"[127.0.0.1]:{jump.port} {jump.host_key_line}\n"
-        )
-        cfg = _write_ssh_config(root, stack, jump, user)
-        yield BenchEnv(root, stack, target, jump, user, cfg, known, workers)
+        extra_known = f"[127.0.0.1]:{jump.port} {jump.host_key_line}\n"
+        if dial_port != target.port:
+            extra_known += f"[127.0.0.1]:{dial_port} {target.host_key_line}\n"
+        known.write_text(stack.known_hosts.read_text() + extra_known)
+        cfg = _write_ssh_config(root, stack, jump, user, rec, dial_port)
+        yield BenchEnv(root, stack, target, jump, user, cfg, known, workers, rec, dial_port)
 
 
 def check_algorithms(env: BenchEnv) -> dict[str, str]:
