@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
 import signal
 import stat
 import subprocess
@@ -26,7 +25,7 @@ import pytest
 
 from gateway.sim.delayproxy import ThreadedDelayProxy
 from tests.integration.conftest import ROLES, need_openssh
-from tests.integration.gwstack import GatewayStack
+from tests.integration.gwstack import GatewayStack, read_until
 
 pytestmark = pytest.mark.openssh
 
@@ -188,17 +187,7 @@ def _kill_pids(pids: Sequence[int]) -> None:
 
 def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> bytes:
     assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    buf = b""
-    deadline = time.monotonic() + timeout
-    while b"\n" not in buf and time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.1)
-        if ready:
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break
-            buf += chunk
-    return buf
+    return read_until(proc.stdout.fileno(), b"\n", timeout)
 
 
 # -- login and hosts -----------------------------------------------------------

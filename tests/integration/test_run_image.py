@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import shutil
 import signal
 import subprocess
@@ -31,7 +30,7 @@ from client.workdir import Selection
 from gateway.sim.sshd import SshdHost
 from tests.integration.conftest import ROLES, need_openssh
 from tests.integration.dockerd import Dockerd, import_busybox, need_dockerd
-from tests.integration.gwstack import GatewayStack
+from tests.integration.gwstack import GatewayStack, read_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.openssh, pytest.mark.slow]
 
@@ -160,17 +159,7 @@ def _workdir(env: Env, name: str) -> Path:
 
 def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> bytes:
     assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    buf = b""
-    deadline = time.monotonic() + timeout
-    while b"\n" not in buf and time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.1)
-        if ready:
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break
-            buf += chunk
-    return buf
+    return read_until(proc.stdout.fileno(), b"\n", timeout)
 
 
 def test_the_image_is_pushed_first_and_the_exit_code_is_exact(env: Env) -> None:
