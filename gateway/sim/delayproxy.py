@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import socket
 from collections import deque
@@ -114,7 +115,8 @@ class _Direction:
             if data is None:
                 self.eof_sent = True
                 if sink.can_write_eof():
-                    sink.write_eof()
+                    with contextlib.suppress(OSError):  # the peer is already gone
+                        sink.write_eof()
                 self.proxy.links_done()
                 continue
             sink.write(data)
@@ -317,10 +319,12 @@ class ThreadedDelayProxy:
         rtt_ms: float,
         listen_host: str = "127.0.0.1",
         listen_port: int = 0,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         require_loopback(target_host, "target")
         require_loopback(listen_host, "listen address")
         self._args = (target_host, target_port)
+        self._max_in_flight = max_in_flight
         self._listen = (listen_host, listen_port)
         self._rtt_ms = rtt_ms
         self._frozen = False
@@ -344,7 +348,9 @@ class ThreadedDelayProxy:
             return self
         thread = LoopThread(f"delayproxy-{self._args[1]}")
         thread.start()
-        proxy = DelayProxy(*self._args, self._rtt_ms, *self._listen)
+        proxy = DelayProxy(
+            *self._args, self._rtt_ms, *self._listen, max_in_flight=self._max_in_flight
+        )
         proxy.frozen = self._frozen
         try:
             thread.run(proxy.start())

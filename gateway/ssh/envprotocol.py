@@ -30,6 +30,76 @@ IMAGES_SCRIPT = (
 )
 LOAD_COMMAND = "exec docker load"  # exec: a KILL signal reaches docker itself
 
+# Staged pushes (far hosts): the archive goes up in chunks over parallel channels
+# into a staging directory per image, then one ``docker load`` reads them in order.
+# A chunk is named ``INDEX-SHA256PREFIX`` and only appears under that name once
+# all its bytes are there (written to a temporary name, size checked, renamed), so
+# a directory listing is exactly what a retry need not send again. Directories
+# left by pushes that never finished are removed after a day.
+_STAGE_ROOT = '"${XDG_CACHE_HOME:-$HOME/.cache}/gpuhop/push"'
+_STAGE_MAX_AGE_MIN = 24 * 60
+_CHUNK_NAME = re.compile(r"^[0-9]{6}-[0-9a-f]{16}$")
+
+
+def stage_key(image_id: str) -> str:
+    """The staging directory's name for ``image_id`` (its first 24 hex digits)."""
+    return image_id.removeprefix("sha256:")[:24]
+
+
+def chunk_name(index: int, digest: str) -> str:
+    """``000003-0123456789abcdef``: where chunk ``index`` (sha256 hex ``digest``) is kept."""
+    return f"{index:06d}-{digest[:16]}"
+
+
+def _stage_dir(image_id: str) -> str:
+    return f"d={_STAGE_ROOT}/{stage_key(image_id)}"
+
+
+def stage_list_script(image_id: str) -> str:
+    """Make the staging directory, drop stale ones, print the chunks already complete."""
+    key = stage_key(image_id)
+    return (
+        f"r={_STAGE_ROOT}; {_stage_dir(image_id)}; "
+        f'mkdir -p "$d" || exit; '
+        f'find "$r" -mindepth 1 -maxdepth 1 -type d ! -name {key} -mmin +{_STAGE_MAX_AGE_MIN}'
+        " -exec rm -rf {} + 2>/dev/null; "
+        'exec ls "$d"'
+    )
+
+
+def parse_chunk_list(output: bytes) -> frozenset[str]:
+    """The complete chunk names in ``stage_list_script``'s output (temporaries ignored)."""
+    names = output.decode("utf-8", "replace").split()
+    return frozenset(n for n in names if _CHUNK_NAME.match(n))
+
+
+def stage_chunk_command(image_id: str, name: str, size: int) -> str:
+    """Write stdin to chunk ``name``; it appears under that name only if all ``size`` bytes came."""
+    if not _CHUNK_NAME.match(name):
+        raise ValueError(f"not a chunk name: {name!r}")
+    return (
+        f'{_stage_dir(image_id)}; t="$d/{name}.part.$$"; '
+        f'if cat > "$t" && [ "$(wc -c < "$t")" -eq {int(size)} ]; '
+        f'then exec mv -f "$t" "$d/{name}"; fi; '
+        'rm -f "$t"; exit 1'
+    )
+
+
+def stage_load_command(image_id: str, names: list[str]) -> str:
+    """Check every chunk is there, ``docker load`` them in order, then drop the directory."""
+    for name in names:
+        if not _CHUNK_NAME.match(name):
+            raise ValueError(f"not a chunk name: {name!r}")
+    listed = " ".join(names)
+    return (
+        f'{_stage_dir(image_id)}; cd "$d" || exit; '
+        f"for c in {listed}; do "
+        '[ -f "$c" ] || { echo "staged chunk $c is missing" >&2; exit 1; }; done; '
+        f"cat {listed} | docker load; s=$?; "
+        'cd / && rm -rf "$d"; exit $s'
+    )
+
+
 Verb = Literal["images", "load", "tag"]
 
 

@@ -29,6 +29,14 @@ Flow control: a host whose channel buffer passes ``HOST_BUFFER`` pauses
 reading from the client, so the slowest host sets the pace and no buffer
 grows without bound; a host that drains nothing for ``STALL_S`` is dropped.
 
+Far hosts: a host whose pooled connection measured a round trip of at least
+``envstage.MIN_RTT_S`` is not fed from the tee. The gateway spools the archive
+and sends it there in chunks over ``envstage.STREAMS`` parallel channels into a
+staging directory, then loads it in one go (:mod:`gateway.ssh.envstage`): one
+channel's window would cap a 120 ms host near 17 MB/s. A cut-off staged push
+keeps the chunks that arrived whole, and a retry of the same archive sends only
+the rest.
+
 Atomicity: ``docker load`` reads the whole archive before it registers
 anything. When the client goes away before its EOF, each host's load is
 killed (``signal KILL``, then the channel is dropped), never ended with an EOF
@@ -59,6 +67,7 @@ from gateway.audit.store import append_within
 from gateway.errors import GatewayError, UpstreamError
 from gateway.models import AccessRequest, Host, Mode, Principal
 from gateway.policy.rules import evaluate
+from gateway.ssh import envstage
 from gateway.ssh.context import FrontContext
 from gateway.ssh.envprotocol import (
     ENV_COMMAND,
@@ -176,6 +185,8 @@ class EnvSession(asyncssh.SSHServerSession[bytes]):
         self._task: asyncio.Task[None] | None = None
         self._feed = _Feed()
         self._branches: list[_Branch] = []
+        self._staged: list[tuple[_Allowed, envstage.StagedHost]] = []
+        self._spool: envstage.Spool | None = None
         self._paused_by: set[_Branch] = set()
         self._wake = asyncio.Event()
 
@@ -199,18 +210,24 @@ class EnvSession(asyncssh.SSHServerSession[bytes]):
         if not feed.active:
             feed.early.append(data)  # bounded by the channel window: reading is paused
             return
+        if self._spool is not None:
+            self._spool.append(data)
         for branch in self._branches:
             if branch.live:
                 branch.send(data)
 
     def eof_received(self) -> bool:
         self._feed.eof = True
+        if self._spool is not None:
+            self._spool.finish(eof=True)
         self._wake.set()
         return True  # keep the channel open for the reply
 
     def connection_lost(self, exc: Exception | None) -> None:
         feed = self._feed
         feed.gone = True
+        if self._spool is not None:
+            self._spool.finish(eof=False)
         if feed.active and not feed.eof:
             reason = (
                 f"the client went away after {feed.received} bytes, before the end of the"
@@ -408,45 +425,96 @@ class EnvSession(asyncssh.SSHServerSession[bytes]):
         except Exception as exc:  # fail closed: nothing reaches a host unaudited
             return {t.host.name: HostReport("failed", f"refused: {exc}") for t in allowed}
         started = time.monotonic()
-        opened = await asyncio.gather(*(self._open_branch(t) for t in allowed))
+        spool = envstage.Spool()
+        opened = await asyncio.gather(*(self._open(t, request, spool) for t in allowed))
         reports: dict[str, HostReport] = {}
         for target, result in zip(allowed, opened, strict=True):
             if isinstance(result, str):
                 reports[target.host.name] = HostReport("failed", result)
                 await self._audit_push(request, target, reports[target.host.name], 0)
+            elif isinstance(result, envstage.StagedHost):
+                self._staged.append((target, result))
             else:
                 self._branches.append(result)
+        if self._staged:
+            self._spool = spool
+        staged = [asyncio.ensure_future(s.run()) for _, s in self._staged]
         try:
-            await self._pump()
+            await self._pump(staged)
             feed = self._feed
             if feed.gone and not feed.eof:
                 for branch in self._branches:
                     branch.abort(f"the client went away after {feed.received} bytes")
                     report = _timed(HostReport("aborted", branch.error), started)
                     await self._audit_push(request, branch.target, report, branch.sent)
+                for (target, host), report in zip(
+                    self._staged, await self._staged_reports(staged), strict=True
+                ):
+                    await self._audit_push(request, target, _timed(report, started), host)
                 return None
             await self._finish_loads()
-            results = await asyncio.gather(*(self._verify(b, request) for b in self._branches))
+            results, staged_results = await asyncio.gather(
+                asyncio.gather(*(self._verify(b, request) for b in self._branches)),
+                self._staged_reports(staged),
+            )
             for branch, report in zip(self._branches, results, strict=True):
                 report = _timed(report, started)
                 reports[branch.target.host.name] = report
                 await self._audit_push(request, branch.target, report, branch.sent)
+            for (target, host), report in zip(self._staged, staged_results, strict=True):
+                report = _timed(report, started)
+                reports[target.host.name] = report
+                await self._audit_push(request, target, report, host)
         finally:
             self._feed.active = False
             pool = self._ctx.pool
+            for task in staged:
+                task.cancel()
             for branch in self._branches:
                 branch.abort("the push ended")  # no-op for a closed channel
                 if pool is not None:
                     pool.release(branch.entry)
+            for _, host in self._staged:
+                host.abort()
+                if pool is not None:
+                    pool.release(host.entry)
+            spool.close()
         return reports
 
-    async def _open_branch(self, target: _Allowed) -> _Branch | str:
+    async def _staged_reports(
+        self, tasks: Sequence[asyncio.Future[HostReport]]
+    ) -> list[HostReport]:
+        """Each staged host's report; one that raised is reported as failed."""
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        reports: list[HostReport] = []
+        for (_, host), result in zip(self._staged, results, strict=True):
+            if isinstance(result, HostReport):
+                reports.append(result)
+            else:
+                log.error("staged push failed", host=host.name, error=repr(result))
+                reports.append(HostReport("failed", f"{host.name}: {result}", bytes=host.sent))
+        return reports
+
+    async def _open(
+        self, target: _Allowed, request: EnvRequest, spool: envstage.Spool
+    ) -> _Branch | envstage.StagedHost | str:
+        """A tee branch for a near host, a staged push for a far one, or why neither."""
         pool = self._ctx.pool
         assert pool is not None
         try:
             entry = await pool.acquire(self._principal.user, target.host, target.account)
         except GatewayError as exc:
             return str(exc)
+        if self._rtt_s(target.host, entry.rtt_s) >= envstage.MIN_RTT_S and envstage.STREAMS > 1:
+            staged = envstage.StagedHost(
+                target.host.name, entry, request.image_id, request.ref, spool
+            )
+            try:
+                await staged.prepare()
+            except GatewayError as exc:
+                pool.release(entry)
+                return str(exc)
+            return staged
         branch = _Branch(self, target, entry)
         try:
             chan, _ = await entry.conn.create_session(
@@ -464,18 +532,29 @@ class EnvSession(asyncssh.SSHServerSession[bytes]):
         branch.chan = chan
         return branch
 
-    async def _pump(self) -> None:
+    def _rtt_s(self, host: Host, login_estimate: float) -> float:
+        """The host's round trip: the probes' median, else the login-time estimate."""
+        live = self._ctx.live
+        status = live.status(host.name) if live is not None else None
+        median_ms = status.latency.median_ms if status is not None else None
+        return login_estimate if median_ms is None else median_ms / 1000.0
+
+    async def _pump(self, staged: Sequence[asyncio.Future[HostReport]]) -> None:
         """Feed the hosts until the client's EOF, the client leaving, or no host left."""
         feed = self._feed
         feed.active = True
         for data in feed.early:
+            if self._spool is not None:
+                self._spool.append(data)
             for branch in self._branches:
                 if branch.live:
                     branch.send(data)
         feed.early.clear()
         feed.last_data = time.monotonic()
         self._resume_if_clear()
-        while not (feed.eof or feed.gone) and any(b.live for b in self._branches):
+        while not (feed.eof or feed.gone) and (
+            any(b.live for b in self._branches) or any(not t.done() for t in staged)
+        ):
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), 1.0)
@@ -489,6 +568,9 @@ class EnvSession(asyncssh.SSHServerSession[bytes]):
             if not self._paused_by and now - feed.last_data > STALL_S:
                 for branch in self._branches:
                     branch.abort(f"the client sent nothing for {STALL_S:.0f} s")
+                if self._spool is not None:
+                    self._spool.error = f"the client sent nothing for {STALL_S:.0f} s"
+                    self._spool.finish(eof=False)
         feed.active = False
         if feed.gone and not feed.eof:
             return
@@ -543,8 +625,16 @@ class EnvSession(asyncssh.SSHServerSession[bytes]):
     # -- audit --
 
     async def _audit_push(
-        self, request: EnvRequest, target: _Allowed, report: HostReport, to_host: int
+        self,
+        request: EnvRequest,
+        target: _Allowed,
+        report: HostReport,
+        to_host: int | envstage.StagedHost,
     ) -> None:
+        staged: dict[str, object] = {}
+        if isinstance(to_host, envstage.StagedHost):
+            staged = {"streams": to_host.streams, "resumed_bytes": to_host.skipped}
+            to_host = to_host.sent
         await self._audit(
             "env.push",
             {
@@ -559,6 +649,7 @@ class EnvSession(asyncssh.SSHServerSession[bytes]):
                 "result": report.status,
                 "error": report.error,
                 "duration_s": round(report.seconds, 6),
+                **staged,
             },
         )
 
