@@ -46,6 +46,7 @@ from gateway.metrics import GatewayMetrics, InstrumentedAuditStore
 from gateway.settings import Settings
 from gateway.ssh.algorithms import connection_algorithms
 from gateway.ssh.context import FrontContext
+from gateway.ssh.envstage import StagePolicy
 from gateway.ssh.front import FrontConnection, FrontServer
 from gateway.ssh.ratelimit import FailureLimiter
 from gateway.ssh.upstream import UpstreamPool
@@ -112,6 +113,12 @@ class Gateway:
             recordings_dir=g.recordings_dir,
             record_input=g.record_input,
             host_certificate=HostCertificates(host_ca, host_key),
+            env_stage=StagePolicy(
+                min_rtt_s=g.env_push_min_rtt_ms / 1000.0,
+                connections=g.env_push_connections,
+                per_connection=g.env_push_streams_per_connection,
+                chunk_size=g.env_push_chunk_mib * 1024 * 1024,
+            ),
         )
         ctx.pool = UpstreamPool(
             user_ca,

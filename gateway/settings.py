@@ -170,6 +170,16 @@ class GatewaySettings(BaseModel):
     upstream_target_rate: Annotated[int, Field(ge=1_000_000)] = 256_000_000
     """Bytes/s a download from a far host should reach: upstream windows are sized
     rtt x this rate (bandwidth-delay product), between 2 MiB and 128 MiB."""
+    env_push_min_rtt_ms: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 20.0
+    """Environment pushes to a host at least this far (probed round trip) are staged:
+    spooled at the gateway and sent in chunks over parallel connections."""
+    env_push_connections: Annotated[Int, Field(ge=1, le=16)] = 4
+    """SSH connections a staged push uses per host (the pooled one and fresh ones)."""
+    env_push_streams_per_connection: Annotated[Int, Field(ge=1, le=8)] = 4
+    """Chunk channels at a time on each of those connections (sshd allows 10 sessions
+    per connection by default)."""
+    env_push_chunk_mib: Annotated[Int, Field(ge=1, le=1024)] = 8
+    """Size of a staged chunk in MiB: what a cut-off push may have to send again."""
     probe_interval_s: PositiveSeconds = 1.0
     """How often each host's SSH round trip is measured (on a kept connection)."""
     probe_timeout_s: PositiveSeconds = 2.0

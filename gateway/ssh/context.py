@@ -14,6 +14,7 @@ from gateway.audit.store import AuditStore, append_within
 from gateway.inventory.hosts import Inventory
 from gateway.keys import UserCA
 from gateway.models import Mode
+from gateway.ssh.envstage import StagePolicy
 from gateway.ssh.ratelimit import FailureLimiter
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ class FrontContext:
     live: LiveState | None = None
     inner_options: Any = None  # asyncssh.SSHServerConnectionOptions for recorded jumps
     host_certificate: Callable[[str], tuple[asyncssh.SSHKey, asyncssh.SSHCertificate]] | None = None
+    env_stage: StagePolicy = field(default_factory=StagePolicy)
     _pending: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def audit_soon(self, kind: str, actor: str, data: Mapping[str, object]) -> None:

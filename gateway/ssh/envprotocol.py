@@ -85,17 +85,24 @@ def stage_chunk_command(image_id: str, name: str, size: int) -> str:
     )
 
 
-def stage_load_command(image_id: str, names: list[str]) -> str:
-    """Check every chunk is there, ``docker load`` them in order, then drop the directory."""
-    for name in names:
-        if not _CHUNK_NAME.match(name):
-            raise ValueError(f"not a chunk name: {name!r}")
-    listed = " ".join(names)
+STAGE_END = b"END\n"
+
+
+def stage_load_command(image_id: str) -> str:
+    """``docker load`` of the chunks whose names arrive on stdin, one a line, as they complete.
+
+    The load runs while later chunks are still on their way. Only a final
+    ``END`` line lets the archive end cleanly; stdin ending without it (the
+    push was cut off), or a chunk that cannot be read, kills the whole process
+    group, ``docker`` included, so a truncated archive never reaches the
+    loader's end, and the chunks stay for a retry. After a load, good or bad,
+    the directory is removed.
+    """
     return (
         f'{_stage_dir(image_id)}; cd "$d" || exit; '
-        f"for c in {listed}; do "
-        '[ -f "$c" ] || { echo "staged chunk $c is missing" >&2; exit 1; }; done; '
-        f"cat {listed} | docker load; s=$?; "
+        "{ while read -r c; do "
+        'case "$c" in END) exit 0;; [0-9]*-*) ;; *) kill -KILL 0;; esac; '
+        'cat -- "$c" || kill -KILL 0; done; kill -KILL 0; } | docker load; s=$?; '
         'cd / && rm -rf "$d"; exit $s'
     )
 

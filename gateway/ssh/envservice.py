@@ -30,10 +30,11 @@ reading from the client, so the slowest host sets the pace and no buffer
 grows without bound; a host that drains nothing for ``STALL_S`` is dropped.
 
 Far hosts: a host whose pooled connection measured a round trip of at least
-``envstage.MIN_RTT_S`` is not fed from the tee. The gateway spools the archive
-and sends it there in chunks over ``envstage.STREAMS`` parallel channels into a
-staging directory, then loads it in one go (:mod:`gateway.ssh.envstage`): one
-channel's window would cap a 120 ms host near 17 MB/s. A cut-off staged push
+``env_push_min_rtt_ms`` (20 ms) is not fed from the tee. The gateway spools the
+archive and sends it there in chunks over parallel channels on several
+connections into a staging directory, loading it as it comes
+(:mod:`gateway.ssh.envstage`): one channel's window would cap a 120 ms host near
+17 MB/s. A cut-off staged push
 keeps the chunks that arrived whole, and a retry of the same archive sends only
 the rest.
 
@@ -505,9 +506,15 @@ class EnvSession(asyncssh.SSHServerSession[bytes]):
             entry = await pool.acquire(self._principal.user, target.host, target.account)
         except GatewayError as exc:
             return str(exc)
-        if self._rtt_s(target.host, entry.rtt_s) >= envstage.MIN_RTT_S and envstage.STREAMS > 1:
+        policy = self._ctx.env_stage
+        if policy.applies(self._rtt_s(target.host, entry.rtt_s)):
+            user, host, account = self._principal.user, target.host, target.account
+
+            async def connect_extra() -> asyncssh.SSHClientConnection:
+                return await pool.connect_extra(user, host, account)
+
             staged = envstage.StagedHost(
-                target.host.name, entry, request.image_id, request.ref, spool
+                host.name, entry, request.image_id, request.ref, spool, policy, connect_extra
             )
             try:
                 await staged.prepare()

@@ -10,19 +10,27 @@ the archive another way:
    temporary file), so the client is never held back by the far host, and
    near hosts still get the stream as it comes (the tee in
    :mod:`gateway.ssh.envservice`).
-2. ``streams`` workers take the archive's ``chunk_size`` pieces in turn, each
-   on its own channel of the pooled upstream connection, into a staging
-   directory on the host (``envprotocol.stage_chunk_command``). With N
-   channels, N windows are in flight.
-3. When the client's EOF has come and every chunk is there, one
-   ``docker load`` reads the chunks in order, the directory is removed, and
-   the image ID is checked as for a streamed load.
+2. Workers take the archive's ``chunk_size`` pieces in turn, each on its own
+   channel, into a staging directory on the host
+   (``envprotocol.stage_chunk_command``). With N channels, N windows are in
+   flight. The workers are spread over ``connections`` SSH connections,
+   ``per_connection`` each: the pooled one (which interactive sessions share,
+   so it takes no more) and fresh ones opened for this push, since one
+   connection's channels share one TCP congestion window and sshd allows 10
+   sessions per connection by default (``MaxSessions``). Workers on the pooled
+   connection start at once; the others join when their connection is up.
+3. One ``docker load`` on the host reads the chunks in order while later
+   ones are still on their way: the gateway names each chunk to it on its
+   stdin once that chunk and all before it are complete, and ends with
+   ``END`` after the client's EOF (``envprotocol.stage_load_command``). Then
+   the directory is removed and the image ID checked as for a streamed load.
 
 A chunk appears under its final name only when all of its bytes arrived, and
 that name holds its digest. A push that is cut off leaves the complete chunks
 on the host; a retry of the same archive lists them and sends only the rest.
-Nothing is loaded before the whole archive is there, so an interrupted push
-never changes the host's images.
+``docker load`` registers nothing before its archive has ended, and a push cut
+off before ``END`` kills it, so an interrupted push never changes the host's
+images.
 """
 
 from __future__ import annotations
@@ -33,13 +41,16 @@ import hashlib
 import os
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncssh
+import structlog
 
 from gateway.errors import GatewayError
 from gateway.ssh.envprotocol import (
+    STAGE_END,
     HostReport,
     chunk_name,
     docker_error,
@@ -50,16 +61,33 @@ from gateway.ssh.envprotocol import (
     stage_load_command,
 )
 
-STREAMS = 4
 CHUNK_SIZE = 8 * 1024 * 1024
 MIN_RTT_S = 0.02
 CHUNK_TIMEOUT_S = 600.0
 LOAD_TIMEOUT_S = 1800.0
 QUERY_TIMEOUT_S = 120.0
 
+log = structlog.get_logger("gpuhop.envstage")
 
-class SpoolError(GatewayError):
-    """The gateway could not keep the archive (its disk is full, say)."""
+
+@dataclass(frozen=True, slots=True)
+class StagePolicy:
+    """When and how wide a push is staged (``[gateway] env_push_*`` settings)."""
+
+    min_rtt_s: float = MIN_RTT_S
+    connections: int = 4
+    per_connection: int = 4
+    chunk_size: int = CHUNK_SIZE
+
+    @property
+    def streams(self) -> int:
+        return max(1, self.connections) * max(1, self.per_connection)
+
+    def applies(self, rtt_s: float) -> bool:
+        return self.streams > 1 and rtt_s >= self.min_rtt_s
+
+
+ConnectExtra = Callable[[], Awaitable[asyncssh.SSHClientConnection]]
 
 
 class Spool:
@@ -126,15 +154,19 @@ class StagedHost:
     image_id: str
     ref: str
     spool: Spool
-    streams: int = STREAMS
-    chunk_size: int = CHUNK_SIZE
+    policy: StagePolicy = StagePolicy()
+    connect_extra: ConnectExtra | None = None
     sent: int = 0
     skipped: int = 0
     error: str = ""
-    _names: dict[int, str] = field(default_factory=dict)
     _next: int = 0
     _have: frozenset[str] = frozenset()
     _procs: set[asyncssh.SSHClientProcess[bytes]] = field(default_factory=set)
+    _done: dict[int, str] = field(default_factory=dict)  # complete, not yet named to the loader
+    _fed: int = 0
+    _loader: asyncssh.SSHClientProcess[bytes] | None = None
+    _extra: list[asyncssh.SSHClientConnection] = field(default_factory=list)
+    streams: int = 0  # workers that ran
 
     @property
     def conn(self) -> asyncssh.SSHClientConnection:
@@ -147,61 +179,129 @@ class StagedHost:
         if status != 0:
             raise GatewayError(f"cannot stage there: {docker_error(self.name, status, err)}")
         self._have = parse_chunk_list(out)
+        try:
+            self._loader = await self.conn.create_process(
+                stage_load_command(self.image_id), encoding=None
+            )
+        except (asyncssh.Error, OSError) as exc:
+            reason = getattr(exc, "reason", "") or str(exc) or type(exc).__name__
+            raise GatewayError(f"{self.name}: cannot start docker load: {reason}") from exc
 
     async def run(self) -> HostReport:
         """Upload every chunk (``streams`` at a time), then load and verify."""
-        workers = [asyncio.create_task(self._worker()) for _ in range(max(1, self.streams))]
+        started = time.monotonic()
+        policy = self.policy
+        lanes = [self._lane(self.conn)]
+        lanes += [self._extra_lane() for _ in range(max(0, policy.connections - 1))]
+        tasks = [asyncio.ensure_future(lane) for lane in lanes]
         try:
-            await asyncio.gather(*workers)
+            await asyncio.gather(*tasks)
         except BaseException:
-            for w in workers:
-                w.cancel()
+            for task in tasks:
+                task.cancel()
             self.abort()
             raise
+        finally:
+            for conn in self._extra:
+                conn.close()
         if self.spool.gone and not self.spool.eof:
+            self.abort()
             return HostReport("aborted", self.error or "the client went away", bytes=self.sent)
         if self.error:
+            self.abort()
             return HostReport("failed", self.error, bytes=self.sent)
-        return await self._load()
+        staged_s = time.monotonic() - started
+        report = await self._load()
+        log.info(
+            "staged push",
+            host=self.name,
+            streams=self.streams,
+            sent=self.sent,
+            resumed=self.skipped,
+            staged_s=round(staged_s, 3),
+            load_s=round(time.monotonic() - started - staged_s, 3),
+            result=report.status,
+        )
+        return report
+
+    async def _lane(self, conn: asyncssh.SSHClientConnection) -> None:
+        """``per_connection`` workers on one connection."""
+        count = max(1, self.policy.per_connection)
+        self.streams += count
+        await asyncio.gather(*(self._worker(conn) for _ in range(count)))
+
+    async def _extra_lane(self) -> None:
+        """A fresh connection's workers; a connection that fails leaves the work to the others."""
+        if self.connect_extra is None or self._finished():
+            return
+        try:
+            conn = await self.connect_extra()
+        except (GatewayError, asyncssh.Error, OSError) as exc:
+            log.warning("staged push: extra connection failed", host=self.name, error=str(exc))
+            return
+        self._extra.append(conn)
+        if not self._finished():
+            await self._lane(conn)
+
+    def _finished(self) -> bool:
+        spool = self.spool
+        return bool(self.error or spool.error or spool.gone) or (
+            spool.eof and self._next * self.policy.chunk_size >= spool.size
+        )
 
     def abort(self) -> None:
-        """Stop every chunk in flight: killed, never ended with an EOF."""
-        for proc in list(self._procs):
+        """Kill the loader and every chunk in flight: never an EOF, never ``END``."""
+        loader, self._loader = self._loader, None
+        for proc in [*self._procs, *([loader] if loader is not None else [])]:
             with contextlib.suppress(OSError):
                 proc.send_signal("KILL")
             proc.channel.abort()
 
-    async def _worker(self) -> None:
+    async def _worker(self, conn: asyncssh.SSHClientConnection) -> None:
         spool = self.spool
+        chunk_size = self.policy.chunk_size
         while not self.error:
             index = self._next
             self._next += 1
-            start = index * self.chunk_size
-            await spool.wait_for(start + self.chunk_size)
+            start = index * chunk_size
+            await spool.wait_for(start + chunk_size)
             if spool.error:
                 self.error = f"{self.name}: {spool.error}"
                 return
             if spool.gone and not spool.eof:
                 return
-            size = min(self.chunk_size, spool.size - start)
+            size = min(chunk_size, spool.size - start)
             if size <= 0:
                 return  # past the end of the archive
             data = await spool.read(start, size)
             name = chunk_name(index, hashlib.sha256(data).hexdigest())
-            self._names[index] = name
             if name in self._have:
                 self.skipped += size
-                continue
-            try:
-                await self._upload(name, data)
-            except (asyncssh.Error, OSError, TimeoutError, GatewayError) as exc:
-                reason = getattr(exc, "reason", "") or str(exc) or type(exc).__name__
-                self.error = self.error or f"{self.name}: staging chunk {index} failed: {reason}"
-                return
+            else:
+                try:
+                    await self._upload(conn, name, data)
+                except (asyncssh.Error, OSError, TimeoutError, GatewayError) as exc:
+                    reason = getattr(exc, "reason", "") or str(exc) or type(exc).__name__
+                    self.error = (
+                        self.error or f"{self.name}: staging chunk {index} failed: {reason}"
+                    )
+                    return
+            self._complete(index, name)
 
-    async def _upload(self, name: str, data: bytes) -> None:
+    def _complete(self, index: int, name: str) -> None:
+        """Name to the loader every chunk that is now complete with all before it."""
+        self._done[index] = name
+        loader = self._loader
+        while self._fed in self._done:
+            line = self._done.pop(self._fed).encode() + b"\n"
+            self._fed += 1
+            if loader is not None:
+                with contextlib.suppress(OSError):  # a loader that died says why at the end
+                    loader.stdin.write(line)
+
+    async def _upload(self, conn: asyncssh.SSHClientConnection, name: str, data: bytes) -> None:
         command = stage_chunk_command(self.image_id, name, len(data))
-        proc = await self.conn.create_process(command, encoding=None)
+        proc = await conn.create_process(command, encoding=None)
         self._procs.add(proc)
         try:
             async with asyncio.timeout(CHUNK_TIMEOUT_S):
@@ -220,8 +320,25 @@ class StagedHost:
         self.sent += len(data)
 
     async def _load(self) -> HostReport:
-        names = [self._names[i] for i in sorted(self._names)]
-        status, _, err = await self._run(stage_load_command(self.image_id, names), LOAD_TIMEOUT_S)
+        """End the loader's list, wait for it, and check the image ID it registered."""
+        loader = self._loader
+        if loader is None:
+            return HostReport("failed", f"{self.name}: docker load was stopped", bytes=self.sent)
+        try:
+            with contextlib.suppress(OSError):
+                loader.stdin.write(STAGE_END)
+                loader.stdin.write_eof()
+            result = await loader.wait(check=False, timeout=LOAD_TIMEOUT_S)
+        except (asyncssh.Error, OSError, TimeoutError) as exc:
+            self.abort()
+            reason = getattr(exc, "reason", "") or str(exc) or type(exc).__name__
+            return HostReport(
+                "failed", f"docker load failed: {self.name}: {reason}", bytes=self.sent
+            )
+        finally:
+            self._loader = None
+            loader.close()
+        status, err = result.exit_status, _bytes(result.stderr)
         if status != 0:
             detail = docker_error(self.name, status, err)
             return HostReport("failed", f"docker load failed: {detail}", bytes=self.sent)

@@ -107,6 +107,19 @@ class UpstreamPool:
         self._ensure_reaper()
         return entry
 
+    async def connect_extra(
+        self, user: str, host: Host, account: str
+    ) -> asyncssh.SSHClientConnection:
+        """A fresh connection outside the pool, as trusted as a pooled one; the caller closes it.
+
+        For bulk transfers that want several TCP connections to a far host (one
+        connection's channels share one congestion window and the host's
+        ``MaxSessions``) without crowding the pooled connection interactive
+        sessions use.
+        """
+        entry = await self._connect((user, host.name, account), user, host, account)
+        return entry.conn
+
     def release(self, entry: _Entry) -> None:
         entry.users = max(0, entry.users - 1)
         if entry.users == 0:

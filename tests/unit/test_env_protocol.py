@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+from pathlib import Path
 
 import pytest
 
 from client.envs.build import EnvImage
 from client.envs.remote import HostImages, RemoteImage, compare_envs
+from gateway.ssh import envprotocol
 from gateway.ssh.envprotocol import (
     IMAGES_SCRIPT,
     EnvRequest,
@@ -112,3 +116,74 @@ def test_host_images_know_chains_and_tags() -> None:
     host = HostImages("sg-1", (image,))
     assert host.tagged("repo/x") is image and host.tagged("repo/x:2") is None
     assert host.has_id(ID) and "sha256:aa" in host.chains() and len(host.chains()) == 2
+
+
+# ---------------------------------------------------------------- staged pushes
+
+IMAGE = ID
+
+
+def test_a_chunk_name_holds_its_index_and_digest_prefix() -> None:
+    assert envprotocol.chunk_name(3, "0123456789abcdef" * 4) == "000003-0123456789abcdef"
+    assert envprotocol.stage_key(IMAGE) == "ab" * 12
+
+
+def test_the_chunk_list_keeps_complete_chunks_only() -> None:
+    listing = b"000000-0123456789abcdef\n000001-0123456789abcdef.part.4242\nnotes\n"
+    assert envprotocol.parse_chunk_list(listing) == {"000000-0123456789abcdef"}
+
+
+def test_chunk_commands_refuse_names_that_are_not_chunk_names() -> None:
+    with pytest.raises(ValueError, match="not a chunk name"):
+        envprotocol.stage_chunk_command(IMAGE, "../../etc/passwd", 10)
+    command = envprotocol.stage_chunk_command(IMAGE, "000000-0123456789abcdef", 10)
+    assert "-eq 10 ]" in command and 'mv -f "$t"' in command
+
+
+def _sh(script: str, cwd: Path, stdin: bytes) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        ["sh", "-c", script], input=stdin, capture_output=True, env=_stage_env(cwd), cwd=cwd
+    )
+
+
+def _stage_env(home: Path) -> dict[str, str]:
+    """The staging directory under ``home``, and a fake ``docker`` there first on PATH."""
+    return {**os.environ, "XDG_CACHE_HOME": str(home), "PATH": f"{home}:{os.environ['PATH']}"}
+
+
+def test_the_staging_scripts_in_a_real_shell(tmp_path: Path) -> None:
+    """List, write a chunk (a short one is not kept), and load: with a fake docker."""
+    docker = tmp_path / "docker"
+    docker.write_text('#!/bin/sh\ncat > "$XDG_CACHE_HOME/loaded"\n')
+    docker.chmod(0o755)
+    assert _sh(envprotocol.stage_list_script(IMAGE), tmp_path, b"").stdout == b""
+    good, short = "000000-0123456789abcdef", "000001-0123456789abcdef"
+    assert _sh(envprotocol.stage_chunk_command(IMAGE, good, 5), tmp_path, b"hello").returncode == 0
+    assert _sh(envprotocol.stage_chunk_command(IMAGE, short, 5), tmp_path, b"hel").returncode == 1
+    listed = _sh(envprotocol.stage_list_script(IMAGE), tmp_path, b"").stdout
+    assert envprotocol.parse_chunk_list(listed) == {good}
+
+    load = _sh(envprotocol.stage_load_command(IMAGE), tmp_path, f"{good}\nEND\n".encode())
+    assert load.returncode == 0, load.stderr
+    assert (tmp_path / "loaded").read_bytes() == b"hello"
+    assert not (tmp_path / "gpuhop" / "push" / envprotocol.stage_key(IMAGE)).exists()
+
+
+def test_a_load_whose_list_ends_without_end_is_killed_and_keeps_the_chunks(tmp_path: Path) -> None:
+    docker = tmp_path / "docker"
+    docker.write_text('#!/bin/sh\ncat > "$XDG_CACHE_HOME/loaded"\n')
+    docker.chmod(0o755)
+    _sh(envprotocol.stage_list_script(IMAGE), tmp_path, b"")
+    good = "000000-0123456789abcdef"
+    _sh(envprotocol.stage_chunk_command(IMAGE, good, 5), tmp_path, b"hello")
+
+    cut = subprocess.run(
+        ["setsid", "sh", "-c", envprotocol.stage_load_command(IMAGE)],
+        input=f"{good}\n".encode(),
+        capture_output=True,
+        env=_stage_env(tmp_path),
+        cwd=tmp_path,
+    )
+    assert cut.returncode == -9  # the whole group, docker included
+    staged = tmp_path / "gpuhop" / "push" / envprotocol.stage_key(IMAGE)
+    assert (staged / good).read_bytes() == b"hello"
