@@ -74,6 +74,7 @@ class GatewayInfo(BaseModel):
     host_key: str
     host_ca_key: str
     host_keys: dict[str, str]
+    gateway_keys: list[str] = []  # host_key, then a staged next key (older gateways: none)
 
 
 class Certificate(BaseModel):

@@ -81,6 +81,7 @@ class Profile:
     accounts: tuple[str, ...] = ()
     cert_valid_before: int = 0
     token_hash: str = ""
+    gateway_keys: tuple[str, ...] = ()  # more keys to trust for the gateway (rotation)
 
     @property
     def default_account(self) -> str:
@@ -121,6 +122,7 @@ def load_profile(paths: Paths) -> Profile | None:
             accounts=tuple(str(a) for a in data.get("accounts", [])),
             cert_valid_before=int(data.get("cert_valid_before", 0)),
             token_hash=str(data.get("token_hash", "")),
+            gateway_keys=tuple(str(k) for k in data.get("gateway_keys", [])),
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
@@ -184,6 +186,7 @@ def enroll(
         accounts=tuple(me.accounts),
         cert_valid_before=cert.valid_before,
         token_hash=token_hash(token),
+        gateway_keys=tuple(k for k in info.gateway_keys if k != info.host_key),
     )
     write_private(paths.cert, cert.certificate.strip() + "\n", mode=0o644)
     write_private(paths.known_hosts, known_hosts_text(profile), mode=0o644)
@@ -235,7 +238,8 @@ def ensure_key(paths: Paths) -> str:
 
 def known_hosts_text(profile: Profile) -> str:
     """known_hosts for the gateway, the hosts behind it, and recorded jumps (host CA)."""
-    lines = [f"{host_pattern(profile.ssh_host, profile.ssh_port)} {profile.host_key}"]
+    gateway = host_pattern(profile.ssh_host, profile.ssh_port)
+    lines = [f"{gateway} {key}" for key in (profile.host_key, *profile.gateway_keys)]
     names = sorted(profile.host_keys)
     if names and profile.host_ca_key:
         lines.append(f"@cert-authority {','.join(names)} {profile.host_ca_key}")
@@ -291,4 +295,5 @@ def _profile_json(profile: Profile) -> dict[str, Any]:
         "accounts": list(profile.accounts),
         "cert_valid_before": profile.cert_valid_before,
         "token_hash": profile.token_hash,
+        "gateway_keys": list(profile.gateway_keys),
     }

@@ -158,6 +158,75 @@ def ca_rotate(config_path: Path, which: str, pid: int | None) -> None:
         os.kill(pid, signal.SIGHUP)
 
 
+@main.group()
+def hostkey() -> None:
+    """The gateway's own SSH host key, and rotating it in two steps.
+
+    \b
+    1. stage:   make the next key; the gateway announces it to clients
+                (OpenSSH UpdateHostKeys, gpuhop login) but keeps using the old one.
+    2. promote: once clients have learned it, the next key replaces the old one
+                for new connections; live sessions keep theirs.
+    Each takes --pid to make the gateway reload at once (SIGHUP).
+    """
+
+
+def _reload(pid: int | None) -> None:
+    import os
+    import signal
+
+    if pid is not None:
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except OSError as exc:
+            raise GatewayError(f"cannot signal gateway pid {pid}: {exc.strerror}") from None
+
+
+@hostkey.command("show")
+@CONFIG_OPTION
+@one_line_errors
+def hostkey_show(config_path: Path) -> None:
+    """Print the host key in use, then the staged next key if there is one."""
+    from gateway.keys import load_private_key, next_key_path, public_line
+
+    path = load_settings(config_path).gateway.host_key
+    for p in (path, next_key_path(path)):
+        if p.exists():
+            click.echo(public_line(load_private_key(p)))
+
+
+@hostkey.command("stage")
+@CONFIG_OPTION
+@click.option("--pid", type=int, default=None, help="Signal this gateway (SIGHUP) to reload.")
+@one_line_errors
+def hostkey_stage(config_path: Path, pid: int | None) -> None:
+    """Make the next host key (or keep the one already staged) and print both keys."""
+    from gateway.keys import ensure_private_key, public_line, stage_next_key
+
+    path = load_settings(config_path).gateway.host_key
+    current = ensure_private_key(path, "gpuhop gateway host key")
+    staged = stage_next_key(path, "gpuhop gateway host key")
+    click.echo(public_line(current))
+    click.echo(public_line(staged))
+    click.echo("staged; promote it once clients have learned it", err=True)
+    _reload(pid)
+
+
+@hostkey.command("promote")
+@CONFIG_OPTION
+@click.option("--pid", type=int, default=None, help="Signal this gateway (SIGHUP) to reload.")
+@one_line_errors
+def hostkey_promote(config_path: Path, pid: int | None) -> None:
+    """Make the staged key the host key; print it. The old key is kept beside it."""
+    from gateway.keys import load_private_key, promote_next_key, public_line
+
+    path = load_settings(config_path).gateway.host_key
+    old = promote_next_key(path)
+    click.echo(public_line(load_private_key(path)))
+    click.echo(f"promoted; the old key is kept as {old}", err=True)
+    _reload(pid)
+
+
 @ca.command("sign")
 @CONFIG_OPTION
 @click.option("--user", "user_name", required=True, help="gpuhop user the certificate is for.")

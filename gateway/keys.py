@@ -40,6 +40,56 @@ def ensure_private_key(path: Path, comment: str) -> asyncssh.SSHKey:
 
 
 ROTATED_MARK = ".old-"
+NEXT_SUFFIX = ".next"
+
+
+def next_key_path(path: Path) -> Path:
+    """Where the key that will replace ``path`` waits while clients learn it."""
+    return path.with_name(path.name + NEXT_SUFFIX)
+
+
+def stage_next_key(path: Path, comment: str) -> asyncssh.SSHKey:
+    """Make (or load) the gateway's next host key, ``NAME.next``.
+
+    A staged key is announced to clients (OpenSSH ``UpdateHostKeys``, the
+    ``hostkeys-00@openssh.com`` extension, and ``gpuhop login``'s known_hosts)
+    but not yet used in key exchange, so clients trust it before it is needed.
+    """
+    return ensure_private_key(next_key_path(path), comment)
+
+
+def promote_next_key(path: Path, now: float | None = None) -> Path:
+    """The staged key becomes the host key; the old one is kept as ``NAME.old-EPOCH``.
+
+    Returns where the old key went. Connections made before keep their key
+    exchange; new ones use the promoted key once the gateway reloads.
+    """
+    staged = next_key_path(path)
+    if not staged.exists():
+        raise KeyMaterialError(f"{staged}: no staged host key; run 'hostkey stage' first")
+    load_private_key(staged)  # refuse a damaged file before moving anything
+    stamp = int(now if now is not None else time.time())
+    old = path.with_name(f"{path.name}{ROTATED_MARK}{stamp}")
+    try:
+        path.rename(old)
+        pub = path.with_name(path.name + ".pub")
+        if pub.exists():
+            pub.rename(old.with_name(old.name + ".pub"))
+        staged.rename(path)
+        staged_pub = staged.with_name(staged.name + ".pub")
+        if staged_pub.exists():
+            staged_pub.rename(path.with_name(path.name + ".pub"))
+    except OSError as exc:
+        raise KeyMaterialError(f"{path}: cannot promote the staged key: {exc.strerror}") from exc
+    return old
+
+
+def gateway_host_keys(path: Path, comment: str) -> list[asyncssh.SSHKey]:
+    """The host key the gateway uses (made when missing), then a staged next key if any."""
+    keys = [ensure_private_key(path, comment)]
+    if next_key_path(path).exists():
+        keys.append(load_private_key(next_key_path(path)))
+    return keys
 
 
 def rotate_key(path: Path, comment: str, now: float | None = None) -> Path:

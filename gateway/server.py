@@ -18,7 +18,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Coroutine
+from collections import OrderedDict
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import structlog
 
 from gateway import __version__
 from gateway.api import ApiContext, session_controls, start_api
+from gateway.api.context import GatewayKeys
 from gateway.api.server import ApiServer, bind_api_socket
 from gateway.audit.store import AuditStore, append_within, open_store
 from gateway.errors import GatewayError
@@ -37,6 +39,7 @@ from gateway.keys import (
     HostCertificates,
     UserCA,
     ensure_private_key,
+    gateway_host_keys,
     previous_keys,
     public_line,
 )
@@ -77,6 +80,8 @@ class Gateway:
         self.audit: AuditStore | None = None
         self.ctx: FrontContext | None = None
         self.port = 0
+        self._front_options: asyncssh.SSHServerConnectionOptions | None = None
+        self._api_ctx: ApiContext | None = None
 
     async def startup(self) -> None:
         g = self.settings.gateway
@@ -84,9 +89,8 @@ class Gateway:
             open_store(g.storage_url.get_secret_value()), self.metrics
         )
         try:
-            host_key = await asyncio.to_thread(
-                ensure_private_key, g.host_key, "gpuhop gateway host key"
-            )
+            host_keys = await asyncio.to_thread(gateway_host_keys, g.host_key, HOST_KEY_COMMENT)
+            host_key = host_keys[0]
             user_ca = await asyncio.to_thread(load_user_ca, self.settings)
             host_ca = await asyncio.to_thread(ensure_private_key, g.host_ca_key, "gpuhop host CA")
             upstream_key = await asyncio.to_thread(
@@ -151,7 +155,8 @@ class Gateway:
         options = await asyncssh.SSHServerConnectionOptions.construct(
             None,
             server_factory=lambda: FrontServer(ctx),
-            server_host_keys=[host_key],
+            server_host_keys=host_keys,
+            send_server_host_keys=True,  # clients learn a staged next key before it is used
             server_version=f"gpuhop_{__version__}",
             encoding=None,
             window=g.window,
@@ -167,6 +172,8 @@ class Gateway:
         )
         loop = asyncio.get_running_loop()
 
+        self._front_options = options
+
         def factory() -> FrontConnection:
             return FrontConnection(loop, options, None, None)
 
@@ -179,27 +186,23 @@ class Gateway:
         self.port = self._server.sockets[0].getsockname()[1]
         kill, live = session_controls(ctx.sessions)
         self.metrics.register_collectors(live, self.live)
-        self.api = await start_api(
-            ApiContext(
-                settings=self.settings,
-                inventory=inventory,
-                audit=self.audit,
-                tokens=self.storage.tokens,
-                sessions=self.storage.sessions,
-                user_ca=user_ca,
-                kill_session=kill,
-                live_sessions=live,
-                ssh_port=self.port,
-                ssh_host_key=public_line(host_key),
-                host_ca_key=public_line(host_ca),
-                live=self.live,
-                metrics=self.metrics,
-                metrics_token_required=g.metrics_require_token,
-            ),
-            g.api_host,
-            g.api_port,
-            sock=self._api_sock,
+        self._api_ctx = ApiContext(
+            settings=self.settings,
+            inventory=inventory,
+            audit=self.audit,
+            tokens=self.storage.tokens,
+            sessions=self.storage.sessions,
+            user_ca=user_ca,
+            kill_session=kill,
+            live_sessions=live,
+            ssh_port=self.port,
+            ssh_keys=GatewayKeys(tuple(public_line(k) for k in host_keys)),
+            host_ca_key=public_line(host_ca),
+            live=self.live,
+            metrics=self.metrics,
+            metrics_token_required=g.metrics_require_token,
         )
+        self.api = await start_api(self._api_ctx, g.api_host, g.api_port, sock=self._api_sock)
         self.api_port = self.api.port
         await self.live.start()
         await self.audit.append(
@@ -215,10 +218,12 @@ class Gateway:
         )
 
     def reload_keys(self) -> None:
-        """SIGHUP: pick up a rotated user CA and host CA for new logins and sessions.
+        """SIGHUP: pick up a rotated user CA, host CA and gateway host key for new
+        logins and sessions.
 
-        Live sessions are untouched; certificates from a rotated-out user CA stay
-        valid until they expire (see :func:`gateway.keys.previous_keys`).
+        Live sessions are untouched (a connection keeps the host key its key
+        exchange used); certificates from a rotated-out user CA stay valid until
+        they expire (see :func:`gateway.keys.previous_keys`).
         """
         ctx = self.ctx
         if ctx is None:
@@ -226,12 +231,16 @@ class Gateway:
         g = self.settings.gateway
         try:
             ctx.user_ca = load_user_ca(self.settings)
-            host_key = ensure_private_key(g.host_key, "gpuhop gateway host key")
+            host_keys = gateway_host_keys(g.host_key, HOST_KEY_COMMENT)
             host_ca = ensure_private_key(g.host_ca_key, "gpuhop host CA")
-            ctx.host_certificate = HostCertificates(host_ca, host_key)
-        except GatewayError as exc:
+            ctx.host_certificate = HostCertificates(host_ca, host_keys[0])
+            if self._front_options is not None:
+                offer_host_keys(self._front_options, host_keys)
+        except (GatewayError, ValueError) as exc:
             log.error("key reload failed; keeping the old keys", error=str(exc))
             return
+        if self._api_ctx is not None:
+            self._api_ctx.ssh_keys.lines = tuple(public_line(k) for k in host_keys)
         if ctx.pool is not None:
             ctx.pool.user_ca = ctx.user_ca
         log.info("keys reloaded", user_cas=len(ctx.user_ca.trusted_lines()))
@@ -242,6 +251,7 @@ class Gateway:
                 "pid": os.getpid(),
                 "user_ca": ctx.user_ca.public_line,
                 "host_ca": public_line(host_ca),
+                "host_keys": [public_line(k) for k in host_keys],
             },
         )
 
@@ -281,6 +291,29 @@ class Gateway:
         if self.storage is not None:
             await self.storage.close()
         log.info("gateway stopped")
+
+
+HOST_KEY_COMMENT = "gpuhop gateway host key"
+
+
+def offer_host_keys(
+    options: asyncssh.SSHServerConnectionOptions, keys: Sequence[asyncssh.SSHKey]
+) -> None:
+    """Make new connections use ``keys[0]`` and announce all of ``keys``.
+
+    What ``SSHServerConnectionOptions`` builds from ``server_host_keys`` (with
+    ``send_server_host_keys``), rebuilt and swapped in: each connection took
+    its own reference to the old tables when it was made, so live connections,
+    and their re-keys, keep the key they started with.
+    """
+    active: OrderedDict[bytes, asyncssh.SSHKeyPair] = OrderedDict()
+    every: OrderedDict[bytes, asyncssh.SSHKeyPair] = OrderedDict()
+    for pair in asyncssh.load_keypairs(list(keys)):
+        for alg in pair.host_key_algorithms:
+            active.setdefault(alg, pair)
+        every[pair.public_data] = pair
+    options.server_host_keys = active
+    options.all_server_host_keys = every
 
 
 def load_user_ca(settings: Settings) -> UserCA:
@@ -375,8 +408,9 @@ def supervise(
 ) -> int:
     """Bind once, run ``workers`` processes accepting on the shared socket.
 
-    SIGTERM/SIGINT are passed on to every worker; each drains on its own. A
-    worker that dies unexpectedly is restarted, at most 10 times in all.
+    SIGTERM/SIGINT are passed on to every worker; each drains on its own. SIGHUP
+    (reload keys) is passed on too. A worker that dies unexpectedly is
+    restarted, at most 10 times in all.
     """
     g = settings.gateway
     sock = bind_listener(g.ssh_host, g.ssh_port)
@@ -398,13 +432,14 @@ def supervise(
 
     def forward(signum: int, _frame: object) -> None:
         nonlocal stopping
-        stopping = True
+        stopping = stopping or signum != signal.SIGHUP  # a reload is not a stop
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, forward)
     restarts = 0
     while True:
         alive = [p for p in procs if p.poll() is None]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.audit.store import AuditStore
@@ -43,6 +43,18 @@ class ClosableSession(LiveSession, Protocol):
     def close(self) -> Callable[[], None]: ...
 
 
+@dataclass
+class GatewayKeys:
+    """The gateway's SSH host keys as known_hosts lines: the one in use first, then a
+    staged next key. Replaced whole on reload (SIGHUP), hence outside the frozen context."""
+
+    lines: tuple[str, ...] = ()
+
+    @property
+    def current(self) -> str:
+        return self.lines[0] if self.lines else ""
+
+
 @dataclass(frozen=True)
 class ApiContext:
     """Services the API routes use; one per gateway process."""
@@ -60,8 +72,8 @@ class ApiContext:
     clock: Callable[[], float] = time.time
     ssh_port: int = 0
     """The SSH front's bound port, for ``GET /v1/gateway``."""
-    ssh_host_key: str = ""
-    """The gateway's SSH host key (public line), what clients pin in known_hosts."""
+    ssh_keys: GatewayKeys = field(default_factory=GatewayKeys)
+    """The gateway's SSH host keys (public lines), what clients pin in known_hosts."""
     host_ca_key: str = ""
     """The host CA's public line: clients trust recorded jumps with ``@cert-authority``."""
     live: LiveState | None = None

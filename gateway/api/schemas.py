@@ -94,6 +94,9 @@ class GatewayInfo(BaseModel):
     ssh_port: int
     host_key: str
     """The gateway's SSH host key (``ssh-ed25519 AAAA...``), for known_hosts."""
+    gateway_keys: list[str]
+    """Every key to trust for the gateway: ``host_key`` first, then a staged next key
+    that will replace it (rotation); known_hosts should list them all."""
     host_ca_key: str
     """The CA that signs the host certificates of recorded ``ssh -J`` sessions, for a
     ``@cert-authority`` known_hosts line."""

@@ -54,7 +54,7 @@ def check(run: Run) -> None:
         shutil.copytree(system, root / "usr/lib/systemd/system", symlinks=True)
         (root / "etc/systemd/system").mkdir(parents=True)
         shutil.copy(unit, root / "etc/systemd/system" / UNIT)
-        for key in ("ExecStartPre", "ExecStart"):
+        for key in ("ExecStartPre", "ExecStart", "ExecReload"):
             for command in service.get(key, []):
                 exe = root / command.lstrip("-@+!:").split()[0].lstrip("/")
                 exe.parent.mkdir(parents=True, exist_ok=True)

@@ -73,6 +73,7 @@ GATEWAY = {
     "host_key": "ssh-ed25519 AAAA",
     "host_ca_key": "ssh-ed25519 BBBB",
     "host_keys": {"sg-1": "ssh-ed25519 CCCC"},
+    "gateway_keys": ["ssh-ed25519 AAAA"],
 }
 CERT = {
     "certificate": "ssh-ed25519-cert-v01@openssh.com AAAA",

@@ -109,6 +109,22 @@ def test_enroll_writes_key_cert_known_hosts_profile(tmp_path: Path) -> None:
     assert paths.key.read_bytes() == key_before  # the key is made once
 
 
+def test_a_staged_gateway_key_is_trusted_beside_the_current_one(tmp_path: Path) -> None:
+    """Host key rotation: known_hosts lists the next key before the gateway uses it."""
+    settings = _settings(tmp_path)
+    GATEWAY["gateway_keys"] = ["ssh-ed25519 AAAAgw", "ssh-ed25519 AAAAnext"]
+    try:
+        profile = identity.enroll(_api([]), settings, Secret("gph_t"))
+    finally:
+        del GATEWAY["gateway_keys"]
+    paths = identity.paths_of(settings)
+    assert paths.known_hosts.read_text().splitlines()[:2] == [
+        "[gw.example]:2222 ssh-ed25519 AAAAgw",
+        "[gw.example]:2222 ssh-ed25519 AAAAnext",
+    ]
+    assert identity.load_profile(paths) == profile
+
+
 def test_users_outside_the_inventory_are_told_why(tmp_path: Path) -> None:
     with pytest.raises(PolicyDenied, match="inventory"):
         identity.enroll(_api([], _me(in_inventory=False)), _settings(tmp_path), Secret("gph_t"))

@@ -45,7 +45,8 @@ async def gateway_info(ctx: Ctx, caller: AnyCaller) -> GatewayInfo:
         version=__version__,
         ssh_host=g.ssh_host,
         ssh_port=ctx.ssh_port or g.ssh_port,
-        host_key=ctx.ssh_host_key,
+        host_key=ctx.ssh_keys.current,
+        gateway_keys=list(ctx.ssh_keys.lines),
         host_ca_key=ctx.host_ca_key,
         host_keys={h.name: h.host_key for h in ctx.inventory.hosts},
     )
