@@ -157,9 +157,10 @@ def far_push(args: argparse.Namespace) -> None:
         time.sleep(3)  # the gateway's probes measure the far host's round trip
 
         def forget(name: str) -> None:
-            for image in (ref, BASE):
-                hosts[name].images.remove(image, force=True)
-            hosts[name].images.prune(filters={"dangling": False})
+            """Back to an empty engine, so the next round is a first push again."""
+            for image in hosts[name].images.list(all=True):
+                hosts[name].images.remove(image.id, force=True)
+            assert not hosts[name].images.list(all=True)
 
         def naive_run() -> tuple[int, float]:
             started = time.perf_counter()
