@@ -124,6 +124,37 @@ class Placement(BaseModel):
     weights: dict[str, float]
 
 
+class GoldenHost(BaseModel):
+    """One candidate's golden-test run beside its prediction."""
+
+    model_config = _WIRE
+
+    rank: int
+    name: str
+    region: str
+    predicted_cost: float
+    predicted_latency_ms: float
+    price_per_gpu_hour: float
+    currency: str
+    status: str  # ok, failed, denied, no_gpus, timeout, unreachable
+    exit_status: int | None
+    seconds: float
+    measured_cost: float
+    gpus: list[int]
+    output: list[str]
+    error: str
+
+
+class Golden(BaseModel):
+    """``POST /v1/placement/golden``: the command and each candidate's result."""
+
+    model_config = _WIRE
+
+    command: str
+    hosts: list[GoldenHost]
+    excluded: list[ExcludedHost]
+
+
 class _ErrorDetail(BaseModel):
     model_config = _WIRE
 
@@ -205,6 +236,15 @@ class GatewayApi:
         """Hosts ranked for a job, and why every other host is excluded (``gpuhop pick``)."""
         query = {k: v for k, v in params.items() if v not in (None, "")}
         return self._model(Placement, self._request("GET", "/v1/placement", params=query))
+
+    def golden(self, timeout_s: float = 60.0, **body: Any) -> Golden:
+        """Run the golden test on the best-ranked hosts (``gpuhop pick --golden``)."""
+        payload = {k: v for k, v in body.items() if v not in (None, "")}
+        payload["timeout_s"] = timeout_s
+        response = self._request(
+            "POST", "/v1/placement/golden", json=payload, timeout=timeout_s + 30.0
+        )
+        return self._model(Golden, response)
 
     # -- plumbing --
 

@@ -21,7 +21,7 @@ from client import __version__
 from client.errors import ClientError, UsageError
 
 if TYPE_CHECKING:
-    from client.api import HostInfo
+    from client.api import Golden, HostInfo
     from client.envs.remote import GatewayConnect
     from client.identity import Profile
     from client.run import RunSummary
@@ -558,7 +558,18 @@ def _place(settings: ClientSettings, host: str, region: str, gpus: int, data: st
 @click.option("--hours", type=float, default=1.0, show_default=True, help="Expected run time.")
 @click.option("--workdir", type=click.Path(path_type=Path, file_okay=False), default=Path("."))
 @click.option("--weights", default="1,1,1", show_default=True, help="cost,latency,sync weights.")
+@click.option(
+    "--golden",
+    is_flag=True,
+    help="Also run a short job (COMMAND, or the gateway's default) on the best hosts and "
+    "show measured time and cost beside the prediction.",
+)
+@click.option("--top", type=click.IntRange(1, 8), default=3, show_default=True,
+              help="With --golden: how many of the best hosts run it.")  # fmt: skip
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=1, max=600), default=60.0,
+              show_default=True, help="With --golden: seconds each host may take.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="The ranking as JSON.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def pick(
     gpus: int,
     gpu_model: str,
@@ -568,12 +579,22 @@ def pick(
     hours: float,
     workdir: Path,
     weights: str,
+    golden: bool,
+    top: int,
+    timeout_s: float,
     as_json: bool,
+    command: tuple[str, ...],
 ) -> None:
     """Rank the hosts that fit a job by expected cost and latency, and say why every other
     host does not fit. Latency is end to end (your round trip to the gateway plus the
-    gateway's to the host); the sync estimate is the time to send --workdir there."""
+    gateway's to the host); the sync estimate is the time to send --workdir there.
+
+    With --golden, the best --top hosts also run a short job at once (COMMAND after
+    `--`, or the gateway's default: nvidia-smi and a little throughput) with the GPUs
+    leased, and each shows measured time and cost beside the prediction. Exit status 1
+    when no host ran it successfully."""
     import json
+    import shlex
     import time
 
     from client import credentials, identity
@@ -586,6 +607,8 @@ def pick(
     selection = select_files(workdir.resolve())
     settings = _settings()
     creds = credentials.resolve(settings)
+    if command and not golden:
+        raise UsageError("a COMMAND is only run with --golden")
     with identity.open_api(creds.url, creds.token, settings) as api:
         samples = []
         for _ in range(3):  # the client's own round trip to the gateway: best of three
@@ -606,6 +629,23 @@ def pick(
             w_latency=w_latency,
             w_sync=w_sync,
         )
+        if golden:
+            measured = api.golden(
+                timeout_s=timeout_s,
+                gpus=gpus,
+                gpu_model=gpu_model,
+                max_latency_ms=max_latency,
+                max_price=max_price,
+                data=data,
+                hours=hours,
+                client_rtt_ms=round(min(samples), 3),
+                top=top,
+                command=shlex.join(command) if len(command) > 1 else "".join(command),
+            )
+            _show_golden(measured, as_json)
+            if not any(h.status == "ok" for h in measured.hosts):
+                raise SystemExit(1)
+            return
     if as_json:
         click.echo(json.dumps(result.model_dump(mode="json"), indent=2))
         return
@@ -633,6 +673,44 @@ def pick(
         console.print("[bold]excluded[/]")
         for e in result.excluded:
             console.print(f"  {e.name:<16} {e.region:<6} {'; '.join(e.reasons)}")
+
+
+def _show_golden(result: Golden, as_json: bool) -> None:
+    """The golden test, one host a row: prediction, then what was measured."""
+    import json
+
+    if as_json:
+        click.echo(json.dumps(result.model_dump(mode="json"), indent=2))
+        return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    console.print(f"golden test: [bold]{escape(result.command)}[/]")
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("#", "HOST", "REGION", "PREDICTED", "LATENCY", "RESULT", "TIME", "COST",
+                   "GPUS", "OUTPUT"):  # fmt: skip
+        table.add_column(column)
+    for h in result.hosts:
+        style = "green" if h.status == "ok" else "red"
+        verdict = h.status if h.exit_status in (None, 0) else f"{h.status} ({h.exit_status})"
+        detail = h.error if h.status != "ok" else (h.output[-1] if h.output else "")
+        table.add_row(
+            str(h.rank),
+            h.name,
+            h.region,
+            f"{h.predicted_cost:.2f} {h.currency}/job",
+            f"{h.predicted_latency_ms:.0f} ms",
+            f"[{style}]{verdict}[/]",
+            f"{h.seconds:.2f} s" if h.status in ("ok", "failed", "timeout") else "-",
+            f"{h.measured_cost:.4f}",
+            ",".join(str(g) for g in h.gpus) or "-",
+            escape(detail[:60]),
+        )
+    console.print(table)
+    if not result.hosts:
+        console.print("[red]no host qualifies[/]; see `gpuhop pick` for the reasons")
 
 
 def _summary_json(summary: RunSummary, info: HostInfo | None, gpus: int) -> dict[str, Any]:

@@ -46,11 +46,13 @@ from gateway.keys import (
 from gateway.live import LiveState
 from gateway.metering.meter import rate_for
 from gateway.metrics import GatewayMetrics, InstrumentedAuditStore
+from gateway.placement.golden import GoldenRunner
 from gateway.settings import Settings
 from gateway.ssh.algorithms import connection_algorithms
 from gateway.ssh.context import FrontContext
 from gateway.ssh.envstage import StagePolicy
 from gateway.ssh.front import FrontConnection, FrontServer
+from gateway.ssh.inner import default_account
 from gateway.ssh.ratelimit import FailureLimiter
 from gateway.ssh.upstream import UpstreamPool
 from gateway.storage import Storage, open_storage
@@ -199,6 +201,13 @@ class Gateway:
             ssh_keys=GatewayKeys(tuple(public_line(k) for k in host_keys)),
             host_ca_key=public_line(host_ca),
             live=self.live,
+            golden=GoldenRunner(
+                ctx.pool,
+                self.live,
+                self._audit_within,
+                default_account,
+                g.golden_command,
+            ),
             metrics=self.metrics,
             metrics_token_required=g.metrics_require_token,
         )
@@ -216,6 +225,10 @@ class Gateway:
             api=self.api.url,
             pid=os.getpid(),
         )
+
+    async def _audit_within(self, kind: str, actor: str, data: dict[str, object]) -> None:
+        assert self.audit is not None
+        await append_within(self.audit, kind, actor, data, 5.0)
 
     def reload_keys(self) -> None:
         """SIGHUP: pick up a rotated user CA, host CA and gateway host key for new

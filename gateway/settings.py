@@ -127,6 +127,12 @@ Seconds = Annotated[float, BeforeValidator(_not_bool), Field(ge=0, allow_inf_nan
 PositiveSeconds = Annotated[float, BeforeValidator(_not_bool), Field(gt=0, allow_inf_nan=False)]
 
 
+DEFAULT_GOLDEN = (
+    "nvidia-smi --query-gpu=index,name,utilization.gpu --format=csv,noheader"
+    " && dd if=/dev/zero of=/dev/null bs=1M count=512 2>&1 | tail -n 1"
+)
+
+
 def _fail(key: str, problem: str) -> NoReturn:
     """Raise a validation error for ``key`` (relative to the model being checked)."""
     raise PydanticCustomError("gpuhop_config", "{problem}", {"key": key, "problem": problem})
@@ -170,6 +176,9 @@ class GatewaySettings(BaseModel):
     upstream_target_rate: Annotated[int, Field(ge=1_000_000)] = 256_000_000
     """Bytes/s a download from a far host should reach: upstream windows are sized
     rtt x this rate (bandwidth-delay product), between 2 MiB and 128 MiB."""
+    golden_command: Annotated[str, Field(min_length=1, max_length=4096)] = DEFAULT_GOLDEN
+    """What the placement golden test runs on each candidate when the request names
+    nothing else: short, and telling about the host (GPUs, a little throughput)."""
     env_push_min_rtt_ms: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 20.0
     """Environment pushes to a host at least this far (probed round trip) are staged:
     spooled at the gateway and sent in chunks over parallel connections."""

@@ -146,6 +146,31 @@ class Constraints:
 
 
 @dataclass(frozen=True)
+class GoldenHost:
+    """One candidate's golden-test run beside its prediction (``POST /v1/placement/golden``)."""
+
+    rank: int
+    name: str
+    region: str
+    predicted_cost: float
+    predicted_latency_ms: float
+    currency: str
+    status: str
+    exit_status: int | None
+    seconds: float
+    measured_cost: float
+    gpus: tuple[int, ...] = ()
+    output: tuple[str, ...] = ()
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Golden:
+    command: str
+    hosts: tuple[GoldenHost, ...]
+
+
+@dataclass(frozen=True)
 class AuditEvent:
     id: int
     ts: float
@@ -176,6 +201,8 @@ _SESSIONS = TypeAdapter(_SessionPage)
 _SESSION = TypeAdapter(SessionView)
 _PLACEMENT = TypeAdapter(Placement)
 _AUDIT = TypeAdapter(AuditPage)
+_GOLDEN = TypeAdapter(Golden)
+GOLDEN_TIMEOUT_S = 60.0
 
 
 class GatewayData:
@@ -241,6 +268,21 @@ class GatewayData:
     async def placement(self, constraints: Constraints) -> Placement:
         response = await self._request("GET", "/v1/placement", params=constraints.params())
         return self._parse(_PLACEMENT, response)
+
+    async def golden(self, constraints: Constraints, top: int = 3) -> Golden:
+        """Run the gateway's golden command on the ``top`` best hosts; results side by side."""
+        body: dict[str, Any] = {
+            k: v for k, v in constraints.params().items() if k != "client_rtt_ms"
+        }
+        body.update(gpus=constraints.gpus, top=top, timeout_s=GOLDEN_TIMEOUT_S)
+        body["client_rtt_ms"] = round(constraints.client_rtt_ms, 3)
+        for key in ("max_latency_ms", "max_price"):
+            if key in body:
+                body[key] = float(body[key])
+        response = await self._request(
+            "POST", "/v1/placement/golden", json=body, timeout=GOLDEN_TIMEOUT_S + 30.0
+        )
+        return self._parse(_GOLDEN, response)
 
     async def audit(
         self, *, kind: str = "", actor: str = "", after_id: int = 0, limit: int = 200

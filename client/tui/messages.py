@@ -12,7 +12,7 @@ from textual.message import Message
 
 from client.errors import ClientError
 from client.tui.cast import Cast
-from client.tui.data import AuditPage, HostView, Me, Placement, SessionView
+from client.tui.data import AuditPage, Golden, HostView, Me, Placement, SessionView
 from client.tui.envs import EnvRow
 
 
@@ -44,6 +44,11 @@ class SessionKilled(Message):
 @dataclass
 class PlacementLoaded(Message):
     placement: Placement
+
+
+@dataclass
+class GoldenLoaded(Message):
+    golden: Golden
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.text import Text
 
-from client.tui.data import AuditEvent, Excluded, HostView, Ranked, SessionView
+from client.tui.data import AuditEvent, Excluded, GoldenHost, HostView, Ranked, SessionView
 from client.tui.format import (
     DASH,
     clip,
@@ -219,6 +219,42 @@ def ranked_rows(ranked: Iterable[Ranked]) -> list[tuple[str, list[Cell]]]:
         )
         for r in ranked
     ]
+
+
+GOLDEN_COLUMNS = (
+    Column("rank", "#", 2),
+    Column("host", "Golden", 10),
+    Column("predicted", "Predicted", 14),
+    Column("result", "Result", 10),
+    Column("time", "Time", 7),
+    Column("cost", "Cost", 8),
+    Column("out", "Output", 24),
+)
+
+
+def golden_rows(hosts: Iterable[GoldenHost]) -> list[tuple[str, list[Cell]]]:
+    """Each candidate's prediction (cost/h, latency) beside what its run measured."""
+    rows: list[tuple[str, list[Cell]]] = []
+    for h in hosts:
+        ok = h.status == "ok"
+        verdict = h.status if h.exit_status in (None, 0) else f"{h.status} {h.exit_status}"
+        ran = h.status in ("ok", "failed", "timeout")
+        symbol = "$" if h.currency == "USD" else h.currency + " "
+        rows.append(
+            (
+                h.name,
+                [
+                    Text(str(h.rank), style="bold"),
+                    Text(h.name, style="bold" if h.rank == 1 else ""),
+                    f"{money(h.predicted_cost, symbol)} {ms(h.predicted_latency_ms)}",
+                    Text(verdict, style="green" if ok else "red"),
+                    f"{h.seconds:.2f} s" if ran else DASH,
+                    money(h.measured_cost, symbol) if ran else DASH,
+                    (h.output[-1] if ok and h.output else h.error) or DASH,
+                ],
+            )
+        )
+    return rows
 
 
 def excluded_rows(excluded: Iterable[Excluded]) -> list[tuple[str, list[Cell]]]:

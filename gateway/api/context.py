@@ -17,6 +17,7 @@ from gateway.keys import UserCA
 from gateway.live import LiveState
 from gateway.metrics import GatewayMetrics
 from gateway.models import Mode
+from gateway.placement.golden import GoldenRunner
 from gateway.settings import Settings
 from gateway.storage import SessionStore, TokenStore
 
@@ -77,6 +78,8 @@ class ApiContext:
     host_ca_key: str = ""
     """The host CA's public line: clients trust recorded jumps with ``@cert-authority``."""
     live: LiveState | None = None
+    golden: GoldenRunner | None = None
+    """Runs the placement golden test on hosts; None: ``/v1/placement/golden`` is 503."""
     """Probes, leases, running costs and placement; None in API-only tests."""
     metrics: GatewayMetrics | None = None
     """Served at ``GET /metrics`` and timing every request; None: no ``/metrics``."""

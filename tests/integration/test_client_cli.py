@@ -513,3 +513,64 @@ def test_pick_ranks_and_explains_and_run_region_any_uses_it(rita: Client) -> Non
     summary = json.loads(run.stdout.strip().splitlines()[-1])
     assert summary["host"] in names  # a qualifying host (live latency decides which)
     assert summary["cost_usd"] is not None and summary["cost_usd"] >= 0
+
+
+# ---------------------------------------------------------------- golden test
+
+
+def test_pick_golden_runs_on_the_best_hosts_and_measures_time_and_cost(
+    env: Env, rita: Client
+) -> None:
+    before = len(env.stack.audit_events("placement.golden"))
+    result = rita.gpuhop("pick", "--golden", "--gpus", "1", "--top", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    golden = json.loads(result.stdout)
+    assert "nvidia-smi" in golden["command"]  # the gateway's default
+    hosts = golden["hosts"]
+    assert [h["rank"] for h in hosts] == [1, 2]
+    for h in hosts:
+        assert h["status"] == "ok" and h["exit_status"] == 0, h
+        assert h["seconds"] > 0 and len(h["gpus"]) == 1
+        # 1 GPU at 2.5/h for the seconds measured there (rounded to 6 places).
+        assert h["measured_cost"] == pytest.approx(2.5 * h["seconds"] / 3600, abs=2e-5)
+        assert any("NVIDIA" in line for line in h["output"]), h["output"]  # the host's nvidia-smi
+    events = env.stack.audit_events("placement.golden")[before:]
+    assert sorted(e["host"] for e in events) == sorted(h["name"] for h in hosts)
+    assert all(e["user"] == "rita" and e["result"] == "ok" for e in events)
+    # The GPUs were leased for the run only.
+    for h in json.loads(rita.gpuhop("hosts", "--json").stdout):
+        assert h["gpus_free"] == h["gpus_total"], h
+
+    table = rita.gpuhop("pick", "--golden", "--top", "1")
+    assert table.returncode == 0, table.stderr
+    assert "golden test:" in table.stdout and " ok " in f" {table.stdout} "
+
+
+def test_pick_golden_reports_a_failing_command_and_a_slow_one_per_host(rita: Client) -> None:
+    failed = rita.gpuhop("pick", "--golden", "--top", "2", "--json", "--", "sh", "-c", "exit 3")
+    assert failed.returncode == 1  # no host ran it successfully
+    golden = json.loads(failed.stdout)
+    assert golden["command"] == "sh -c 'exit 3'"
+    assert {(h["status"], h["exit_status"]) for h in golden["hosts"]} == {("failed", 3)}
+
+    slow = rita.gpuhop(
+        "pick", "--golden", "--top", "1", "--timeout", "1", "--json", "--", "sleep", "5"
+    )
+    assert slow.returncode == 1
+    [host] = json.loads(slow.stdout)["hosts"]
+    assert host["status"] == "timeout" and "1 s" in host["error"], host
+
+
+def test_pick_golden_refuses_what_the_role_does_not_allow(
+    env: Env, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    alice = Client(tmp_path_factory.mktemp("alice-golden"))
+    env.login(alice, "alice")  # passthrough only: hosts rank, but nothing runs there
+    result = alice.gpuhop("pick", "--golden", "--top", "1", "--json")
+    assert result.returncode == 1
+    [host] = json.loads(result.stdout)["hosts"]
+    assert host["status"] == "denied" and host["error"].startswith("denied: "), host
+    assert host["exit_status"] is None and host["gpus"] == []
+
+    usage = alice.gpuhop("pick", "--", "true")
+    assert usage.returncode == 2 and "only run with --golden" in usage.stderr

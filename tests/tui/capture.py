@@ -25,6 +25,17 @@ import httpx
 
 FIXTURE = Path(__file__).with_name("fixtures") / "api.json"
 PLACEMENT = {"gpus": "4", "max_latency_ms": "100", "client_rtt_ms": "1.2"}
+GOLDEN = {"gpus": 4, "max_latency_ms": 100.0, "client_rtt_ms": 1.2, "top": 3}
+
+
+def capture_golden(info: dict[str, Any]) -> Any:
+    """``POST /v1/placement/golden`` as the demo user (a run needs a user in the inventory)."""
+    with httpx.Client(
+        base_url=info["api_url"],
+        headers={"Authorization": f"Bearer {info['user_token']}"},
+        timeout=90,
+    ) as user_api:
+        return user_api.post("/v1/placement/golden", json=GOLDEN).json()
 
 
 def _demo(state: Path, *args: str) -> None:
@@ -79,6 +90,7 @@ def capture(state: Path) -> dict[str, Any]:
             "/v1/sessions?live=true": api.get("/v1/sessions", params={"live": "true"}).json(),
             "/v1/sessions": api.get("/v1/sessions").json(),
             "/v1/placement": api.get("/v1/placement", params=PLACEMENT).json(),
+            "/v1/placement/golden": capture_golden(info),
             "/v1/audit": api.get("/v1/audit", params={"limit": "200"}).json(),
             "/v1/recordings": api.get(f"/v1/recordings/{cast_id}").text,
         }
@@ -94,8 +106,13 @@ def capture(state: Path) -> dict[str, Any]:
 
 
 def main() -> int:
+    only = sys.argv[1:]  # e.g. /v1/placement/golden: refresh those keys, keep the rest
     with tempfile.TemporaryDirectory(prefix="gpuhop-capture-") as tmp:
         data = capture(Path(tmp))
+    if only:
+        kept = json.loads(FIXTURE.read_text())
+        kept.update({k: data[k] for k in only})
+        data = kept
     FIXTURE.parent.mkdir(parents=True, exist_ok=True)
     FIXTURE.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     print(f"wrote {FIXTURE}")

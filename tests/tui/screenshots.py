@@ -66,6 +66,8 @@ async def shoot(size: tuple[int, int]) -> list[Path]:
         first = screen.result
         await pilot.press("f", "backspace", "4", "tab", "tab", *"100", "enter", "escape")
         await _until(pilot, lambda: screen.result is not first)
+        await pilot.press("ctrl+g")
+        await _until(pilot, lambda: screen.golden is not None)
         await pilot.pause()
         save("placement")
         await pilot.press("4")

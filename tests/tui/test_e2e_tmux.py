@@ -119,9 +119,9 @@ def test_open_a_shell_from_the_tui_and_see_its_cost(
             assert injected <= float(ms) < injected + 60, screen
 
         tmux.keys("Enter")  # a shell on sg-a100-1, through the gateway, in this terminal
-        # The line wraps at the pane's width when the interpreter's path is long.
+        # The line wraps at the pane's width (mid-word) when the interpreter's path is long.
         tmux.wait(
-            lambda s: "exit the shell to come back" in " ".join(s.split()),
+            lambda s: "exittheshelltocomeback" in "".join(s.split()),
             20,
             "the app steps aside",
         )

@@ -245,9 +245,17 @@ async def test_placement_ranks_and_explains_exclusions(stack: TuiStack) -> None:
         assert excluded.row_count == 2  # type: ignore[attr-defined]
         verdict = str(placement.query_one("#verdict").render())
         assert "sg-1" in verdict
-        # the golden test is shown but disabled, with the reason on screen
-        assert placement.check_action("golden", ()) is None
-        assert "not available" in str(placement.query_one("#golden").render())
+        # the golden test: the gateway runs its probe job on the candidate, side by side
+        await pilot.press("escape", "ctrl+g")
+        await until(pilot, lambda: placement.golden is not None, timeout=60)
+        golden = placement.golden
+        assert golden is not None and "nvidia-smi" in golden.command
+        [run] = golden.hosts
+        assert (run.name, run.status, run.exit_status, len(run.gpus)) == ("sg-1", "ok", 0, 2)
+        assert run.seconds > 0 and run.measured_cost > 0
+        table = placement.query_one("#golden-results")
+        assert table.row_count == 1  # type: ignore[attr-defined]
+        assert "1/1 ran it" in str(placement.query_one("#golden").render())
 
 
 async def test_environments_list_images_with_fingerprints(stack: TuiStack) -> None:

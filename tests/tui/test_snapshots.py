@@ -102,6 +102,8 @@ def test_placement(snap_compare: Snap, size: tuple[int, int]) -> None:
         first = screen.result
         await pilot.press("f", "backspace", "4", "tab", "tab", *"100", "enter", "escape")
         await until(pilot, lambda: screen.result is not first, 10, "ranked again")
+        await pilot.press("ctrl+g")
+        await until(pilot, lambda: screen.golden is not None, 10, "golden test")
         await pilot.pause()
 
     assert shot(snap_compare, snapshot_app(), terminal_size=size, run_before=ready)

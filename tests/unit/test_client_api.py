@@ -19,7 +19,16 @@ import jsonschema  # type: ignore[import-untyped, unused-ignore]
 import pytest
 from pydantic import BaseModel
 
-from client.api import Certificate, GatewayApi, GatewayInfo, HostInfo, Me, _ErrorDetail
+from client.api import (
+    Certificate,
+    GatewayApi,
+    GatewayInfo,
+    Golden,
+    GoldenHost,
+    HostInfo,
+    Me,
+    _ErrorDetail,
+)
 from client.errors import ClientError, GatewayUnavailable, PolicyDenied, TokenRejected
 from client.settings import Secret
 
@@ -33,6 +42,8 @@ CONTRACT: list[tuple[type[BaseModel], str]] = [
     (GatewayInfo, "GatewayInfo"),
     (Certificate, "CertificateOut"),
     (_ErrorDetail, "ErrorDetail"),
+    (GoldenHost, "GoldenHostOut"),
+    (Golden, "GoldenOut"),
 ]
 
 ME = {

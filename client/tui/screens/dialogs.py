@@ -37,7 +37,7 @@ HELP = """\
 [b]Placement[/b]
   f            edit the constraints; Enter ranks, Esc leaves the form
   ctrl+r       rank again
-  ctrl+g       golden test on the candidates (needs a gateway endpoint; not yet)
+  ctrl+g       golden test: a short job on the best 3 hosts, measured beside the prediction
 
 [b]Environments[/b]
   r            read images/ again

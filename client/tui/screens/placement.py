@@ -1,4 +1,9 @@
-"""Placement: constraints in, hosts ranked out, and why each other host is excluded."""
+"""Placement: constraints in, hosts ranked out, and why each other host is excluded.
+
+ctrl+g runs the golden test: the gateway runs its short probe job on the best
+three hosts at once (GPUs leased for the run) and the table below shows each
+host's prediction beside what it measured.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,24 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Footer, Input, Label, Static
 
-from client.tui.data import Constraints, Placement
-from client.tui.messages import PlacementLoaded
+from client.tui.data import Constraints, Golden, Placement
+from client.tui.messages import GoldenLoaded, PlacementLoaded
 from client.tui.screens.base import GpuhopScreen
-from client.tui.views import EXCLUDED_COLUMNS, RANKED_COLUMNS, excluded_rows, ranked_rows
+from client.tui.views import (
+    EXCLUDED_COLUMNS,
+    GOLDEN_COLUMNS,
+    RANKED_COLUMNS,
+    excluded_rows,
+    golden_rows,
+    ranked_rows,
+)
 from client.tui.widgets.table import LiveTable
 
-GOLDEN_UNAVAILABLE = (
-    "Golden test (ctrl+g): not available yet. It needs a gateway endpoint that runs "
-    "a probe job on each candidate; the gateway does not offer one."
+GOLDEN_HINT = (
+    "Golden test (ctrl+g): run a short job on the best 3 hosts and compare measured "
+    "time and cost with the prediction."
 )
+GOLDEN_TOP = 3
 
 FIELDS = (
     ("gpus", "GPUs", "1", "integer", "0-1024"),
@@ -40,6 +53,7 @@ class PlacementScreen(GpuhopScreen):
     def __init__(self) -> None:
         super().__init__()
         self.result: Placement | None = None
+        self.golden: Golden | None = None
 
     def compose(self) -> ComposeResult:
         yield self.nav()
@@ -56,7 +70,8 @@ class PlacementScreen(GpuhopScreen):
         yield Static("Set constraints, then Enter.", id="verdict")
         yield LiveTable(RANKED_COLUMNS, unique="host", id="ranked")
         yield LiveTable(EXCLUDED_COLUMNS, unique="host", id="excluded")
-        yield Static(f"[dim]{GOLDEN_UNAVAILABLE}[/dim]", id="golden")
+        yield Static(f"[dim]{GOLDEN_HINT}[/dim]", id="golden")
+        yield LiveTable(GOLDEN_COLUMNS, unique="host", id="golden-results")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -70,11 +85,6 @@ class PlacementScreen(GpuhopScreen):
 
     def action_leave_form(self) -> None:
         self.query_one("#ranked", LiveTable).focus()
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "golden":
-            return None  # shown, but disabled: see GOLDEN_UNAVAILABLE
-        return True
 
     def constraints(self) -> Constraints:
         """The form's values; a field that does not parse counts as empty."""
@@ -106,7 +116,40 @@ class PlacementScreen(GpuhopScreen):
         self.rank(self.constraints())
 
     def action_golden(self) -> None:
-        self.notify(GOLDEN_UNAVAILABLE, severity="warning")
+        constraints = self.constraints()
+        self.query_one("#golden", Static).update(
+            f"Golden test running on the best {GOLDEN_TOP} hosts for {constraints.gpus} GPU(s)…"
+        )
+        self.run_golden(constraints)
+
+    @work(exclusive=True, group="golden")
+    async def run_golden(self, constraints: Constraints) -> None:
+        data = self.gpuhop.data
+        if data is None:
+            return
+        result = await self.call("golden test", data.golden(constraints, GOLDEN_TOP))
+        if result is None:
+            self.query_one("#golden", Static).update("[red]Golden test failed[/red] (see notice)")
+            return
+        self.post_message(GoldenLoaded(result))
+
+    @on(GoldenLoaded)
+    def _golden_loaded(self, message: GoldenLoaded) -> None:
+        self.golden = message.golden
+        hosts = message.golden.hosts
+        self.query_one("#golden-results", LiveTable).sync(golden_rows(hosts))
+        ok = [h for h in hosts if h.status == "ok"]
+        if not hosts:
+            verdict = "[red]Golden test: no host qualifies[/red]"
+        elif ok:
+            fastest = min(ok, key=lambda h: h.seconds)
+            verdict = (
+                f"Golden test: [b]{len(ok)}/{len(hosts)}[/b] ran it; fastest "
+                f"[b]{fastest.name}[/b] {fastest.seconds:.2f} s"
+            )
+        else:
+            verdict = f"[red]Golden test: no host ran it[/red] ({hosts[0].error})"
+        self.query_one("#golden", Static).update(verdict)
 
     @work(exclusive=True, group="placement")
     async def rank(self, constraints: Constraints) -> None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.auth import AnyCaller, Ctx
 from gateway.api.errors import ApiError
@@ -124,4 +124,126 @@ async def placement(
             for e in result.excluded
         ],
         weights={"cost": weights.cost, "latency": weights.latency, "sync": weights.sync},
+    )
+
+
+class GoldenIn(BaseModel):
+    """``POST /v1/placement/golden``: the placement constraints, and what to run."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    gpus: int = Field(1, ge=0, le=1024)
+    gpu_model: str = Field("", max_length=64)
+    max_latency_ms: float | None = Field(None, gt=0)
+    max_price: float | None = Field(None, ge=0)
+    data: str | None = Field(None, max_length=64)
+    hours: float = Field(1.0, gt=0, le=10_000)
+    """How long the real job would run: the predicted cost is for this long."""
+    client_rtt_ms: float = Field(0.0, ge=0, le=60_000)
+    top: int = Field(3, ge=1, le=8)
+    """How many of the best-ranked hosts run it."""
+    command: str | None = Field(None, min_length=1, max_length=4096)
+    """Shell command run on each host; default: the gateway's ``golden_command``."""
+    timeout_s: float = Field(60.0, gt=0, le=600)
+    """A host whose command has not ended by then is reported as ``timeout``."""
+
+
+class GoldenHostOut(BaseModel):
+    model_config = _OUT
+
+    rank: int
+    name: str
+    region: str
+    predicted_cost: float
+    """From the ranking: GPUs x price x ``hours`` (+ expected egress)."""
+    predicted_latency_ms: float
+    price_per_gpu_hour: float
+    currency: str
+    status: Literal["ok", "failed", "denied", "no_gpus", "timeout", "unreachable"]
+    exit_status: int | None
+    seconds: float
+    """Wall time of the command there, as the gateway saw it."""
+    measured_cost: float
+    """What those seconds cost at the host's price with the GPUs leased."""
+    gpus: list[int]
+    """The GPUs leased for the run (nvidia-smi indices)."""
+    output: list[str]
+    """The last lines of its output (at most 8)."""
+    error: str
+
+
+class GoldenOut(BaseModel):
+    model_config = _OUT
+
+    command: str
+    hosts: list[GoldenHostOut]
+    """The candidates in rank order, each with its prediction beside its measurement."""
+    excluded: list[ExcludedOut]
+
+
+@router.post("/placement/golden", response_model=GoldenOut)
+async def golden(ctx: Ctx, caller: AnyCaller, body: GoldenIn) -> GoldenOut:
+    """Run a short command on the best-ranked hosts at once and report measured time and
+    cost beside the prediction, before a long job is committed. Policy-checked,
+    GPUs leased for the run, audited as ``placement.golden`` per host."""
+    if ctx.live is None or ctx.golden is None:
+        raise ApiError(503, "no_live_state", "the golden test needs the gateway's live state")
+    principal = caller.principal
+    if principal is None:
+        raise ApiError(403, "forbidden", f"{caller.user} is not a user in the inventory")
+    dataset = None
+    if body.data:
+        dataset = ctx.live.datasets.get(body.data)
+        if dataset is None:
+            raise ApiError(404, "unknown_dataset", f"no data set named {body.data!r}")
+    try:
+        want = Constraints(
+            gpus=body.gpus,
+            gpu_model=body.gpu_model,
+            max_latency_ms=body.max_latency_ms,
+            max_price=body.max_price,
+            dataset=dataset,
+            hours=body.hours,
+            client_rtt_ms=body.client_rtt_ms,
+        )
+    except ValueError as exc:
+        raise ApiError(422, "bad_constraints", str(exc)) from exc
+    ranked = await ctx.live.place(principal, want, Weights())
+    candidates = ranked.ranked[: body.top]
+    hosts = [ctx.inventory.host(r.name) for r in candidates]
+    command = body.command or ctx.golden.default_command
+    results = await ctx.golden.run(
+        principal, [h for h in hosts if h is not None], command, body.gpus, body.timeout_s
+    )
+    by_name = {r.host: r for r in results}
+    out: list[GoldenHostOut] = []
+    for r in candidates:
+        got = by_name.get(r.name)
+        if got is None:
+            continue  # left the inventory between ranking and running
+        out.append(
+            GoldenHostOut(
+                rank=r.rank,
+                name=r.name,
+                region=r.region,
+                predicted_cost=round(r.expected_cost, 6),
+                predicted_latency_ms=round(r.latency_ms, 3),
+                price_per_gpu_hour=r.price_per_gpu_hour,
+                currency=r.currency,
+                status=got.status,
+                exit_status=got.exit_status,
+                seconds=round(got.seconds, 3),
+                measured_cost=got.cost,
+                gpus=list(got.gpus),
+                output=list(got.output),
+                error=got.error,
+            )
+        )
+    return GoldenOut(
+        command=command,
+        hosts=out,
+        excluded=[
+            ExcludedOut(name=e.name, region=e.region, reasons=list(e.reasons))
+            for e in ranked.excluded
+        ],
     )
