@@ -37,6 +37,7 @@ from client.errors import (
 from client.settings import is_loopback_url, normalize_url
 from client.tui.data import GatewayData, Me
 from client.tui.envs import env_names, images_dir
+from client.tui.envsync import EnvBackend
 from client.tui.format import RttWindow
 from client.tui.messages import ApiFailed, ApiRecovered, MeLoaded, ShellSummary
 from client.tui.screens.audit import AuditScreen
@@ -95,6 +96,7 @@ class GpuhopApp(App[None]):
         refresh_s: float = 1.0,
         images: Path | None = None,
         shell_runner: ShellRunner | None = None,
+        env_backend: EnvBackend | None = None,
         theme: str = "textual-dark",
     ) -> None:
         super().__init__()
@@ -108,6 +110,7 @@ class GpuhopApp(App[None]):
         self._transport = transport
         self._timer = timer
         self._shell_runner = shell_runner or self._run_in_terminal
+        self._env_backend = env_backend
         self._last_notice: tuple[str, float] = ("", 0.0)
         self.data: GatewayData | None = None
         self._login_error: ClientError | None = None
@@ -119,6 +122,15 @@ class GpuhopApp(App[None]):
                 self.data = self._client(url, secret)
             except ClientError as exc:
                 self._login_error = exc
+
+    def env_backend(self) -> EnvBackend:
+        """The gateway (and local Docker) for environment status and pushes, made on first
+        use from ``gpuhop login``; a ``ClientError`` says what is missing."""
+        if self._env_backend is None:
+            from client.tui.envsync import default_backend
+
+            self._env_backend = default_backend()
+        return self._env_backend
 
     # -- connection --
 

@@ -2,14 +2,15 @@
 
 Blocking file reads, run from a thread worker. The fingerprint is computed by
 ``client.envs.fingerprint`` without a Docker engine when every base image is
-pinned by digest (``FROM image@sha256:...``); otherwise it needs an engine to
-resolve the base, and the row says so. Whether each host has the environment
-needs the gateway to report host images, which it does not yet: "unknown".
+pinned by digest (``FROM image@sha256:...``); otherwise the local Docker engine
+resolves the base (as ``gpuhop env build`` does), and without one the row says
+why it has no fingerprint. Which hosts have it: ``client.tui.envsync``.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,10 +55,23 @@ def env_names(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if (p / "Dockerfile").is_file())
 
 
-def load_envs(root: Path) -> list[EnvRow]:
-    """Every environment under ``root`` with its fingerprint (or the reason it has none)."""
+def load_envs(root: Path, resolve_base: Callable[[str], str] | None = None) -> list[EnvRow]:
+    """Every environment under ``root`` with its fingerprint (or the reason it has none).
+
+    ``resolve_base(ref)`` gives a base image's ID from the local engine, as a
+    build would; it raises ``ClientError`` when it cannot. Without it, or when it
+    cannot, a base pinned by digest stands for itself.
+    """
     from client.envs.fingerprint import fingerprint
     from client.envs.spec import load_env
+
+    def resolve(ref: str) -> str:
+        if resolve_base is not None:
+            try:
+                return resolve_base(ref)
+            except ClientError:
+                pass
+        return _pinned_only(ref)
 
     rows: list[EnvRow] = []
     for name in env_names(root):
@@ -67,9 +81,9 @@ def load_envs(root: Path) -> list[EnvRow]:
             rows.append(EnvRow(name, "", 0, "—", error=str(exc)))
             continue
         try:
-            fp = fingerprint(spec, _pinned_only)
+            fp = fingerprint(spec, resolve)
         except _Unpinned as exc:
-            fp, err = "—", f"base {exc} is not pinned by digest: needs an engine to resolve"
+            fp, err = "—", f"base {exc} is not pinned by digest and not in the local engine"
         except OSError as exc:
             fp, err = "—", f"cannot read build inputs: {exc}"
         else:

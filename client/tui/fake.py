@@ -15,11 +15,16 @@ from __future__ import annotations
 import itertools
 import json
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from client.envs.build import LABEL_ENV, LABEL_FINGERPRINT, env_ref
+from client.envs.remote import HostImages, RemoteImage
+from client.envs.sync import PushReport
+from client.errors import ClientError
 
 GPU_MODELS = (
     ("NVIDIA A100-SXM4-80GB", 8, 2.10),
@@ -130,3 +135,41 @@ def synthetic_hosts(n: int, *, seed: int = 1) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+class ReplayEnvBackend:
+    """Host images for the Environments screen from fixed data (snapshots, screenshots).
+
+    ``images`` maps a host to ``(env name, fingerprint)`` pairs it holds as
+    ``gpuhop/NAME``, or to a string: why the host could not be asked.
+    """
+
+    def __init__(self, images: Mapping[str, Sequence[tuple[str, str]] | str]) -> None:
+        self.images = dict(images)
+
+    async def host_images(self, hosts: Sequence[str]) -> dict[str, HostImages]:
+        out: dict[str, HostImages] = {}
+        for n, host in enumerate(hosts):
+            held = self.images.get(host, ())
+            if isinstance(held, str):
+                out[host] = HostImages(host, error=held)
+                continue
+            out[host] = HostImages(
+                host,
+                tuple(
+                    RemoteImage(
+                        f"sha256:{n:02d}{i:062d}",
+                        (env_ref(name),),
+                        (),
+                        {LABEL_ENV: name, LABEL_FINGERPRINT: fp},
+                    )
+                    for i, (name, fp) in enumerate(held)
+                ),
+            )
+        return out
+
+    async def push(self, name: str, hosts: Sequence[str], progress: Any) -> PushReport:
+        raise ClientError("pushing is not possible in a replay")
+
+    def resolve_base(self, ref: str) -> str:
+        raise ClientError("no local engine in a replay")

@@ -47,6 +47,28 @@ class PlacementLoaded(Message):
 
 
 @dataclass
+class EnvStatusLoaded(Message):
+    """Per environment, per host: in sync / drift / missing / error (and the errors)."""
+
+    states: dict[str, dict[str, str]]
+    errors: dict[str, str]
+
+
+@dataclass
+class PushProgress(Message):
+    sent: int
+    total: int | None
+    rate: float
+    done: bool
+
+
+@dataclass
+class PushDone(Message):
+    env: str
+    results: tuple[tuple[str, str, str], ...]  # (host, status, error)
+
+
+@dataclass
 class GoldenLoaded(Message):
     golden: Golden
 

@@ -17,7 +17,8 @@ from typing import Any
 
 from client.tui.app import GpuhopApp
 from client.tui.data import SessionView
-from client.tui.fake import FakeGateway, fixed_rtt_timer
+from client.tui.envs import load_envs
+from client.tui.fake import FakeGateway, ReplayEnvBackend, fixed_rtt_timer
 from client.tui.screens.dialogs import SummaryScreen
 from tests.tui.stack import repo_root
 
@@ -33,6 +34,18 @@ async def _until(pilot: Any, predicate: Any, timeout: float = 10.0) -> None:
     raise SystemExit(f"screenshot: condition not met: {predicate}")
 
 
+def _replay_envs() -> ReplayEnvBackend:
+    """Host images for the Environments shot: one host in sync, one drifted, one without Docker."""
+    first = load_envs(Path("images"))[0]
+    return ReplayEnvBackend(
+        {
+            "sg-a100-1": [(first.name, first.fingerprint)],
+            "my-h100-1": [(first.name, "sha256:" + "0" * 64)],
+            "ae-h200-1": "ae-h200-1: docker is not installed there",
+        }
+    )
+
+
 async def shoot(size: tuple[int, int]) -> list[Path]:
     fake = FakeGateway.recorded(FIXTURE)
     app = GpuhopApp(
@@ -42,6 +55,7 @@ async def shoot(size: tuple[int, int]) -> list[Path]:
         timer=fixed_rtt_timer(1.2),
         refresh_s=3600,
         images=Path("images"),
+        env_backend=_replay_envs(),
     )
     written: list[Path] = []
 
@@ -72,7 +86,8 @@ async def shoot(size: tuple[int, int]) -> list[Path]:
         save("placement")
         await pilot.press("4")
         screen = app.screen
-        await _until(pilot, lambda: len(screen.envs) >= 2)
+        await _until(pilot, lambda: len(screen.envs) >= 2 and screen.status_loaded)
+        await pilot.pause()
         save("environments")
         await pilot.press("5")
         screen = app.screen

@@ -19,7 +19,8 @@ from textual.pilot import Pilot
 
 from client.tui.app import GpuhopApp
 from client.tui.data import SessionView
-from client.tui.fake import FakeGateway, fixed_rtt_timer
+from client.tui.envs import load_envs
+from client.tui.fake import FakeGateway, ReplayEnvBackend, fixed_rtt_timer
 from client.tui.screens.dialogs import SummaryScreen
 from tests.tui.conftest import until
 from tests.tui.stack import repo_root
@@ -39,6 +40,18 @@ def _at_repo_root(monkeypatch: pytest.MonkeyPatch) -> None:
             os.chmod(path, 0o644)  # fingerprints include permission bits; git keeps only x
 
 
+def replay_envs() -> ReplayEnvBackend:
+    """Host images for the Environments screen: in sync, drifted, and a host without Docker."""
+    first = load_envs(IMAGES)[0]
+    return ReplayEnvBackend(
+        {
+            "sg-a100-1": [(first.name, first.fingerprint)],
+            "my-h100-1": [(first.name, "sha256:" + "0" * 64)],
+            "ae-h200-1": "ae-h200-1: docker is not installed there",
+        }
+    )
+
+
 def snapshot_app(theme: str = "textual-dark") -> GpuhopApp:
     fake = FakeGateway.recorded(FIXTURES / "api.json")
     return GpuhopApp(
@@ -48,6 +61,7 @@ def snapshot_app(theme: str = "textual-dark") -> GpuhopApp:
         timer=fixed_rtt_timer(1.2),
         refresh_s=3600,
         images=IMAGES,
+        env_backend=replay_envs(),
         theme=theme,
     )
 
@@ -111,7 +125,7 @@ def test_placement(snap_compare: Snap, size: tuple[int, int]) -> None:
 
 @pytest.mark.parametrize("size", SIZES)
 def test_environments(snap_compare: Snap, size: tuple[int, int]) -> None:
-    ready = on("environments", lambda s: len(s.envs) == 3)
+    ready = on("environments", lambda s: len(s.envs) == 3 and s.status_loaded)
     assert shot(snap_compare, snapshot_app(), terminal_size=size, run_before=ready)
 
 

@@ -181,3 +181,26 @@ def test_summarize_audit_data() -> None:
         "host=sg-1 gpus=2 cost_usd=0.1235"
     )
     assert summarize({"pid": 1}) == "pid=1"
+
+
+def test_host_states_compare_fingerprints_by_environment_tag() -> None:
+    from client.envs.build import LABEL_ENV, LABEL_FINGERPRINT, env_ref
+    from client.envs.remote import HostImages, RemoteImage
+    from client.tui.envs import EnvRow
+    from client.tui.envsync import host_states
+
+    envs = [EnvRow("app", "", 0, "sha256:aa"), EnvRow("other", "", 0, "sha256:bb")]
+
+    def image(name: str, fp: str, tag: str = "") -> RemoteImage:
+        labels = {LABEL_ENV: name, LABEL_FINGERPRINT: fp}
+        return RemoteImage("sha256:" + "1" * 64, (tag or env_ref(name),), (), labels)
+
+    remote = {
+        "sg-1": HostImages("sg-1", (image("app", "sha256:aa"), image("other", "sha256:old"))),
+        "my-1": HostImages("my-1", (image("app", "sha256:aa", tag="someone/else:1"),)),
+        "ae-1": HostImages("ae-1", error="denied: no role"),
+    }
+    assert host_states(envs, remote) == {
+        "app": {"sg-1": "in sync", "my-1": "missing", "ae-1": "error"},
+        "other": {"sg-1": "drift", "my-1": "missing", "ae-1": "error"},
+    }

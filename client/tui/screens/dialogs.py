@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, OptionList, Static
+from textual.widgets import Button, Input, OptionList, SelectionList, Static
 from textual.widgets.option_list import Option
 
 from client.tui.data import SessionView
@@ -40,7 +40,8 @@ HELP = """\
   ctrl+g       golden test: a short job on the best 3 hosts, measured beside the prediction
 
 [b]Environments[/b]
-  r            read images/ again
+  r            read images/ and the hosts' images again
+  p            push the selected environment to hosts (only missing layers travel)
 
 [b]Audit[/b] (admins)
   /            filter by kind or actor; n next page; r reload
@@ -134,6 +135,36 @@ class EnvPicker(ModalScreen[str | None]):
     @on(OptionList.OptionSelected)
     def _chosen(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(event.option.id or "")
+
+
+class HostPicker(ModalScreen[list[str] | None]):
+    """Which hosts to push an environment to: space toggles, Enter pushes, Esc cancels."""
+
+    BINDINGS = [
+        Binding("escape", "dismiss(None)", "Cancel"),
+        Binding("enter", "push", "Push", priority=True),
+    ]
+
+    def __init__(self, env: str, hosts: list[tuple[str, str]], chosen: set[str]) -> None:
+        super().__init__()
+        self.env, self.hosts, self.chosen = env, hosts, chosen
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(
+                f"Push [b]{self.env}[/b] to (space toggles, Enter pushes):", classes="question"
+            )
+            yield SelectionList[str](
+                *(
+                    (f"{name}  [dim]{state}[/dim]", name, name in self.chosen)
+                    for name, state in self.hosts
+                ),
+                id="targets",
+            )
+
+    def action_push(self) -> None:
+        selected = list(self.query_one("#targets", SelectionList).selected)
+        self.dismiss([str(h) for h in selected] or None)
 
 
 class SummaryScreen(ModalScreen[None]):
