@@ -231,8 +231,15 @@ class StagedHost:
         await asyncio.gather(*(self._worker(conn) for _ in range(count)))
 
     async def _extra_lane(self) -> None:
-        """A fresh connection's workers; a connection that fails leaves the work to the others."""
-        if self.connect_extra is None or self._finished():
+        """A fresh connection's workers; a connection that fails leaves the work to the others.
+
+        Opened only once the archive outgrows what the pooled connection's channels
+        take in one round (a one-layer re-push never pays for extra logins).
+        """
+        policy = self.policy
+        one_round = policy.per_connection * policy.chunk_size
+        await self.spool.wait_for(one_round + 1)
+        if self.connect_extra is None or self._finished() or self.spool.size <= one_round:
             return
         try:
             conn = await self.connect_extra()

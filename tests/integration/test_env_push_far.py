@@ -4,7 +4,7 @@ A real gateway in front of two OpenSSH hosts with private ``dockerd`` engines:
 ``sg-1`` on plain loopback (fed from the gateway's tee) and ``ae-1`` behind a
 60 ms userspace delay proxy (staged: spooled at the gateway, sent in chunks
 over several channels, loaded in one go). ``ae-2`` is far too, but its
-staging directory is on a 2 MiB tmpfs.
+staging directory is on a 1 MiB tmpfs (smaller than a chunk).
 """
 
 from __future__ import annotations
@@ -49,6 +49,9 @@ pytestmark = [pytest.mark.docker, pytest.mark.openssh, pytest.mark.slow]
 BASE = "gpuhop-test/base:1"
 NEAR, FAR, FULL = "sg-1", "ae-1", "ae-2"
 RTT_MS = 60
+STAGING = """env_push_chunk_mib = 2
+env_push_streams_per_connection = 2
+env_push_connections = 3"""
 ROLES = """
 [[roles]]
 name = "pusher"
@@ -113,12 +116,13 @@ def far(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Far]:
     names = ("local", NEAR, FAR)
     daemons = {n: Dockerd(f"far-{n}") for n in names}
     root = tmp_path_factory.mktemp("envfar")
-    stack = GatewayStack(root)
+    # Small chunks and lanes, so modest images show the fresh connections joining.
+    stack = GatewayStack(root, extra_gateway=STAGING)
     proxies: list[ThreadedDelayProxy] = []
     tiny = root / "tiny"
     tiny.mkdir()
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(tiny)]
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(tiny)]
     ).returncode
     caches = {NEAR: root / "cache-near", FAR: root / "cache-far", FULL: tiny}
     try:
@@ -181,6 +185,26 @@ def test_a_far_host_is_staged_over_parallel_streams_and_a_near_one_fed_from_the_
     assert far.staged(FAR, image_id) == []  # the staging directory is gone after the load
 
 
+def test_a_large_push_to_a_far_host_spreads_over_fresh_connections(far: Far) -> None:
+    write_env(far.images, "large", deps_mb=40, seed=13, source=False)
+    image_id = build(far, "large")
+    ref = env_ref("large")
+
+    report = far.push(ref, hosts=(FAR,))
+
+    assert [t.status for t in report.targets] == ["loaded"]
+    assert far.host_id(FAR, ref) == image_id
+    [done] = wait_events(far, "env.push", 1, image_id=image_id, result="loaded")
+    assert done["streams"] == 6, done  # 3 connections x 2 channels
+
+    write_env(far.images, "small", deps_mb=1, seed=14, source=False)
+    small_id = build(far, "small")
+    far.push(env_ref("small"), hosts=(FAR,))
+    [small] = wait_events(far, "env.push", 1, image_id=small_id, result="loaded")
+    assert small["streams"] == 2, small  # one round of the pooled connection: no extra logins
+    assert done["bytes_to_host"] == report.link_bytes
+
+
 def test_a_cut_off_staged_push_keeps_the_old_image_and_the_retry_sends_only_the_rest(
     far: Far,
 ) -> None:
@@ -202,7 +226,7 @@ def test_a_cut_off_staged_push_keeps_the_old_image_and_the_retry_sends_only_the_
     )  # fmt: skip
     assert child.returncode == -signal.SIGKILL, child.stderr
     [aborted] = wait_events(far, "env.push", 1, image_id=new_id, result="aborted")
-    assert aborted["host"] == FAR and aborted["bytes_to_host"] >= 8 * 1024 * 1024, aborted
+    assert aborted["host"] == FAR and aborted["bytes_to_host"] >= 4 * 1024 * 1024, aborted
     assert far.host_id(FAR, ref) == old_id
     assert new_id not in far.hosts[FAR].api.images(all=True, quiet=True)
     kept = [n for n in far.staged(FAR, new_id) if ".part." not in n]
@@ -213,7 +237,7 @@ def test_a_cut_off_staged_push_keeps_the_old_image_and_the_retry_sends_only_the_
     assert [t.status for t in report.targets] == ["loaded"]
     assert far.host_id(FAR, ref) == new_id
     [done] = wait_events(far, "env.push", 1, image_id=new_id, result="loaded")
-    assert done["resumed_bytes"] >= 8 * 1024 * 1024, done
+    assert done["resumed_bytes"] >= 4 * 1024 * 1024, done
     assert done["bytes_to_host"] + done["resumed_bytes"] == report.link_bytes, done
     assert far.staged(FAR, new_id) == []
 
@@ -235,3 +259,4 @@ def test_a_full_disk_on_a_far_host_is_one_line_and_the_others_still_load(far: Fa
     failed = wait_events(far, "env.push", 1, image_id=image_id, host=FULL)
     assert failed and failed[0]["result"] == "failed"
     assert os.statvfs(far.caches[FULL]).f_bfree > 0  # the partial chunk was removed
+    assert not list(far.caches[FULL].rglob("*.part.*"))
