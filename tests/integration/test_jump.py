@@ -385,6 +385,9 @@ def test_failed_logins_are_rate_limited(tmp_path: Path) -> None:
         # Now even a good key from that address is turned away for auth_ban_s.
         result = s.run(s.gateway_command(s.users["alice"], "true"))
         assert result.returncode == 255
+        deadline = time.monotonic() + 10  # the refusal is audited just after it is sent
+        while not s.audit_events("auth.ratelimited") and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert s.audit_events("auth.ratelimited")
     finally:
         s.close()
