@@ -24,7 +24,15 @@ import httpx
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from client import __version__
-from client.errors import ClientError, GatewayUnavailable, PolicyDenied, TokenRejected
+from client.errors import (
+    AdminRefused,
+    ClientError,
+    GatewayUnavailable,
+    HostLost,
+    NotFound,
+    PolicyDenied,
+    TokenRejected,
+)
 from client.settings import Secret
 
 _WIRE = ConfigDict(extra="ignore", frozen=True)
@@ -139,6 +147,7 @@ class GoldenHost(BaseModel):
     status: str  # ok, failed, denied, no_gpus, timeout, unreachable
     exit_status: int | None
     seconds: float
+    rtt_ms: float | None = None  # the round trip on the connection it ran over
     measured_cost: float
     gpus: list[int]
     output: list[str]
@@ -246,6 +255,14 @@ class GatewayApi:
         )
         return self._model(Golden, response)
 
+    def call(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        """One request, errors translated as everywhere here (for ``client.admin``)."""
+        return self._request(method, path, **kw)
+
+    def parse(self, model: type[M], response: httpx.Response) -> M:
+        """``response``'s body as ``model``, or one ``ClientError``."""
+        return self._model(model, response)
+
     # -- plumbing --
 
     def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
@@ -274,6 +291,10 @@ class GatewayApi:
             return PolicyDenied(f"{path}: {message}")
         if status == 429:
             return GatewayUnavailable(f"{path}: rate limited ({message}); try again later")
+        if path.startswith("/v1/admin"):
+            admin = _admin_error(status, f"{path}: {message}")
+            if admin is not None:
+                return admin
         if status >= 500:
             return GatewayUnavailable(f"{path}: the gateway failed ({code or status}: {message})")
         return ClientError(f"{path}: {code or status}: {message}")
@@ -290,3 +311,14 @@ class GatewayApi:
         return ClientError(
             f"{path}: unexpected response from the gateway ({where}: {first['msg']})"
         )
+
+
+def _admin_error(status: int, message: str) -> ClientError | None:
+    """``/v1/admin`` refusals: no such entry (66), a refused change (65), an unreachable host."""
+    if status == 404:
+        return NotFound(message)
+    if status in (409, 422):
+        return AdminRefused(message)
+    if status == 502:
+        return HostLost(message)
+    return None

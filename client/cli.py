@@ -615,7 +615,7 @@ def pick(
             t0 = time.perf_counter()
             api.me()
             samples.append((time.perf_counter() - t0) * 1000)
-        result = api.placement(
+        constraints: dict[str, Any] = dict(
             gpus=gpus,
             gpu_model=gpu_model,
             max_latency_ms=max_latency,
@@ -629,23 +629,18 @@ def pick(
             w_latency=w_latency,
             w_sync=w_sync,
         )
-        if golden:
+        if golden:  # the same ranking, then the job on its best --top hosts
             measured = api.golden(
                 timeout_s=timeout_s,
-                gpus=gpus,
-                gpu_model=gpu_model,
-                max_latency_ms=max_latency,
-                max_price=max_price,
-                data=data,
-                hours=hours,
-                client_rtt_ms=round(min(samples), 3),
                 top=top,
                 command=shlex.join(command) if len(command) > 1 else "".join(command),
+                **constraints,
             )
             _show_golden(measured, as_json)
             if not any(h.status == "ok" for h in measured.hosts):
                 raise SystemExit(1)
             return
+        result = api.placement(**constraints)
     if as_json:
         click.echo(json.dumps(result.model_dump(mode="json"), indent=2))
         return
@@ -686,28 +681,38 @@ def _show_golden(result: Golden, as_json: bool) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    def ms(value: float) -> str:
+        return f"{value:.1f} ms" if value < 10 else f"{value:.0f} ms"
+
+    rows: list[tuple[list[str], str, str]] = []  # plain cells, result style, output
+    for h in result.hosts:
+        verdict = h.status if h.exit_status in (None, 0) else f"{h.status} ({h.exit_status})"
+        ran = h.status in ("ok", "failed", "timeout")
+        cells = [
+            str(h.rank),
+            h.name,
+            f"{h.predicted_cost:.2f} {h.currency}",
+            ms(h.predicted_latency_ms),
+            verdict,
+            f"{h.seconds:.2f} s" if ran else "-",
+            ms(h.rtt_ms) if h.rtt_ms is not None else "-",
+            f"{h.measured_cost:.6f}" if ran else "-",
+        ]
+        detail = h.error if h.status != "ok" else (h.output[-1] if h.output else "")
+        rows.append((cells, "green" if h.status == "ok" else "red", detail))
+    headers = ("#", "HOST", "PREDICTED", "LATENCY", "RESULT", "TIME", "RTT", "COST")
+    widths = [max([len(t), *(len(c[i]) for c, _, _ in rows)]) for i, t in enumerate(headers)]
     console = Console(highlight=False)
     console.print(f"golden test: [bold]{escape(result.command)}[/]")
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("#", "HOST", "REGION", "PREDICTED", "LATENCY", "RESULT", "TIME", "COST",
-                   "GPUS", "OUTPUT"):  # fmt: skip
-        table.add_column(column)
-    for h in result.hosts:
-        style = "green" if h.status == "ok" else "red"
-        verdict = h.status if h.exit_status in (None, 0) else f"{h.status} ({h.exit_status})"
-        detail = h.error if h.status != "ok" else (h.output[-1] if h.output else "")
-        table.add_row(
-            str(h.rank),
-            h.name,
-            h.region,
-            f"{h.predicted_cost:.2f} {h.currency}/job",
-            f"{h.predicted_latency_ms:.0f} ms",
-            f"[{style}]{verdict}[/]",
-            f"{h.seconds:.2f} s" if h.status in ("ok", "failed", "timeout") else "-",
-            f"{h.measured_cost:.4f}",
-            ",".join(str(g) for g in h.gpus) or "-",
-            escape(detail[:60]),
-        )
+    for column in headers:
+        table.add_column(column, no_wrap=True)
+    # The measured columns keep their width; the output gets what is left of the line.
+    room = max(8, console.width - sum(widths) - 2 * len(headers))
+    table.add_column("OUTPUT", no_wrap=True, overflow="ellipsis", max_width=room)
+    for cells, style, detail in rows:
+        cells[4] = f"[{style}]{cells[4]}[/]"
+        table.add_row(*cells, escape(detail))
     console.print(table)
     if not result.hosts:
         console.print("[red]no host qualifies[/]; see `gpuhop pick` for the reasons")
@@ -950,6 +955,15 @@ def env_status_cmd(docker_url: str, as_json: bool, hosts: tuple[str, ...]) -> No
         there, here = r.remote_fingerprint[:19] or "-", r.local_fingerprint[:19] or "-"
         detail = r.detail or f"{there:<20} local {here}"
         click.echo(f"{r.host:<16} {r.name:<20} {r.state:<12} {detail}")
+
+
+def _attach_admin() -> None:
+    from client.admin import admin
+
+    main.add_command(admin)
+
+
+_attach_admin()
 
 
 @main.group(invoke_without_command=True)

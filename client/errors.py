@@ -9,6 +9,9 @@
     │   └── TokenRejected       the gateway refused the token (expired, revoked, unknown)
     ├── HostNotFound            no such host, or none free in the region asked (exit 68, EX_NOHOST)
     ├── PolicyDenied            the gateway's policy refused the request (exit 77, EX_NOPERM)
+    ├── AdminRefused            an admin change was refused: invalid, duplicate, in use or
+    │                           declared in the gateway's config file (exit 65, EX_DATAERR)
+    ├── NotFound                ``gpuhop admin``: no such user, key, role, ... (exit 66)
     ├── HostLost                the host could not be reached, or stopped answering (exit 75)
     ├── SendFailed              the work directory could not be sent (exit 74, EX_IOERR)
     ├── JobTimedOut             ``gpuhop run --timeout`` passed; the job was killed (exit 124)
@@ -70,6 +73,18 @@ class PolicyDenied(ClientError):
     """The gateway's policy refused the request (exit 77, EX_NOPERM)."""
 
     exit_code = 77
+
+
+class AdminRefused(ClientError):
+    """The gateway refused an admin change; the line says why (exit 65, EX_DATAERR)."""
+
+    exit_code = 65
+
+
+class NotFound(ClientError):
+    """``gpuhop admin``: the user, key, role, team, ... does not exist (exit 66, EX_NOINPUT)."""
+
+    exit_code = 66
 
 
 class HostLost(ClientError):

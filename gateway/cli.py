@@ -246,6 +246,7 @@ def ca_sign(
 
     Principals are the user's name and the accounts their roles allow on hosts.
     """
+    from gateway.admindir import view_of
     from gateway.audit.store import open_store
     from gateway.keys import parse_public_key
     from gateway.models import Principal
@@ -254,7 +255,7 @@ def ca_sign(
 
     settings = load_settings(config_path)
     g = settings.gateway
-    inv = settings.inventory()
+    inv = view_of(config_path).inventory()  # config users and those admins added
     user = inv.user(user_name)
     if user is None:
         raise ConfigError(f"unknown user {user_name!r}")
@@ -403,9 +404,11 @@ def _attach_admin_commands() -> None:
         audit_show,
         audit_verify_export,
     )
+    from gateway.admindir import admin
 
     for command in (audit_ls, audit_show, audit_export, audit_verify_export, audit_replay):
         audit.add_command(command)
+    main.add_command(admin)
 
 
 _attach_admin_commands()

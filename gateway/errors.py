@@ -2,6 +2,11 @@
 
     GatewayError
     ├── ConfigError          a config file or value is wrong (one line: file, key, problem)
+    │   └── DirectoryError   an admin change to users, keys, roles, ... was refused
+    │       ├── DirectoryInvalid    the change is malformed or names what does not exist
+    │       ├── DirectoryNotFound   no such user, key, role, ... to change or remove
+    │       ├── DirectoryConflict   it exists already, is still in use, or raced another change
+    │       └── ConfigManaged       the entry comes from the config file: change it there
     ├── StorageError         the audit/storage backend failed
     │   └── ChainBroken      the audit hash chain does not verify
     ├── KeyMaterialError     a key or certificate cannot be read, made or used
@@ -26,6 +31,38 @@ class ConfigError(GatewayError):
     """A config file or value is wrong."""
 
     exit_code = 2
+
+
+class DirectoryError(ConfigError):
+    """An admin change to the directory was refused; ``code`` is the API error code."""
+
+    code = "invalid_request"
+    status = 422
+
+
+class DirectoryInvalid(DirectoryError):
+    """The change is malformed, or refers to something that does not exist."""
+
+
+class DirectoryNotFound(DirectoryError):
+    """The user, key, role, team, data set, budget or host to change does not exist."""
+
+    code = "not_found"
+    status = 404
+
+
+class DirectoryConflict(DirectoryError):
+    """The entry exists already, is still referred to, or another change won a race."""
+
+    code = "conflict"
+    status = 409
+
+
+class ConfigManaged(DirectoryError):
+    """The entry is declared in the config file; admin commands may not change it."""
+
+    code = "config_managed"
+    status = 409
 
 
 class StorageError(GatewayError):

@@ -14,9 +14,9 @@ import asyncio
 import contextlib
 import datetime as dt
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import structlog
 
@@ -97,6 +97,8 @@ class LiveState:
         self._clock = clock
         self.leases = LeaseAllocator()
         self.probes: dict[str, HostProbe] = {}
+        self._probe_tasks: dict[str, asyncio.Task[None]] = {}
+        self._started = False
         self._tasks: list[asyncio.Task[None]] = []
         self.metered: dict[str, MeteredSession] = {}
         self.session_store: SessionStore | None = None
@@ -107,20 +109,72 @@ class LiveState:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self._started = True
         if self.idle_timeout_s > 0:
             self._tasks.append(loop.create_task(self._reap_idle()))
+        for host in self.inventory.hosts:
+            self._start_probe(host)
+
+    def _start_probe(self, host: Host) -> None:
         if self._creds is None:
             return
-        for host in self.inventory.hosts:
-            probe = HostProbe(
-                host.name,
-                SshHostLink(host, self._creds, connect_timeout_s=max(self._timeout, 5.0)),
-                interval_s=self._interval,
-                timeout_s=self._timeout,
-                gpu_interval_s=self._gpu_interval,
-            )
-            self.probes[host.name] = probe
-            self._tasks.append(asyncio.get_running_loop().create_task(self._run(probe)))
+        probe = HostProbe(
+            host.name,
+            SshHostLink(host, self._creds, connect_timeout_s=max(self._timeout, 5.0)),
+            interval_s=self._interval,
+            timeout_s=self._timeout,
+            gpu_interval_s=self._gpu_interval,
+        )
+        self.probes[host.name] = probe
+        self._probe_tasks[host.name] = asyncio.get_running_loop().create_task(self._run(probe))
+
+    async def _stop_probe(self, name: str) -> None:
+        task = self._probe_tasks.pop(name, None)
+        probe = self.probes.pop(name, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if probe is not None:
+            with contextlib.suppress(Exception):
+                await probe.close()
+
+    def update(
+        self,
+        inventory: Inventory,
+        datasets: Iterable[DataSet],
+        budgets: Mapping[tuple[str, str], BudgetLimits],
+    ) -> None:
+        """Swap in a new directory (admin changes): hosts added get probes, hosts
+        removed lose theirs, hosts changed are probed afresh. Leases and meters of
+        running sessions stay as they are."""
+        old = {h.name: h for h in self.inventory.hosts}
+        self.inventory = inventory
+        self.datasets = {d.name: d for d in datasets}
+        self.budgets = dict(budgets)
+        if not self._started:
+            return
+        new = {h.name: h for h in inventory.hosts}
+        for name, host in old.items():
+            if new.get(name) != host:
+                self._spawn(self._stop_probe(name))
+        for name, host in new.items():
+            if old.get(name) != host:
+                self._spawn(self._restart_probe(name, host))
+
+    async def _restart_probe(self, name: str, host: Host) -> None:
+        await self._stop_probe(name)
+        if self.inventory.host(name) == host:  # still current after the await
+            self._start_probe(host)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.append(task)
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._tasks.remove(task)
 
     async def _reap_idle(self) -> None:
         while True:
@@ -168,9 +222,10 @@ class LiveState:
             log.error("probe stopped", host=probe.status().name, error=str(exc))
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._probe_tasks.values()]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         for probe in self.probes.values():

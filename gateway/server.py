@@ -31,6 +31,8 @@ from gateway.api import ApiContext, session_controls, start_api
 from gateway.api.context import GatewayKeys
 from gateway.api.server import ApiServer, bind_api_socket
 from gateway.audit.store import AuditStore, append_within, open_store
+from gateway.directory.service import DirectoryService, stop_task
+from gateway.directory.view import DirectoryView
 from gateway.errors import GatewayError
 from gateway.inventory.catalog import load_catalog
 from gateway.inventory.hosts import Inventory
@@ -84,6 +86,8 @@ class Gateway:
         self.port = 0
         self._front_options: asyncssh.SSHServerConnectionOptions | None = None
         self._api_ctx: ApiContext | None = None
+        self.directory: DirectoryService | None = None
+        self._directory_watch: asyncio.Task[None] | None = None
 
     async def startup(self) -> None:
         g = self.settings.gateway
@@ -101,13 +105,26 @@ class Gateway:
         except BaseException:
             await self.audit.close()
             raise
-        inventory = self.settings.inventory()
         try:
             # After the audit store: both may share one SQLite file.
             self.storage = await open_storage(g.storage_url.get_secret_value())
         except BaseException:
             await self.audit.close()
             raise
+        self.directory = DirectoryService(
+            self.settings,
+            self.storage.directory,
+            self.audit,
+            audit_timeout_s=g.audit_start_timeout_s,
+            on_change=self._swap_directory,
+        )
+        try:
+            view = await self.directory.load()
+        except BaseException:
+            await self.storage.close()
+            await self.audit.close()
+            raise
+        inventory = view.inventory()
         ctx = FrontContext(
             inventory=inventory,
             audit=self.audit,
@@ -149,7 +166,7 @@ class Gateway:
         )
         ctx.session_store = self.storage.sessions
         self.live = await asyncio.to_thread(
-            build_live_state, self.settings, inventory, user_ca, upstream_key
+            build_live_state, self.settings, inventory, user_ca, upstream_key, view
         )
         self.live.session_store = self.storage.sessions
         ctx.live = self.live
@@ -210,10 +227,12 @@ class Gateway:
             ),
             metrics=self.metrics,
             metrics_token_required=g.metrics_require_token,
+            directory=self.directory,
         )
         self.api = await start_api(self._api_ctx, g.api_host, g.api_port, sock=self._api_sock)
         self.api_port = self.api.port
         await self.live.start()
+        self._directory_watch = asyncio.get_running_loop().create_task(self.directory.watch())
         await self.audit.append(
             "gateway.start",
             "gateway",
@@ -225,6 +244,24 @@ class Gateway:
             api=self.api.url,
             pid=os.getpid(),
         )
+
+    def _swap_directory(self, view: DirectoryView) -> None:
+        """Install a changed directory: new logins, channels, API calls and probes use it;
+        sessions already running keep going."""
+        inventory = view.inventory()
+        if self.ctx is not None:
+            self.ctx.inventory = inventory
+        if self._api_ctx is not None:
+            self._api_ctx.swap_inventory(inventory)
+        if self.live is not None:
+            self.live.update(inventory, view.dataset_list(), view.budget_limits())
+        if self.ctx is not None:
+            log.info(
+                "directory loaded",
+                version=view.version,
+                users=len(inventory.users),
+                hosts=len(inventory.hosts),
+            )
 
     async def _audit_within(self, kind: str, actor: str, data: dict[str, object]) -> None:
         assert self.audit is not None
@@ -273,6 +310,7 @@ class Gateway:
         timeout = self.settings.gateway.drain_timeout_s if drain_s is None else drain_s
         if self._server is not None:
             self._server.close()
+        await stop_task(self._directory_watch)
         if self.api is not None:
             await self.api.stop()
         if self.live is not None:
@@ -337,9 +375,16 @@ def load_user_ca(settings: Settings) -> UserCA:
 
 
 def build_live_state(
-    settings: Settings, inventory: Inventory, user_ca: UserCA, upstream_key: asyncssh.SSHKey
+    settings: Settings,
+    inventory: Inventory,
+    user_ca: UserCA,
+    upstream_key: asyncssh.SSHKey,
+    view: DirectoryView | None = None,
 ) -> LiveState:
-    """Probes log in with the gateway's upstream key and a long-lived probe certificate."""
+    """Probes log in with the gateway's upstream key and a long-lived probe certificate.
+
+    Data sets and budgets come from ``view`` (config and admin entries) when given,
+    else from the config file alone."""
     g = settings.gateway
     probe_cert = user_ca.sign(
         upstream_key, user="gateway-probe", accounts=[g.probe_account], validity_s=30 * 86400
@@ -348,16 +393,24 @@ def build_live_state(
     if g.catalog is not None:
         catalog = load_catalog(g.catalog)
         rates = {h.name: rate_for(h, catalog) for h in inventory.hosts}
-    budgets = {
-        ("user", b.user) if b.user else ("team", b.team): b.to_limits() for b in settings.budgets
-    }
+    budgets = (
+        view.budget_limits()
+        if view is not None
+        else {
+            ("user", b.user) if b.user else ("team", b.team): b.to_limits()
+            for b in settings.budgets
+        }
+    )
+    datasets = (
+        view.dataset_list() if view is not None else [d.to_dataset() for d in settings.datasets]
+    )
     live = LiveState(
         inventory,
         ProbeCredentials(g.probe_account, upstream_key, probe_cert.cert),
         interval_s=g.probe_interval_s,
         timeout_s=g.probe_timeout_s,
         gpu_interval_s=g.probe_gpu_interval_s,
-        datasets=[d.to_dataset() for d in settings.datasets],
+        datasets=datasets,
         budgets=budgets,
         rates=rates,
     )

@@ -17,6 +17,7 @@ from gateway import __version__
 from gateway.api.context import ApiContext
 from gateway.api.errors import ERROR_RESPONSES, install_handlers
 from gateway.api.routes import (
+    admin,
     audit,
     certificates,
     costs,
@@ -32,7 +33,8 @@ from gateway.ssh.ratelimit import FailureLimiter
 
 DESCRIPTION = """\
 The gpuhop gateway's HTTP API: hosts, sessions, audit events, recordings,
-SSH user certificates and API tokens. Authenticate with
+SSH user certificates, API tokens, and (admin tokens) the directory of users,
+keys, roles, teams, data sets, budgets and hosts. Authenticate with
 `Authorization: Bearer gph_...`. Errors are
 `{"error": {"code": "...", "message": "..."}}` with a stable code.
 """
@@ -49,7 +51,7 @@ def build_app() -> FastAPI:
     )
     install_handlers(app)
     app.include_router(meta.public, prefix="/v1")
-    for routes in (meta, hosts, sessions, audit, certificates, tokens, placement, costs):
+    for routes in (meta, hosts, sessions, audit, certificates, tokens, placement, costs, admin):
         app.include_router(routes.router, prefix="/v1", responses=ERROR_RESPONSES)
     app.include_router(metrics.router)  # /metrics, where Prometheus looks by default
     return app

@@ -13,9 +13,10 @@ import re
 from dataclasses import dataclass
 
 from gateway.audit.store import open_store
+from gateway.directory.view import DirectoryView
 from gateway.errors import ConfigError, GatewayError
 from gateway.settings import Settings
-from gateway.storage import Scope, Token, open_storage
+from gateway.storage import Scope, StoredDirectory, Token, open_storage
 
 CLI_ACTOR = "gateway-cli"
 DEFAULT_TTL_S = 30 * 86400
@@ -29,16 +30,23 @@ class CreatedToken:
     secret: str  # shown once; only its hash is stored
 
 
-def check_request(settings: Settings, user: str, scope: Scope, ttl_s: float) -> None:
+def check_request(
+    settings: Settings, user: str, scope: Scope, ttl_s: float, stored: StoredDirectory | None = None
+) -> None:
     """``ConfigError`` (one line) unless the token may be created.
 
-    ``user`` and ``ci`` tokens act as an inventory user, so the user must be
-    declared; an ``admin`` token may name an operator who has no SSH access.
+    ``user`` and ``ci`` tokens act as a directory user (declared in the config
+    file or added by an admin, in ``stored``), so the user must exist; an
+    ``admin`` token may name an operator who has no SSH access.
     """
     if not _USER.fullmatch(user):
         raise ConfigError(f"--user: {user!r} is not a user name")
-    if scope is not Scope.ADMIN and settings.inventory().user(user) is None:
-        raise ConfigError(f"--user: {user!r} is not declared in [[users]] (needed for {scope})")
+    known = DirectoryView.build(settings, stored).users
+    if scope is not Scope.ADMIN and user not in known:
+        raise ConfigError(
+            f"--user: {user!r} is not declared in [[users]] nor added with "
+            f"`admin users add` (needed for {scope})"
+        )
     if not 0 < ttl_s <= MAX_TTL_S:
         raise ConfigError(f"--ttl: must be between 1s and {MAX_TTL_S}s")
 
@@ -53,12 +61,12 @@ async def create_token(
 ) -> CreatedToken:
     """Store a token for ``user`` and audit it; the secret is in the result only."""
     scope = Scope(scope)
-    check_request(settings, user, scope, ttl_s)
     url = settings.gateway.storage_url.get_secret_value()
     audit = await asyncio.to_thread(open_store, url)
     try:
         storage = await open_storage(url)
         try:
+            check_request(settings, user, scope, ttl_s, await storage.directory.load())
             try:
                 token, secret = await storage.tokens.create(user, scope, name, ttl_s)
             except ValueError as exc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.audit.store import AuditStore
 from gateway.inventory.hosts import Inventory
@@ -20,6 +20,9 @@ from gateway.models import Mode
 from gateway.placement.golden import GoldenRunner
 from gateway.settings import Settings
 from gateway.storage import SessionStore, TokenStore
+
+if TYPE_CHECKING:
+    from gateway.directory.service import DirectoryService
 
 
 class LiveSession(Protocol):
@@ -85,6 +88,17 @@ class ApiContext:
     """Served at ``GET /metrics`` and timing every request; None: no ``/metrics``."""
     metrics_token_required: bool = False
     """``/metrics`` needs a valid API token (any scope) instead of being open."""
+    directory: DirectoryService | None = None
+    """Admin changes to users, keys, roles, ...; None: ``/v1/admin`` answers 503."""
+
+    def swap_inventory(self, inventory: Inventory) -> None:
+        """Replace the inventory whole after a directory change.
+
+        The context stays frozen to routes; this one field is swapped by the
+        gateway, in one assignment on the event loop, so a request sees either
+        the old inventory or the new one, never a mix.
+        """
+        object.__setattr__(self, "inventory", inventory)
 
 
 def session_controls(

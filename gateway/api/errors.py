@@ -1,7 +1,8 @@
 """How the HTTP edge maps errors: one status and one stable code, exactly once.
 
 Routes raise ``ApiError(status, code, message)``; gateway errors that reach the
-edge are mapped here (``StorageError`` → 503 ``storage_unavailable``); request
+edge are mapped here (``StorageError`` → 503 ``storage_unavailable``, a refused
+directory change → its own status and code); request
 validation and routing errors get the same JSON shape, so a client needs one
 parser: ``{"error": {"code": ..., "message": ...}}``.
 """
@@ -18,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from gateway.api.schemas import ErrorBody, ErrorCode, ErrorDetail
-from gateway.errors import StorageError
+from gateway.errors import DirectoryError, StorageError
 
 log = structlog.get_logger("gpuhop.api")
 
@@ -72,6 +73,12 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "invalid_request", message)
 
 
+async def _directory_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DirectoryError)
+    code: ErrorCode = exc.code  # type: ignore[assignment]  # DirectoryError codes are ErrorCodes
+    return error_response(exc.status, code, str(exc))
+
+
 async def _storage_error(request: Request, exc: Exception) -> JSONResponse:
     log.error("storage failed", path=request.url.path, error=str(exc))
     return error_response(503, "storage_unavailable", "storage is unavailable; try again")
@@ -86,20 +93,22 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(DirectoryError, _directory_error)
     app.add_exception_handler(StorageError, _storage_error)
     app.add_exception_handler(Exception, _internal_error)
 
 
-def _described(description: str) -> dict[str, Any]:
+def described(description: str) -> dict[str, Any]:
+    """An error response for a route's ``responses``."""
     return {"model": ErrorBody, "description": description}
 
 
 #: Error responses every authenticated route documents (the 422 replaces FastAPI's own shape).
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: _described("Missing, unknown, expired or revoked token"),
-    403: _described("The token's scope does not allow this"),
-    422: _described("The request is not valid"),
-    429: _described("Too many failed authentications from this address"),
-    503: _described("Storage is unavailable"),
+    401: described("Missing, unknown, expired or revoked token"),
+    403: described("The token's scope does not allow this"),
+    422: described("The request is not valid"),
+    429: described("Too many failed authentications from this address"),
+    503: described("Storage is unavailable"),
 }
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: _described("No such resource")}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: described("No such resource")}

@@ -34,6 +34,9 @@ ErrorCode = Literal[
     "bad_constraints",
     "unknown_dataset",
     "no_live_state",
+    "conflict",
+    "config_managed",
+    "host_unreachable",
 ]
 
 _OUT = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)

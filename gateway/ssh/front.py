@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import socket
 import time
 import uuid
@@ -128,6 +129,7 @@ class FrontServer(asyncssh.SSHServer):
         self._cert_id = ""
         self._fingerprint = ""
         self._method = ""
+        self._key_line = ""
         self.principal: Principal | None = None
         self._refused = False
         self._fixed: tuple[str, str] | None = None
@@ -194,6 +196,7 @@ class FrontServer(asyncssh.SSHServer):
             return False
         self._method = "publickey"
         self._fingerprint = key.get_fingerprint()
+        self._key_line = line
         return True
 
     def validate_ca_key(self, username: str, key: asyncssh.SSHKey) -> bool:
@@ -249,8 +252,42 @@ class FrontServer(asyncssh.SSHServer):
 
     # -- channels --
 
+    def current_principal(self) -> tuple[Principal | None, str]:
+        """The principal as the directory says now, or None and why it may not go on.
+
+        The directory may have changed since this connection logged in: a user or
+        key removed since then opens no new channels (the ones open keep running),
+        and roles granted or revoked apply to the next channel.
+        """
+        assert self.principal is not None
+        user = self._ctx.inventory.user(self.principal.user)
+        if user is None:
+            return None, f"user {self.principal.user} was removed"
+        if self._method == "publickey" and self._key_line not in {
+            _strip_comment(k) for k in user.keys
+        }:
+            return None, f"key {self._fingerprint} is no longer registered to {user.name}"
+        roles = self._ctx.inventory.roles_of(user)
+        if roles != self.principal.roles or user.team != self.principal.team:
+            self.principal = dataclasses.replace(self.principal, roles=roles, team=user.team)
+        return self.principal, ""
+
     def session_requested(self) -> RecordedSession:
         assert self.principal is not None
+        principal, why = self.current_principal()
+        if principal is None:
+            self._ctx.audit_soon(
+                "channel.deny",
+                self.principal.user,
+                {
+                    "user": self.principal.user,
+                    "source": self._source,
+                    "request": "session",
+                    "dest": "",
+                    "reason": why,
+                },
+            )
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, why)
         self._ctx.audit_soon(
             "channel.request",
             self.principal.user,
@@ -271,9 +308,11 @@ class FrontServer(asyncssh.SSHServer):
         return chan, self._forward(dest_host, dest_port)
 
     async def _forward(self, dest_host: str, dest_port: int) -> PassthroughSession:
-        assert self.principal is not None
-        principal = self.principal
         dest = f"{dest_host}:{dest_port}"
+        principal, why = self.current_principal()
+        if principal is None:
+            await self._deny("direct-tcpip", dest, why)
+        assert principal is not None
         host = self._ctx.inventory.resolve_forward(dest_host, dest_port)
         if host is None:
             await self._deny("direct-tcpip", dest, f"{dest} is not an inventory host's SSH port")

@@ -1,4 +1,4 @@
-"""Identity and accounting storage: API tokens and session records, in SQL.
+"""Identity and accounting storage: API tokens, session records and the directory, in SQL.
 
 Open it once at start-up from the storage URL, after the audit store when both
 share a SQLite file::
@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gateway.storage.directory import DirectoryStore, StoredDirectory
 from gateway.storage.engine import Database, open_database, parse_storage_url
 from gateway.storage.schema import SCHEMA_VERSION, ensure_schema
 from gateway.storage.sessions import SessionRecord, SessionStore
@@ -34,10 +35,12 @@ __all__ = [
     "SCHEMA_VERSION",
     "SECRET_PREFIX",
     "Database",
+    "DirectoryStore",
     "Scope",
     "SessionRecord",
     "SessionStore",
     "Storage",
+    "StoredDirectory",
     "Token",
     "TokenExpired",
     "TokenRejected",
@@ -57,6 +60,7 @@ class Storage:
     db: Database
     tokens: TokenStore
     sessions: SessionStore
+    directory: DirectoryStore
 
     async def close(self) -> None:
         await self.db.close()
@@ -70,7 +74,7 @@ def open_storage_blocking(url: str, clock: Callable[[], float] = time.time) -> S
     except BaseException:
         db.engine.dispose()
         raise
-    return Storage(db, TokenStore(db, clock), SessionStore(db, clock))
+    return Storage(db, TokenStore(db, clock), SessionStore(db, clock), DirectoryStore(db, clock))
 
 
 async def open_storage(url: str, clock: Callable[[], float] = time.time) -> Storage:

@@ -1,4 +1,4 @@
-"""Tables for API tokens and session records, and the schema version check.
+"""Tables for API tokens, session records and the directory, and the schema version check.
 
 The audit log shares the database (its own ``meta`` and ``audit_events``
 tables); nothing here reads or writes those. Alembic creates and upgrades all
@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 
 from gateway.errors import StorageError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = sa.MetaData()
 
@@ -65,6 +65,99 @@ session_records = sa.Table(
     sa.Column("cost_usd", sa.Double, nullable=True),
     sa.Index("session_records_started", "started_at", "id"),
     sa.Index("session_records_user", "user", "started_at", "id"),
+)
+
+
+def _who() -> list[sa.Column[object]]:
+    return [
+        sa.Column("created_at", sa.Double, nullable=False),
+        sa.Column("created_by", sa.String(128), nullable=False),
+    ]
+
+
+# The directory (revision 0002): what admins add at run time; see gateway.directory.
+directory_version = sa.Table(
+    "directory_version",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("changed_at", sa.Double, nullable=False),
+    sa.CheckConstraint("id = 1", name="directory_version_one_row"),
+)
+
+directory_teams = sa.Table(
+    "directory_teams", metadata, sa.Column("name", sa.String(64), primary_key=True), *_who()
+)
+
+directory_users = sa.Table(
+    "directory_users",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("team", sa.String(64), nullable=False),
+    *_who(),
+)
+
+directory_keys = sa.Table(
+    "directory_keys",
+    metadata,
+    sa.Column("fingerprint", sa.String(128), primary_key=True),  # SHA256:..., one owner a key
+    sa.Column(
+        "user",
+        sa.String(64),
+        sa.ForeignKey("directory_users.name", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("key_line", sa.Text, nullable=False),
+    *_who(),
+    sa.Index("directory_keys_user", "user"),
+)
+
+directory_roles = sa.Table(
+    "directory_roles",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("spec", sa.Text, nullable=False),  # RoleConfig as JSON
+    *_who(),
+)
+
+directory_grants = sa.Table(
+    "directory_grants",
+    metadata,
+    sa.Column(
+        "user",
+        sa.String(64),
+        sa.ForeignKey("directory_users.name", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("role", sa.String(64), primary_key=True),
+    *_who(),
+)
+
+directory_datasets = sa.Table(
+    "directory_datasets",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("spec", sa.Text, nullable=False),  # DatasetConfig as JSON
+    *_who(),
+)
+
+directory_budgets = sa.Table(
+    "directory_budgets",
+    metadata,
+    sa.Column("owner_kind", sa.String(8), primary_key=True),
+    sa.Column("owner", sa.String(64), primary_key=True),
+    sa.Column("daily", sa.Double, nullable=True),
+    sa.Column("monthly", sa.Double, nullable=True),
+    *_who(),
+    sa.CheckConstraint("owner_kind IN ('user', 'team')", name="directory_budgets_kind"),
+)
+
+directory_hosts = sa.Table(
+    "directory_hosts",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("spec", sa.Text, nullable=False),  # HostConfig as JSON
+    *_who(),
 )
 
 OWN_TABLES = frozenset(t.name for t in metadata.sorted_tables)

@@ -212,15 +212,19 @@ def test_concurrent_starters_migrate_once(pg_url: str) -> None:
     assert sql(pg_url, "SELECT count(*) FROM storage_meta") == [(2,)]
 
 
+NEXT = f"{int(migrate.HEAD) + 1:04d}"  # a revision after this gpuhop's newest
+
+
 @pytest.fixture
 def next_revision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
-    """Scripts with a revision 0002 after the baseline; call the result to make it current."""
+    """Scripts with a revision NEXT after the newest; call the result to make it current."""
     scripts = tmp_path / "migrations"
     shutil.copytree(migrate.MIGRATIONS_DIR, scripts, ignore=shutil.ignore_patterns("__pycache__"))
-    (scripts / "versions" / "v0002_extra.py").write_text(
+    (scripts / "versions" / f"v{NEXT}_extra.py").write_text(
         '"""Add a table."""\n'
         "import sqlalchemy as sa\nfrom alembic import op\n\n"
-        'revision = "0002"\ndown_revision = "0001"\nbranch_labels = None\ndepends_on = None\n\n\n'
+        f'revision = "{NEXT}"\ndown_revision = "{migrate.HEAD}"\n'
+        "branch_labels = None\ndepends_on = None\n\n\n"
         "def upgrade() -> None:\n"
         '    op.create_table("extra", sa.Column("id", sa.Integer, primary_key=True))\n\n\n'
         "def downgrade() -> None:\n"
@@ -229,7 +233,7 @@ def next_revision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[
 
     def activate() -> None:
         monkeypatch.setattr(migrate, "MIGRATIONS_DIR", scripts)
-        monkeypatch.setattr(migrate, "HEAD", "0002")
+        monkeypatch.setattr(migrate, "HEAD", NEXT)
 
     return activate
 
@@ -237,14 +241,15 @@ def next_revision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[
 async def test_behind_is_refused_until_upgraded(
     url: str, next_revision: Callable[[], None]
 ) -> None:
-    migrate.upgrade(url)  # at 0001
+    head = migrate.HEAD
+    migrate.upgrade(url)  # at this gpuhop's newest
     next_revision()
     with pytest.raises(migrate.SchemaBehind, match="db upgrade") as info:
         open_store(url)
-    assert "\n" not in str(info.value) and "0001" in str(info.value)
+    assert "\n" not in str(info.value) and head in str(info.value)
     with pytest.raises(migrate.SchemaBehind):
         await open_storage(url)
-    assert migrate.upgrade(url) == ("0001", "0002")
+    assert migrate.upgrade(url) == (head, NEXT)
     assert sql(url, "SELECT count(*) FROM extra") == [(0,)]
     store = open_store(url)
     await store.close()
@@ -272,6 +277,10 @@ async def test_pre_migration_sqlite_file_is_adopted(tmp_path: Path) -> None:
     await old.append("session.start", "alice", {"i": 1})
     await old.close()
     assert migrate.current(str(path)) is None
+    # Adopted as 0001, which is behind: upgrading stays the operator's step.
+    with pytest.raises(migrate.SchemaBehind, match="predates migrations"):
+        await open_storage(f"sqlite:///{path}")
+    assert migrate.upgrade(str(path)) == (None, migrate.HEAD)
     storage = await open_storage(f"sqlite:///{path}")
     await storage.close()
     assert migrate.current(str(path)) == migrate.HEAD

@@ -19,6 +19,17 @@ import jsonschema  # type: ignore[import-untyped, unused-ignore]
 import pytest
 from pydantic import BaseModel
 
+from client.adminmodels import (
+    AdminBudget,
+    AdminChange,
+    AdminDataset,
+    AdminHost,
+    AdminKey,
+    AdminRole,
+    AdminTeam,
+    AdminUser,
+    HostScan,
+)
 from client.api import (
     Certificate,
     GatewayApi,
@@ -44,6 +55,15 @@ CONTRACT: list[tuple[type[BaseModel], str]] = [
     (_ErrorDetail, "ErrorDetail"),
     (GoldenHost, "GoldenHostOut"),
     (Golden, "GoldenOut"),
+    (AdminChange, "AdminChange"),
+    (AdminUser, "AdminUserOut"),
+    (AdminKey, "UserKeyOut"),
+    (AdminRole, "AdminRoleOut"),
+    (AdminTeam, "AdminTeamOut"),
+    (AdminDataset, "AdminDatasetOut"),
+    (AdminBudget, "AdminBudgetOut"),
+    (AdminHost, "AdminHostOut"),
+    (HostScan, "HostScanOut"),
 ]
 
 ME = {
