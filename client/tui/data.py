@@ -159,6 +159,8 @@ class GoldenHost:
     exit_status: int | None
     seconds: float
     measured_cost: float
+    rtt_ms: float | None = None
+    """The gateway's round trip to the host on the connection the job ran over."""
     gpus: tuple[int, ...] = ()
     output: tuple[str, ...] = ()
     error: str = ""

@@ -6,8 +6,11 @@ as ``gpuhop env status`` and ``gpuhop env push`` do (``client.envs.remote``):
 them and the gateway fans it out. A host has an environment *in sync* when the
 image tagged ``gpuhop/NAME`` there carries the fingerprint computed here from
 ``images/NAME/``; *drift* when it carries another; *missing* when there is
-none. Pushing needs the image built in the local Docker engine
-(``gpuhop env build NAME``) and ``gpuhop login`` (the SSH certificate).
+none. Both need the local Docker engine: pushing sends the image built there
+(``gpuhop env build NAME``), and the fingerprint a build stamps names the base
+image's ID in that engine, so without it a comparison would only say "drift"
+(``engine_error`` says why it cannot be reached, and the screen says so instead
+of guessing). And both need ``gpuhop login`` (the SSH certificate).
 """
 
 from __future__ import annotations
@@ -38,6 +41,14 @@ class EnvBackend(Protocol):
         """A base image's ID in the local engine (blocking); ``ClientError`` when it cannot."""
         ...
 
+    def engine_error(self) -> str:
+        """Why the local Docker engine cannot be used, or "" when it answers (blocking).
+
+        >>> backend.engine_error()  # doctest: +SKIP
+        'no Docker engine at unix:///var/run/docker.sock: the socket does not exist (...)'
+        """
+        ...
+
 
 @dataclass
 class GatewayEnvBackend:
@@ -57,6 +68,13 @@ class GatewayEnvBackend:
             default = "unix:///var/run/docker.sock"
             self._docker = connect(self.docker_url or os.environ.get("DOCKER_HOST") or default)
         return self._docker
+
+    def engine_error(self) -> str:
+        try:
+            self._local()
+        except ClientError as exc:
+            return str(exc)
+        return ""
 
     def resolve_base(self, ref: str) -> str:
         import docker

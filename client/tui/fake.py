@@ -142,10 +142,14 @@ class ReplayEnvBackend:
 
     ``images`` maps a host to ``(env name, fingerprint)`` pairs it holds as
     ``gpuhop/NAME``, or to a string: why the host could not be asked.
+    ``engine`` is why the local engine is unavailable ("" stands for one that answers).
     """
 
-    def __init__(self, images: Mapping[str, Sequence[tuple[str, str]] | str]) -> None:
+    def __init__(
+        self, images: Mapping[str, Sequence[tuple[str, str]] | str], engine: str = ""
+    ) -> None:
         self.images = dict(images)
+        self.engine = engine
 
     async def host_images(self, hosts: Sequence[str]) -> dict[str, HostImages]:
         out: dict[str, HostImages] = {}
@@ -173,3 +177,6 @@ class ReplayEnvBackend:
 
     def resolve_base(self, ref: str) -> str:
         raise ClientError("no local engine in a replay")
+
+    def engine_error(self) -> str:
+        return self.engine

@@ -91,6 +91,15 @@ def size(n: float) -> str:
     return f"{n:.0f} B"
 
 
+ENV_STATE_STYLE = {"in sync": "green", "drift": "yellow", "missing": "red", "error": "dim"}
+
+
+def env_state(state: str) -> str:
+    """An environment's state on a host as coloured markup: ``[green]in sync[/green]``."""
+    style = ENV_STATE_STYLE.get(state, "dim")
+    return f"[{style}]{state}[/{style}]"
+
+
 def clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 

@@ -6,7 +6,7 @@ Screen handles it with ``@on`` and hands plain values to its widgets.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from textual.message import Message
 
@@ -66,6 +66,8 @@ class PushProgress(Message):
 class PushDone(Message):
     env: str
     results: tuple[tuple[str, str, str], ...]  # (host, status, error)
+    sent: dict[str, int] = field(default_factory=dict)
+    """Bytes each host received."""
 
 
 @dataclass
@@ -88,6 +90,8 @@ class RecordingLoaded(Message):
 @dataclass
 class EnvsLoaded(Message):
     envs: tuple[EnvRow, ...]
+    engine_error: str = ""
+    """Why the local Docker engine cannot be used ("" when it can)."""
 
 
 @dataclass

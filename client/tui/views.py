@@ -227,13 +227,15 @@ GOLDEN_COLUMNS = (
     Column("predicted", "Predicted", 14),
     Column("result", "Result", 10),
     Column("time", "Time", 7),
+    Column("rtt", "RTT", 6),
     Column("cost", "Cost", 8),
     Column("out", "Output", 24),
 )
 
 
 def golden_rows(hosts: Iterable[GoldenHost]) -> list[tuple[str, list[Cell]]]:
-    """Each candidate's prediction (cost/h, latency) beside what its run measured."""
+    """Each candidate's prediction (cost/h, latency) beside what its run measured (wall
+    time, the round trip on the connection it ran over, the cost of that time)."""
     rows: list[tuple[str, list[Cell]]] = []
     for h in hosts:
         ok = h.status == "ok"
@@ -249,6 +251,7 @@ def golden_rows(hosts: Iterable[GoldenHost]) -> list[tuple[str, list[Cell]]]:
                     f"{money(h.predicted_cost, symbol)} {ms(h.predicted_latency_ms)}",
                     Text(verdict, style="green" if ok else "red"),
                     f"{h.seconds:.2f} s" if ran else DASH,
+                    ms(h.rtt_ms),
                     money(h.measured_cost, symbol) if ran else DASH,
                     (h.output[-1] if ok and h.output else h.error) or DASH,
                 ],

@@ -7,8 +7,11 @@ app suspends, OpenSSH owns the terminal, and the app comes back.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -86,10 +89,15 @@ def demo(tmp_path: Path) -> Iterator[dict[str, str]]:
     cli = [sys.executable, "-m", "client.cli", "demo"]
     subprocess.run([*cli, "--detach", "--state-dir", str(state)], check=True, timeout=120,
                    capture_output=True)  # fmt: skip
+    info = json.loads((state / "demo.json").read_text())
     try:
-        yield json.loads((state / "demo.json").read_text())
+        yield info
     finally:
         subprocess.run([*cli, "stop", "--state-dir", str(state)], timeout=60, capture_output=True)
+        pid = int(info.get("pid", 0))
+        if pid > 0:  # never leave a demo behind holding the next test's ports
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("via", ["gpuhop-ssh", "ssh-config"])

@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from textual.widgets import ProgressBar
+from textual.widgets import ProgressBar, SelectionList
 
 from client.envs.build import env_ref
 from client.tui.app import GpuhopApp
@@ -24,9 +24,10 @@ from tests.integration.test_env_push_gateway import (  # noqa: F401 (env is a fi
     Env,
     build,
     env,
+    set_line,
     write_env,
 )
-from tests.tui.conftest import until
+from tests.tui.conftest import in_thread, notifications, until
 
 pytestmark = [pytest.mark.docker, pytest.mark.openssh, pytest.mark.slow]
 
@@ -41,7 +42,7 @@ def _token(gateway: Env, user: str) -> str:
 
 
 async def test_environments_show_host_status_and_push_with_progress(env: Env) -> None:  # noqa: F811
-    write_env(env.images, "tuienv", deps_mb=6, seed=51, source=True)
+    root = write_env(env.images, "tuienv", deps_mb=6, seed=51, source=True)
     image_id = build(env, "tuienv")
     app = GpuhopApp(
         f"http://127.0.0.1:{env.stack.api_port}",
@@ -84,3 +85,40 @@ async def test_environments_show_host_status_and_push_with_progress(env: Env) ->
             "in sync after the push",
         )
         assert table.get_row("tuienv")[3].plain == "2/3"
+        told = notifications(app)
+        for host in ("sg-1", "my-1"):  # one result notification per host
+            assert any(f"tuienv on {host}: loaded, " in n for n in told), told
+
+        # Another build here: both hosts now hold a different one.
+        set_line(root, "v2")
+        new_id = await in_thread(lambda: build(env, "tuienv"))
+        await pilot.press("r")
+        await until(
+            pilot,
+            lambda: (
+                screen.states.get("tuienv", {}).get("sg-1") == "drift"
+                and screen.states["tuienv"].get("my-1") == "drift"
+            ),
+            60,
+            "drift after a rebuild",
+        )
+        assert "drift" in str(screen.query_one("#detail").render())
+
+        # Push again, ae-1 ticked too: it refuses, the others take the new layer.
+        screen.last_push = None
+        await pilot.press("p")
+        await until(pilot, lambda: app.screen is not screen, 10, "host picker")
+        picker = app.screen.query_one(SelectionList)
+        assert [str(o.value) for o in picker.options] == ["ae-1", "my-1", "sg-1"]
+        assert sorted(str(v) for v in picker.selected) == ["my-1", "sg-1"]  # the drifted
+        picker.select("ae-1")
+        await pilot.press("enter")
+        await until(pilot, lambda: screen.last_push is not None, 120, "the second push")
+        results = {h: (st, err) for h, st, err in screen.last_push.results}
+        assert results["sg-1"] == results["my-1"] == ("loaded", ""), results
+        assert results["ae-1"][0] == "failed" and results["ae-1"][1], results
+        told = notifications(app)
+        assert any("tuienv on ae-1: " in n and "loaded" not in n for n in told), told
+        for host in ("sg-1", "my-1"):
+            assert env.host_id(host, env_ref("tuienv")) == new_id
+        assert app.return_code is None  # errors are notifications, never a traceback

@@ -6,11 +6,14 @@ import os
 import socket
 import subprocess
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 from textual.widgets import Input
 
 from client.tui.app import GpuhopApp
+from client.tui.envsync import GatewayEnvBackend
 from client.tui.screens.audit import AuditScreen
 from client.tui.screens.dialogs import ConfirmScreen, HelpScreen, SummaryScreen
 from client.tui.screens.environments import EnvironmentsScreen
@@ -270,6 +273,33 @@ async def test_environments_list_images_with_fingerprints(stack: TuiStack) -> No
         assert names["base"].fingerprint.startswith("sha256:")
         row = screen.query_one("#envs").get_row("base")  # type: ignore[attr-defined]
         assert row[3].plain == "unknown"
+
+
+async def test_environments_without_a_local_engine_say_so_instead_of_guessing(
+    stack: TuiStack, tmp_path: Path
+) -> None:
+    async def no_gateway_call() -> Any:
+        raise AssertionError("host images were asked for without a local engine")
+
+    missing = f"unix://{tmp_path}/docker.sock"  # nothing listens there
+    app = make_app(stack, env_backend=GatewayEnvBackend(no_gateway_call, missing))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("4")
+        screen = app.screen
+        assert isinstance(screen, EnvironmentsScreen)
+        await until(pilot, lambda: len(screen.envs) >= 2 and screen.engine_error)
+        assert f"no Docker engine at {missing}" in screen.engine_error
+        note = str(screen.query_one("#push-note").render())
+        assert "No local Docker engine" in note and "DOCKER_HOST" in note
+        assert not screen.status_loaded and screen.states == {}
+        names = {e.name: e for e in screen.envs}
+        assert names["base"].fingerprint.startswith("sha256:")  # pinned: still computed
+        row = screen.query_one("#envs").get_row("base")  # type: ignore[attr-defined]
+        assert row[3].plain == "unknown"
+        await pilot.press("p")
+        await until(pilot, lambda: any("cannot push" in n for n in notifications(app)))
+        assert app.screen is screen  # no host picker
+        assert app.return_code is None  # a notice, never a traceback
 
 
 async def test_audit_filters_and_replays_a_recording(stack: TuiStack) -> None:

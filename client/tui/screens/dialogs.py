@@ -11,7 +11,7 @@ from textual.widgets import Button, Input, OptionList, SelectionList, Static
 from textual.widgets.option_list import Option
 
 from client.tui.data import SessionView
-from client.tui.format import DASH, cost, duration
+from client.tui.format import DASH, cost, duration, env_state
 
 HELP = """\
 [b]gpuhop keys[/b]   (Esc closes)
@@ -156,7 +156,7 @@ class HostPicker(ModalScreen[list[str] | None]):
             )
             yield SelectionList[str](
                 *(
-                    (f"{name}  [dim]{state}[/dim]", name, name in self.chosen)
+                    (f"{name}  {env_state(state)}", name, name in self.chosen)
                     for name, state in self.hosts
                 ),
                 id="targets",

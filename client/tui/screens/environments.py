@@ -3,12 +3,15 @@
 Per host, an environment is in sync (the host's ``gpuhop/NAME`` carries this
 fingerprint), drifted (another one) or missing; ``p`` pushes it to the hosts
 picked, with a live progress bar, through the gateway (``client.tui.envsync``).
+Both compare with and send from the local Docker engine: without one the screen
+says so instead of showing states it would have to guess.
 """
 
 from __future__ import annotations
 
 import contextlib
 
+from rich.markup import escape
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -19,7 +22,7 @@ from client.envs.sync import Progress
 from client.errors import ClientError
 from client.tui.envs import UNKNOWN, EnvRow, load_envs
 from client.tui.envsync import host_states
-from client.tui.format import clip, size
+from client.tui.format import clip, env_state, size
 from client.tui.messages import (
     ApiFailed,
     EnvsLoaded,
@@ -39,7 +42,11 @@ ENV_COLUMNS = (
     Column("description", "Description", 21),
 )
 PUSH_HINT = "p pushes the selected environment: only the layers a host lacks travel."
-STATE_STYLE = {"in sync": "green", "drift": "yellow", "missing": "red", "error": "dim"}
+NO_ENGINE = (
+    "[yellow]No local Docker engine[/yellow]: {why}. Host status and push need it "
+    "(start Docker or set DOCKER_HOST, then r)."
+)
+PUSHED = {"loaded": "loaded", "tagged": "tagged (it had the image)", "current": "already there"}
 
 
 def env_rows(
@@ -83,6 +90,7 @@ class EnvironmentsScreen(GpuhopScreen):
         self.states: dict[str, dict[str, str]] = {}
         self.host_errors: dict[str, str] = {}
         self.status_loaded = False
+        self.engine_error = ""
         self.pushing = ""
         self.last_push: PushDone | None = None
         self.progress_updates = 0
@@ -114,6 +122,9 @@ class EnvironmentsScreen(GpuhopScreen):
         if self.pushing:
             self.notify(f"already pushing {self.pushing}", severity="warning")
             return
+        if self.engine_error:
+            self.notify(f"cannot push: {self.engine_error}", severity="warning")
+            return
         if not self.status_loaded:
             self.notify("host status is not known yet; try again in a moment", severity="warning")
             return
@@ -132,17 +143,21 @@ class EnvironmentsScreen(GpuhopScreen):
 
     @work(thread=True, exclusive=True, group="envs")
     def load(self) -> None:
-        """Fingerprints read every build input: a thread, not the event loop."""
+        """Fingerprints read every build input, and the engine check may wait on a socket:
+        a thread, not the event loop."""
         resolve = None
+        engine_error = ""
         with contextlib.suppress(ClientError):  # not logged in: pinned bases still work
-            resolve = self.gpuhop.env_backend().resolve_base
+            backend = self.gpuhop.env_backend()
+            engine_error = backend.engine_error()
+            resolve = None if engine_error else backend.resolve_base
         try:
             rows = load_envs(self.gpuhop.images_dir, resolve)
         except OSError as exc:
             error = ClientError(f"cannot read {self.gpuhop.images_dir}: {exc.strerror or exc}")
             self.post_message(ApiFailed("environments", error))
             rows = []
-        self.post_message(EnvsLoaded(tuple(rows)))
+        self.post_message(EnvsLoaded(tuple(rows), engine_error))
 
     @work(exclusive=True, group="env-status")
     async def load_status(self, envs: tuple[EnvRow, ...]) -> None:
@@ -192,18 +207,26 @@ class EnvironmentsScreen(GpuhopScreen):
             self.query_one("#push-note", Static).update(f"[red]Push of {name} failed[/red]")
             return
         results = tuple((t.target, t.status, t.error or "") for t in report.targets)
-        self.post_message(PushDone(name, results))
+        self.post_message(PushDone(name, results, {t.target: t.bytes_sent for t in report.targets}))
 
     @on(EnvsLoaded)
     def _loaded(self, message: EnvsLoaded) -> None:
         self.envs = message.envs
+        self.engine_error = message.engine_error
+        note = self.query_one("#push-note", Static)
+        if self.engine_error:  # states against guessed fingerprints would mislead
+            self.states, self.host_errors, self.status_loaded = {}, {}, False
+            note.update(NO_ENGINE.format(why=escape(self.engine_error)))
+        elif not self.pushing:
+            note.update(f"[dim]{PUSH_HINT}[/dim]")
         self.query_one(LiveTable).sync(env_rows(message.envs, self.states))
         if not message.envs:
             self.query_one("#detail", Static).update(
                 "[dim]no images/<name>/Dockerfile here; set GPUHOP_IMAGES to the directory[/dim]"
             )
         self._show_detail()
-        self.load_status(message.envs)
+        if not self.engine_error:
+            self.load_status(message.envs)
 
     @on(EnvStatusLoaded)
     def _status(self, message: EnvStatusLoaded) -> None:
@@ -229,14 +252,15 @@ class EnvironmentsScreen(GpuhopScreen):
     def _pushed(self, message: PushDone) -> None:
         self.last_push = message
         self.query_one("#push-progress", ProgressBar).display = False
-        good = [h for h, status, _ in message.results if status in ("loaded", "tagged", "current")]
-        bad = [(h, err or status) for h, status, err in message.results if h not in good]
+        good = [h for h, status, _ in message.results if status in PUSHED]
         summary = f"Pushed [b]{message.env}[/b]: {len(good)}/{len(message.results)} hosts"
         self.query_one("#push-note", Static).update(summary)
-        for host, why in bad:
-            self.notify(f"{message.env} on {host}: {why}", severity="error")
-        if good:
-            self.notify(f"{message.env} is on {', '.join(good)}")
+        for host, status, error in message.results:
+            if host in good:
+                sent = message.sent.get(host, 0)
+                self.notify(f"{message.env} on {host}: {PUSHED[status]}, {size(sent)} sent")
+            else:
+                self.notify(f"{message.env} on {host}: {error or status}", severity="error")
         self.load_status(self.envs)
 
     @on(DataTable.RowHighlighted)
@@ -252,9 +276,5 @@ class EnvironmentsScreen(GpuhopScreen):
             lines.append(env.description)
         per_host = self.states.get(env.name, {})
         if per_host:
-            lines.append(
-                "  ".join(
-                    f"{h} [{STATE_STYLE.get(st, '')}]{st}[/]" for h, st in sorted(per_host.items())
-                )
-            )
+            lines.append("  ".join(f"{h} {env_state(st)}" for h, st in sorted(per_host.items())))
         self.query_one("#detail", Static).update("\n".join(lines))

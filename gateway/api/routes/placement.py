@@ -128,7 +128,7 @@ async def placement(
 
 
 class GoldenIn(BaseModel):
-    """``POST /v1/placement/golden``: the placement constraints, and what to run."""
+    """``POST /v1/placement/golden``: ``GET /v1/placement``'s constraints, and what to run."""
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
@@ -137,9 +137,14 @@ class GoldenIn(BaseModel):
     max_latency_ms: float | None = Field(None, gt=0)
     max_price: float | None = Field(None, ge=0)
     data: str | None = Field(None, max_length=64)
+    workdir_bytes: int = Field(0, ge=0)
+    workdir_files: int = Field(0, ge=0)
     hours: float = Field(1.0, gt=0, le=10_000)
     """How long the real job would run: the predicted cost is for this long."""
     client_rtt_ms: float = Field(0.0, ge=0, le=60_000)
+    w_cost: float = Field(1.0, ge=0)
+    w_latency: float = Field(1.0, ge=0)
+    w_sync: float = Field(1.0, ge=0)
     top: int = Field(3, ge=1, le=8)
     """How many of the best-ranked hosts run it."""
     command: str | None = Field(None, min_length=1, max_length=4096)
@@ -163,6 +168,8 @@ class GoldenHostOut(BaseModel):
     exit_status: int | None
     seconds: float
     """Wall time of the command there, as the gateway saw it."""
+    rtt_ms: float | None
+    """One SSH round trip on the connection it ran over, just before (None: not reached)."""
     measured_cost: float
     """What those seconds cost at the host's price with the GPUs leased."""
     gpus: list[int]
@@ -197,18 +204,21 @@ async def golden(ctx: Ctx, caller: AnyCaller, body: GoldenIn) -> GoldenOut:
         if dataset is None:
             raise ApiError(404, "unknown_dataset", f"no data set named {body.data!r}")
     try:
+        weights = Weights(body.w_cost, body.w_latency, body.w_sync)
         want = Constraints(
             gpus=body.gpus,
             gpu_model=body.gpu_model,
             max_latency_ms=body.max_latency_ms,
             max_price=body.max_price,
             dataset=dataset,
+            workdir_bytes=body.workdir_bytes,
+            workdir_files=body.workdir_files,
             hours=body.hours,
             client_rtt_ms=body.client_rtt_ms,
         )
     except ValueError as exc:
         raise ApiError(422, "bad_constraints", str(exc)) from exc
-    ranked = await ctx.live.place(principal, want, Weights())
+    ranked = await ctx.live.place(principal, want, weights)
     candidates = ranked.ranked[: body.top]
     hosts = [ctx.inventory.host(r.name) for r in candidates]
     command = body.command or ctx.golden.default_command
@@ -233,6 +243,7 @@ async def golden(ctx: Ctx, caller: AnyCaller, body: GoldenIn) -> GoldenOut:
                 status=got.status,
                 exit_status=got.exit_status,
                 seconds=round(got.seconds, 3),
+                rtt_ms=got.rtt_ms,
                 measured_cost=got.cost,
                 gpus=list(got.gpus),
                 output=list(got.output),
