@@ -30,16 +30,14 @@ default 64 MiB) and says so in its output.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import errno
 import io
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from functools import partial
-from typing import Any, cast
+from typing import cast
 
 from _harness import (
     MIB,
@@ -58,58 +56,19 @@ from _harness import (
 from _harness import median as med
 from jump_throughput import CHUNK, _big_pipe, parse_size
 
-from gateway.sim.delayproxy import MAX_IN_FLIGHT, DelayProxy
-from gateway.sim.loopthread import LoopThread
+from gateway.sim.delayproxy import MAX_IN_FLIGHT, ThreadedDelayProxy
 
 TARGET = Target("ratio", ">=", 2.0)
 
 
-class ThreadedProxy:
-    """A ``DelayProxy`` with its own ``max_in_flight`` on a private loop thread.
-
-    (``ThreadedDelayProxy`` does not take ``max_in_flight``; this is the same
-    composition with that one argument passed through.)
-    """
-
-    def __init__(self, target_port: int, rtt_ms: float, max_in_flight: int) -> None:
-        self.proxy = DelayProxy("127.0.0.1", target_port, rtt_ms, max_in_flight=max_in_flight)
-        self.thread = LoopThread(f"far-region-proxy-{target_port}")
-
-    def start(self) -> int:
-        self.thread.start()
-        self.thread.run(self.proxy.start())
-        self.thread.call(self._quiet_resets)
-        return self.proxy.port
-
-    def _quiet_resets(self) -> None:
-        """One line, not a traceback, when the proxy forwards EOF to a peer that has
-        already reset the connection (``DelayProxy`` lets that OSError escape its
-        timer callback); anything else goes to the default handler."""
-        loop = asyncio.get_running_loop()
-
-        def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-            exc = context.get("exception")
-            if isinstance(exc, OSError) and exc.errno == errno.ENOTCONN:
-                print(f"# delay proxy: {exc.strerror} while forwarding EOF (ignored)", flush=True)
-                return
-            loop.default_exception_handler(context)
-
-        loop.set_exception_handler(handler)
-
-    def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            self.thread.run(self.proxy.stop(), timeout=10)
-        self.thread.stop()
-
-
 @contextlib.contextmanager
 def far_env(rtt_ms: float, max_in_flight: int) -> Iterator[BenchEnv]:
-    proxies: list[ThreadedProxy] = []
+    proxies: list[ThreadedDelayProxy] = []
 
     def via_proxy(port: int) -> int:
-        p = ThreadedProxy(port, rtt_ms, max_in_flight)
+        p = ThreadedDelayProxy("127.0.0.1", port, rtt_ms, max_in_flight=max_in_flight)
         proxies.append(p)
-        return p.start()
+        return p.start().port
 
     try:
         with bench_env(target_via=via_proxy) as env:
