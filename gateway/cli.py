@@ -140,9 +140,6 @@ def ca_rotate(config_path: Path, which: str, pid: int | None) -> None:
     it signed keep working until they expire. Put every line of the printed
     trust file on hosts (TrustedUserCAKeys) or clients (@cert-authority).
     """
-    import os
-    import signal
-
     from gateway.keys import previous_keys, public_line, rotate_key
 
     g = load_settings(config_path).gateway
@@ -154,8 +151,7 @@ def ca_rotate(config_path: Path, which: str, pid: int | None) -> None:
     click.echo(f"rotated {which} CA; old key kept as {old}", err=True)
     for p in keep:
         click.echo(public_line(load_private_key(p)))
-    if pid is not None:
-        os.kill(pid, signal.SIGHUP)
+    _reload(pid)
 
 
 @main.group()

@@ -68,17 +68,9 @@ def promote_next_key(path: Path, now: float | None = None) -> Path:
     if not staged.exists():
         raise KeyMaterialError(f"{staged}: no staged host key; run 'hostkey stage' first")
     load_private_key(staged)  # refuse a damaged file before moving anything
-    stamp = int(now if now is not None else time.time())
-    old = path.with_name(f"{path.name}{ROTATED_MARK}{stamp}")
     try:
-        path.rename(old)
-        pub = path.with_name(path.name + ".pub")
-        if pub.exists():
-            pub.rename(old.with_name(old.name + ".pub"))
-        staged.rename(path)
-        staged_pub = staged.with_name(staged.name + ".pub")
-        if staged_pub.exists():
-            staged_pub.rename(path.with_name(path.name + ".pub"))
+        old = _retire(path, now)
+        _move_key(staged, path)
     except OSError as exc:
         raise KeyMaterialError(f"{path}: cannot promote the staged key: {exc.strerror}") from exc
     return old
@@ -96,16 +88,27 @@ def rotate_key(path: Path, comment: str, now: float | None = None) -> Path:
     """Replace the key at ``path`` with a new one; the old one is kept beside it as
     ``NAME.old-EPOCH`` (with its ``.pub``) so what it signed stays valid until it
     expires. Returns the old key's new path."""
-    stamp = int(now if now is not None else time.time())
-    old = path.with_name(f"{path.name}{ROTATED_MARK}{stamp}")
     try:
-        path.rename(old)
-        pub = path.with_name(path.name + ".pub")
-        if pub.exists():
-            pub.rename(old.with_name(old.name + ".pub"))
+        old = _retire(path, now)
     except OSError as exc:
         raise KeyMaterialError(f"{path}: cannot rotate: {exc.strerror}") from exc
     ensure_private_key(path, comment)
+    return old
+
+
+def _move_key(src: Path, dst: Path) -> None:
+    """Rename a private key and, when there is one, its ``.pub`` beside it."""
+    src.rename(dst)
+    pub = src.with_name(src.name + ".pub")
+    if pub.exists():
+        pub.rename(dst.with_name(dst.name + ".pub"))
+
+
+def _retire(path: Path, now: float | None) -> Path:
+    """Move the key at ``path`` aside as ``NAME.old-EPOCH``; return where it went."""
+    stamp = int(now if now is not None else time.time())
+    old = path.with_name(f"{path.name}{ROTATED_MARK}{stamp}")
+    _move_key(path, old)
     return old
 
 
