@@ -34,6 +34,7 @@ from gateway.metering.budgets import BudgetDecision
 from gateway.metering.meter import Rate
 from gateway.models import AccessRequest, Host, Mode, Principal
 from gateway.policy.rules import evaluate
+from gateway.ssh.envprotocol import as_bytes
 from gateway.ssh.upstream import UpstreamPool
 
 log = structlog.get_logger("gpuhop.golden")
@@ -205,7 +206,7 @@ class GoldenRunner:
         finally:
             pool.release(entry)
         status = done.exit_status
-        stderr = early + _bytes(done.stderr)
+        stderr = early + as_bytes(done.stderr)
         out = _lines(done.stdout) or _lines(stderr)
         ended = f"exit status {status}"
         if done.exit_signal is not None:
@@ -258,7 +259,7 @@ def _named(command: str) -> str:
 
 def _group_of(first: object) -> tuple[int | None, bytes]:
     """The process group from the first stderr line, or None and the line (not ours)."""
-    line = _bytes(first)
+    line = as_bytes(first)
     text = line.decode("ascii", "replace").strip()
     if text.startswith(GROUP_MARK) and text[len(GROUP_MARK) :].isdigit():
         return int(text[len(GROUP_MARK) :]), b""
@@ -274,12 +275,6 @@ async def _kill(
     if group is not None and group > 1:
         with contextlib.suppress(asyncssh.Error, OSError, TimeoutError):
             await conn.run(f"kill -KILL -- -{group}", check=False, timeout=KILL_TIMEOUT_S)
-
-
-def _bytes(value: object) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    return str(value or "").encode()
 
 
 def _lines(value: object) -> tuple[str, ...]:

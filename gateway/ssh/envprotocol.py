@@ -167,6 +167,26 @@ def parse_images(output: bytes) -> list[dict[str, object]]:
     return list(seen.values())
 
 
+def as_bytes(value: object) -> bytes:
+    """A process's stdout/stderr as asyncssh hands it over (bytes, str or None) as bytes."""
+    if isinstance(value, bytes):
+        return value
+    return str(value or "").encode()
+
+
+def loaded_report(
+    host: str, ref: str, image_id: str, status: int | None, out: bytes, err: bytes, sent: int
+) -> HostReport:
+    """After a load: ``id_script(ref)``'s answer must be ``image_id``, else the host failed."""
+    found = out.decode(errors="replace").strip()
+    if status != 0 or found != image_id:
+        have = found if status == 0 else docker_error(host, status, err)
+        return HostReport(
+            "failed", f"{host} has {have} as {ref} after loading, not {image_id}", bytes=sent
+        )
+    return HostReport("loaded", image_id=found, bytes=sent)
+
+
 def docker_error(host: str, status: int | None, output: bytes) -> str:
     """One line for a failed docker command on ``host``."""
     if status == 127:

@@ -76,8 +76,10 @@ from gateway.ssh.envprotocol import (
     LOAD_COMMAND,
     EnvRequest,
     HostReport,
+    as_bytes,
     docker_error,
     id_script,
+    loaded_report,
     parse_images,
     parse_request,
 )
@@ -348,7 +350,7 @@ class EnvSession(asyncssh.SSHServerSession[bytes]):
             raise UpstreamError(f"{target.host.name}: {reason}") from exc
         finally:
             pool.release(entry)
-        return result.exit_status, _bytes(result.stdout), _bytes(result.stderr)
+        return result.exit_status, as_bytes(result.stdout), as_bytes(result.stderr)
 
     async def _images(
         self, request: EnvRequest, allowed: Sequence[_Allowed]
@@ -619,15 +621,7 @@ class EnvSession(asyncssh.SSHServerSession[bytes]):
             status, out, err = await self._run_on(branch.target, id_script(request.ref))
         except GatewayError as exc:
             return HostReport("failed", str(exc), bytes=branch.sent)
-        found = out.decode(errors="replace").strip()
-        if status != 0 or found != request.image_id:
-            have = found if status == 0 else docker_error(name, status, err)
-            return HostReport(
-                "failed",
-                f"{name} has {have} as {request.ref} after loading, not {request.image_id}",
-                bytes=branch.sent,
-            )
-        return HostReport("loaded", image_id=found, bytes=branch.sent)
+        return loaded_report(name, request.ref, request.image_id, status, out, err, branch.sent)
 
     # -- audit --
 
@@ -667,12 +661,6 @@ class EnvSession(asyncssh.SSHServerSession[bytes]):
             await append_within(self._ctx.audit, kind, p.user, payload, 5.0)
         except Exception as exc:  # the outcome stands; the log says the record is missing
             log.error("audit write failed", kind=kind, error=str(exc))
-
-
-def _bytes(value: object) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    return str(value or "").encode()
 
 
 def _timed(report: HostReport, started: float) -> HostReport:

@@ -52,9 +52,11 @@ from gateway.errors import GatewayError
 from gateway.ssh.envprotocol import (
     STAGE_END,
     HostReport,
+    as_bytes,
     chunk_name,
     docker_error,
     id_script,
+    loaded_report,
     parse_chunk_list,
     stage_chunk_command,
     stage_list_script,
@@ -323,7 +325,7 @@ class StagedHost:
             self._procs.discard(proc)
             proc.close()
         if result.exit_status != 0:
-            raise GatewayError(docker_error(self.name, result.exit_status, _bytes(result.stderr)))
+            raise GatewayError(docker_error(self.name, result.exit_status, as_bytes(result.stderr)))
         self.sent += len(data)
 
     async def _load(self) -> HostReport:
@@ -345,20 +347,12 @@ class StagedHost:
         finally:
             self._loader = None
             loader.close()
-        status, err = result.exit_status, _bytes(result.stderr)
+        status, err = result.exit_status, as_bytes(result.stderr)
         if status != 0:
             detail = docker_error(self.name, status, err)
             return HostReport("failed", f"docker load failed: {detail}", bytes=self.sent)
         status, out, err = await self._run(id_script(self.ref), QUERY_TIMEOUT_S)
-        found = out.decode(errors="replace").strip()
-        if status != 0 or found != self.image_id:
-            have = found if status == 0 else docker_error(self.name, status, err)
-            return HostReport(
-                "failed",
-                f"{self.name} has {have} as {self.ref} after loading, not {self.image_id}",
-                bytes=self.sent,
-            )
-        return HostReport("loaded", image_id=found, bytes=self.sent)
+        return loaded_report(self.name, self.ref, self.image_id, status, out, err, self.sent)
 
     async def _run(self, command: str, limit_s: float) -> tuple[int | None, bytes, bytes]:
         started = time.monotonic()
@@ -372,10 +366,4 @@ class StagedHost:
             reason = getattr(exc, "reason", "") or str(exc) or type(exc).__name__
             waited = time.monotonic() - started
             raise GatewayError(f"{self.name}: {reason} (after {waited:.0f} s)") from exc
-        return result.exit_status, _bytes(result.stdout), _bytes(result.stderr)
-
-
-def _bytes(value: object) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    return str(value or "").encode()
+        return result.exit_status, as_bytes(result.stdout), as_bytes(result.stderr)
