@@ -746,12 +746,9 @@ def _summary_json(summary: RunSummary, info: HostInfo | None, gpus: int) -> dict
 
 
 def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
+    from client.tui.format import size  # pure, no Textual: one way to print bytes
+
+    return size(n)
 
 
 # -- demo ------------------------------------------------------------------------
