@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.auth import AnyCaller, Ctx
 from gateway.api.errors import ApiError
-from gateway.placement.rank import Constraints, Weights
+from gateway.live import LiveState
+from gateway.placement.rank import Constraints, Placement, Weights
 
 router = APIRouter(tags=["placement"])
 
@@ -78,26 +79,19 @@ async def placement(
     Deterministic for a fixed state."""
     if ctx.live is None:
         raise ApiError(503, "no_live_state", "placement needs the gateway's live state")
-    dataset = None
-    if data:
-        dataset = ctx.live.datasets.get(data)
-        if dataset is None:
-            raise ApiError(404, "unknown_dataset", f"no data set named {data!r}")
-    try:
-        weights = Weights(w_cost, w_latency, w_sync)
-        want = Constraints(
-            gpus=gpus,
-            gpu_model=gpu_model,
-            max_latency_ms=max_latency_ms,
-            max_price=max_price,
-            dataset=dataset,
-            workdir_bytes=workdir_bytes,
-            workdir_files=workdir_files,
-            hours=hours,
-            client_rtt_ms=client_rtt_ms,
-        )
-    except ValueError as exc:
-        raise ApiError(422, "bad_constraints", str(exc)) from exc
+    want, weights = _constraints(
+        ctx.live,
+        data,
+        (w_cost, w_latency, w_sync),
+        gpus=gpus,
+        gpu_model=gpu_model,
+        max_latency_ms=max_latency_ms,
+        max_price=max_price,
+        workdir_bytes=workdir_bytes,
+        workdir_files=workdir_files,
+        hours=hours,
+        client_rtt_ms=client_rtt_ms,
+    )
     result = await ctx.live.place(caller.principal, want, weights)
     return PlacementOut(
         ranked=[
@@ -119,10 +113,7 @@ async def placement(
             )
             for r in result.ranked
         ],
-        excluded=[
-            ExcludedOut(name=e.name, region=e.region, reasons=list(e.reasons))
-            for e in result.excluded
-        ],
+        excluded=_excluded(result),
         weights={"cost": weights.cost, "latency": weights.latency, "sync": weights.sync},
     )
 
@@ -198,26 +189,19 @@ async def golden(ctx: Ctx, caller: AnyCaller, body: GoldenIn) -> GoldenOut:
     principal = caller.principal
     if principal is None:
         raise ApiError(403, "forbidden", f"{caller.user} is not a user in the inventory")
-    dataset = None
-    if body.data:
-        dataset = ctx.live.datasets.get(body.data)
-        if dataset is None:
-            raise ApiError(404, "unknown_dataset", f"no data set named {body.data!r}")
-    try:
-        weights = Weights(body.w_cost, body.w_latency, body.w_sync)
-        want = Constraints(
-            gpus=body.gpus,
-            gpu_model=body.gpu_model,
-            max_latency_ms=body.max_latency_ms,
-            max_price=body.max_price,
-            dataset=dataset,
-            workdir_bytes=body.workdir_bytes,
-            workdir_files=body.workdir_files,
-            hours=body.hours,
-            client_rtt_ms=body.client_rtt_ms,
-        )
-    except ValueError as exc:
-        raise ApiError(422, "bad_constraints", str(exc)) from exc
+    want, weights = _constraints(
+        ctx.live,
+        body.data,
+        (body.w_cost, body.w_latency, body.w_sync),
+        gpus=body.gpus,
+        gpu_model=body.gpu_model,
+        max_latency_ms=body.max_latency_ms,
+        max_price=body.max_price,
+        workdir_bytes=body.workdir_bytes,
+        workdir_files=body.workdir_files,
+        hours=body.hours,
+        client_rtt_ms=body.client_rtt_ms,
+    )
     ranked = await ctx.live.place(principal, want, weights)
     candidates = ranked.ranked[: body.top]
     hosts = [ctx.inventory.host(r.name) for r in candidates]
@@ -253,8 +237,32 @@ async def golden(ctx: Ctx, caller: AnyCaller, body: GoldenIn) -> GoldenOut:
     return GoldenOut(
         command=command,
         hosts=out,
-        excluded=[
-            ExcludedOut(name=e.name, region=e.region, reasons=list(e.reasons))
-            for e in ranked.excluded
-        ],
+        excluded=_excluded(ranked),
     )
+
+
+def _constraints(
+    live: LiveState,
+    data: str | None,
+    weights: tuple[float, float, float],
+    **fields: Any,
+) -> tuple[Constraints, Weights]:
+    """The ranking inputs both endpoints take: 404 for an unknown data set, 422 for
+    constraints or weights the ranking refuses."""
+    dataset = None
+    if data:
+        dataset = live.datasets.get(data)
+        if dataset is None:
+            raise ApiError(404, "unknown_dataset", f"no data set named {data!r}")
+    try:
+        chosen = Weights(*weights)
+        return Constraints(dataset=dataset, **fields), chosen
+    except ValueError as exc:
+        raise ApiError(422, "bad_constraints", str(exc)) from exc
+
+
+def _excluded(placement: Placement) -> list[ExcludedOut]:
+    return [
+        ExcludedOut(name=e.name, region=e.region, reasons=list(e.reasons))
+        for e in placement.excluded
+    ]
