@@ -309,6 +309,22 @@ class GatewayStack:
             con.close()
         return [{"id": r[0], "kind": r[1], "actor": r[2], **json.loads(r[3])} for r in rows]
 
+    def wait_audit_events(
+        self,
+        kind: str,
+        where: Callable[[dict[str, Any]], object] = lambda e: True,
+        count: int = 1,
+        timeout: float = 10.0,
+    ) -> list[dict[str, Any]]:
+        """Events of ``kind`` matching ``where``, read again until ``count`` are there or
+        ``timeout`` passes (events written just after what the test saw may lag)."""
+        deadline = time.monotonic() + timeout
+        found = [e for e in self.audit_events(kind) if where(e)]
+        while len(found) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+            found = [e for e in self.audit_events(kind) if where(e)]
+        return found
+
     def close(self) -> None:
         self.stop_gateway(
             signal.SIGKILL if os.environ.get("GPUHOP_FAST_TEARDOWN") else signal.SIGTERM

@@ -210,12 +210,9 @@ def events(env: Env, kind: str, **match: object) -> list[dict[str, Any]]:
 
 
 def wait_events(env: Env, kind: str, count: int, **match: object) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + 15
-    found = events(env, kind, **match)
-    while len(found) < count and time.monotonic() < deadline:
-        time.sleep(0.1)
-        found = events(env, kind, **match)
-    return found
+    return env.stack.wait_audit_events(
+        kind, lambda e: all(e.get(k) == v for k, v in match.items()), count, timeout=15
+    )
 
 
 # ---------------------------------------------------------------- fan-out

@@ -185,12 +185,8 @@ def test_final_cost_matches_rate_and_duration(live: tuple[GatewayStack, dict[str
         _direct(stack, "sg-2", "sleep 3; head -c 1000000 /dev/zero", GPUHOP_GPUS="2")
     )
     assert result.returncode == 0, result.stderr
-    deadline = time.monotonic() + 10
-    end: dict[str, Any] | None = None
-    while end is None and time.monotonic() < deadline:
-        ends = [e for e in stack.audit_events("session.end") if e.get("gpus") == 2]
-        end = ends[-1] if ends else None
-        time.sleep(0.05)
+    ends = stack.wait_audit_events("session.end", lambda e: e.get("gpus") == 2)
+    end = ends[-1] if ends else None
     assert end is not None
     expected = 2 * RATE * float(end["duration_s"]) / 3600  # egress price is 0 here
     assert abs(float(end["cost_usd"]) - expected) <= 0.01 * expected

@@ -81,11 +81,7 @@ def _blob(line: str) -> str:
 
 
 def _wait_reloads(stack: GatewayStack, count: int) -> list[dict[str, object]]:
-    deadline = time.monotonic() + 10
-    events = stack.audit_events("gateway.keys_reloaded")
-    while len(events) < count and time.monotonic() < deadline:
-        time.sleep(0.1)
-        events = stack.audit_events("gateway.keys_reloaded")
+    events = stack.wait_audit_events("gateway.keys_reloaded", count=count)
     assert len(events) >= count, events
     return events
 
