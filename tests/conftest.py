@@ -13,6 +13,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -27,6 +28,13 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() == "true"
 
 
+def missing_peer(message: str) -> NoReturn:
+    """Skip the test on a developer's machine; under CI=true, fail it: CI installs every peer."""
+    if in_ci():
+        pytest.fail(f"{message} (CI=true: a missing peer is a failure)", pytrace=False)
+    pytest.skip(message)
+
+
 def require(binary: str) -> str:
     """Path of ``binary``; skip the test if it is missing, fail instead under CI=true."""
     if binary == "sshd":
@@ -37,10 +45,7 @@ def require(binary: str) -> str:
         path = os.pathsep.join([os.environ.get("PATH", ""), *_SBIN])
         found = shutil.which(binary, path=path)
     if found is None:
-        message = f"{binary} is not installed"
-        if in_ci():
-            pytest.fail(f"{message} (CI=true: a missing peer is a failure)", pytrace=False)
-        pytest.skip(message)
+        missing_peer(f"{binary} is not installed")
     return found
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import missing_peer
 from tests.integration import gwstack
 from tests.integration.gwstack import GatewayStack
 from tests.integration.pg import STORAGE_BACKEND, PgServer, start_postgres
@@ -64,9 +65,7 @@ def need_openssh() -> None:
     if not os.path.exists("/usr/sbin/sshd"):
         missing.append("sshd")
     if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"OpenSSH missing under CI: {', '.join(missing)}")
-        pytest.skip(f"OpenSSH missing: {', '.join(missing)}")
+        missing_peer(f"OpenSSH missing: {', '.join(missing)}")
 
 
 def build_stack(root: Path, extra_gateway: str = "") -> GatewayStack:

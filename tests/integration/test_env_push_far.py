@@ -32,6 +32,7 @@ from client.envs.sync import PushReport
 from gateway.sim.delayproxy import ThreadedDelayProxy
 from gateway.sim.sshd import SshdHost
 from gateway.ssh.envprotocol import stage_key
+from tests.conftest import missing_peer
 from tests.integration.conftest import need_openssh
 from tests.integration.dockerd import Dockerd, import_busybox, need_dockerd
 from tests.integration.gwstack import GatewayStack
@@ -244,7 +245,7 @@ def test_a_cut_off_staged_push_keeps_the_old_image_and_the_retry_sends_only_the_
 
 def test_a_full_disk_on_a_far_host_is_one_line_and_the_others_still_load(far: Far) -> None:
     if FULL not in far.caches:
-        pytest.skip("mounting a small tmpfs needs root")
+        missing_peer("mounting a small tmpfs needs root")
     write_env(far.images, "big", deps_mb=6, seed=31, source=False)
     image_id = build(far, "big")
     ref = env_ref("big")
