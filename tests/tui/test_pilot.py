@@ -241,7 +241,7 @@ async def test_placement_ranks_and_explains_exclusions(stack: TuiStack) -> None:
         await until(pilot, lambda: placement.result is not before)
         result = placement.result
         assert result is not None
-        assert [r.name for r in result.ranked] == ["sg-1"]
+        assert [r.name for r in result.ranked] == ["sg-1"], result.excluded  # say why not
         why = {e.name: " ".join(e.reasons) for e in result.excluded}
         assert "sg-patients" in why["ae-1"] and "sg-patients" in why["my-1"]
         excluded = placement.query_one("#excluded")
