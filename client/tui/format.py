@@ -120,6 +120,9 @@ class RttWindow:
     def value(self) -> float | None:
         return statistics.median(self._samples) if self._samples else None
 
+    def __len__(self) -> int:
+        return len(self._samples)
+
 
 def end_to_end(client_rtt_ms: float | None, host_rtt_ms: float | None) -> float | None:
     """Client -> gateway -> host round trip; unknown when the host's is."""
