@@ -7,7 +7,10 @@ bytes that are not UTF-8 text, or whose JSON escaping would cost more than the
 file's budget (see ``RATIO``). ``asciinema`` ignores ``"b"`` events; gpuhop's
 readers (``replay.py``, the TUI) join both kinds back into the exact byte
 stream. A multi-byte character split between chunks is held back (at most 3
-bytes) until the next chunk completes it.
+bytes) until the next chunk completes it. A chunk that comes within ``MERGE_S``
+of the last event (of the same kind, under ``MERGE_BYTES``) joins it: that last
+line is rewritten, longer, in place, so output in tiny chunks costs no framing
+per chunk (its bytes replay up to ``MERGE_S`` early).
 
 The file is the gate, at every step:
 
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import json
 import os
 import time
@@ -40,13 +44,28 @@ from gateway.errors import StorageError
 RATIO: Final = 1.4
 """Text events may cost at most this many file bytes per recorded byte (plus ``SLACK``);
 past it a chunk is written as base64 (4/3), so escape-heavy text cannot blow up the file."""
-SLACK: Final = 16 * 1024
+SLACK: Final = 2048
+MERGE_S: Final = 0.02  # a chunk this soon after the last event is joined to it...
+MERGE_BYTES: Final = 1024  # ...up to this many bytes an event, so tiny chunks cost no framing
 CHECK_BYTES: Final = 256 * 1024  # free space is read again after this many bytes written...
 CHECK_S: Final = 1.0  # ...or this many seconds
 
 
 class RecordingError(StorageError):
     """The recording cannot go on (or start): the session it records must end (or not start)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Last:
+    """The file's last event, kept so that a chunk right after it can join it."""
+
+    kind: str  # the stream: "o" or "i"
+    text: bool  # an "o"/"i" text event, else "b" base64
+    data: bytes
+    offset: int
+    elapsed: float
+    at: float
+    line: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +140,7 @@ class Recording:
         self._start = time.monotonic()
         self._held = {"o": b"", "i": b""}
         self._fd: int | None = None
+        self._last: _Last | None = None
         self.bytes_written = 0
         self._recorded = 0  # bytes of the session's streams on disk
         self._checked_at = (0, time.monotonic())
@@ -146,7 +166,7 @@ class Recording:
         except OSError as exc:
             raise RecordingError(f"cannot create recording {path}: {exc.strerror}") from exc
         try:
-            self._write(json.dumps(header, ensure_ascii=False) + "\n")
+            self._write_at(0, (json.dumps(header, ensure_ascii=False) + "\n").encode("utf-8"))
             assert self._fd is not None
             os.fsync(self._fd)
             dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -189,7 +209,7 @@ class Recording:
             for kind, held in self._held.items():
                 if held:
                     with contextlib.suppress(RecordingError):
-                        self._binary(kind, held)
+                        self._put(kind, held, text=False)
         if self._fd is not None:
             fd, self._fd = self._fd, None
             with contextlib.suppress(OSError):
@@ -206,26 +226,48 @@ class Recording:
             if not text:
                 self._held[kind] = tail  # at most 3 bytes of one character
                 return
-            line = self._line(kind, text)
-            allowed = RATIO * (self._recorded + len(buf)) + SLACK
-            if self.bytes_written + len(line) <= allowed:
-                self._write_line(line, len(buf) - len(tail))
+            if self._put(kind, buf[: len(buf) - len(tail)], text=True):
                 self._held[kind] = tail
                 return
-        self._binary(kind, buf)
+        self._put(kind, buf, text=False)
         self._held[kind] = b""
 
-    def _binary(self, kind: str, data: bytes) -> None:
-        text = kind + ":" + base64.b64encode(data).decode("ascii")
-        self._write_line(self._line("b", text), len(data))
-
-    def _line(self, kind: str, text: str) -> bytes:
-        elapsed = round(time.monotonic() - self._start, 6)
-        return (json.dumps([elapsed, kind, text], ensure_ascii=False) + "\n").encode("utf-8")
+    def _put(self, kind: str, raw: bytes, *, text: bool) -> bool:
+        """Write ``raw`` of stream ``kind`` ("o"/"i") as text or base64, joined to the last
+        event when it comes soon after it; False when text would break the budget."""
+        last, now = self._last, time.monotonic()
+        if (
+            last is not None
+            and last.kind == kind
+            and now - last.at <= MERGE_S
+            and len(last.data) + len(raw) <= MERGE_BYTES
+            and (text or not last.text)  # a rewrite only ever makes the last line longer
+        ):
+            data, offset, elapsed = last.data + raw, last.offset, last.elapsed
+            text = text and last.text  # base64 takes in anything
+        else:
+            last, data, offset = None, raw, self.bytes_written
+            elapsed = round(now - self._start, 6)
+        if text:
+            event = [elapsed, kind, data.decode("utf-8")]
+        else:
+            event = [elapsed, "b", kind + ":" + base64.b64encode(data).decode("ascii")]
+        line = (json.dumps(event, ensure_ascii=False) + "\n").encode("utf-8")
+        if text and offset + len(line) > RATIO * (self._recorded + len(raw)) + SLACK:
+            return False
+        # Never shorter: no byte of the line it replaces is left behind.
+        assert last is None or len(line) >= len(last.line)
+        self._write_at(offset, line, last.line if last is not None else b"")
+        self._recorded += len(raw)
+        self._last = _Last(kind, text, data, offset, elapsed, now, line)
+        return True
 
     def _event(self, kind: str, text: str) -> None:
         self._ensure_open()
-        self._write_line(self._line(kind, text), 0)
+        elapsed = round(time.monotonic() - self._start, 6)
+        line = (json.dumps([elapsed, kind, text], ensure_ascii=False) + "\n").encode("utf-8")
+        self._write_at(self.bytes_written, line)
+        self._last = None
 
     # -- the file --
 
@@ -240,29 +282,27 @@ class Recording:
         self.close()
         raise RecordingError(reason)
 
-    def _write_line(self, line: bytes, recorded: int) -> None:
-        if self.bytes_written + len(line) > self.limits.max_bytes:
+    def _write_at(self, offset: int, line: bytes, replaces: bytes = b"") -> None:
+        """Write ``line`` at ``offset`` (the end, or over the last line ``replaces``)."""
+        end = offset + len(line)
+        if end > self.limits.max_bytes:
             self._fail(f"recording reached its size cap of {mib(self.limits.max_bytes)}")
         written, at = self._checked_at
         if self.bytes_written - written >= CHECK_BYTES or time.monotonic() - at >= CHECK_S:
             self.check_space()
-        self._write(line)
-        self._recorded += recorded
-
-    def _write(self, line: str | bytes) -> None:
         fd = self._fd
         assert fd is not None
-        data = line.encode("utf-8") if isinstance(line, str) else line
-        view = memoryview(data)
+        view, pos = memoryview(line), offset
         try:
             while view:  # each pass writes at least one byte or raises
-                n = os.write(fd, view)
+                n = os.pwrite(fd, view, pos)
                 if n <= 0:
-                    raise OSError(28, os.strerror(28))
-                view = view[n:]
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                view, pos = view[n:], pos + n
         except OSError as exc:
-            # Cut the torn line off, so the file stays a valid recording up to here.
+            # Put the file back as it was, so it stays a valid recording up to here.
             with contextlib.suppress(OSError):
-                os.ftruncate(fd, self.bytes_written)
+                os.pwrite(fd, replaces, offset)
+                os.ftruncate(fd, offset + len(replaces))
             self._fail(f"recording write failed: {exc.strerror}")
-        self.bytes_written += len(data)
+        self.bytes_written = end
