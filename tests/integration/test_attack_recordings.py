@@ -199,8 +199,13 @@ def _api_recording(stack: GatewayStack, session_id: str) -> str:
 
 @pytest.mark.parametrize(
     ("command", "size", "ratio"),
-    [("head -c 4194304 /dev/urandom", 4 * MIB, 1.5), ("seq 1 600000", 4_088_895, 1.2)],
-    ids=["random-bytes", "plain-text"],
+    [
+        ("head -c 4194304 /dev/urandom", 4 * MIB, 1.5),
+        ("seq 1 600000", 4_088_895, 1.2),
+        # Escape sequences written 3 bytes at a time: JSON alone would cost 2.7x.
+        ("i=0; while [ $i -lt 40000 ]; do printf '\\033[m'; i=$((i+1)); done", 120_000, 1.5),
+    ],
+    ids=["random-bytes", "plain-text", "escapes-in-tiny-chunks"],
 )
 def test_any_bytes_are_recorded_compactly_and_replayed_exactly(
     tmp_path: Path, command: str, size: int, ratio: float
