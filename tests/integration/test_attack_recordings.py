@@ -247,3 +247,30 @@ def test_a_recording_with_binary_output_still_plays_in_asciinema(tmp_path: Path)
             os.close(fd)
         assert os.waitstatus_to_exitcode(status) == 0, played
         assert b"before-bin" in played and b"after-bin" in played, played
+
+
+def test_an_interactive_shell_ends_when_the_recordings_filesystem_fills(tmp_path: Path) -> None:
+    with recording_stack(tmp_path, tmpfs_mib=16, reserve=4 * MIB) as stack:
+        rita = stack.users["rita"]
+        cmd = ["ssh", "-F", str(stack.ssh_config(rita)), "-tt", "rita+sg-1@gw"]
+        child, fd = pty.fork()
+        if child == 0:
+            os.execvp(cmd[0], cmd)
+        try:
+            assert b"# " in read_until(fd, b"# ")
+            _fill(stack.root / "recordings", MIB)
+            os.write(fd, b"echo typed-$((40+2))\n")
+            seen = read_until(fd, b"reserve", timeout=15)
+            _, status = os.waitpid(child, 0)
+        finally:
+            os.close(fd)
+        assert b"gpuhop: session ended: recording stopped" in seen, seen
+        assert os.waitstatus_to_exitcode(status) == 255
+        end = stack.wait_audit_events("session.end", lambda e: e["pty"] and e["user"] == "rita")
+        assert end and "reserve" in end[-1]["recording_error"], end
+        # What the shell showed before the end (free space is read at most 1 s apart) is recorded.
+        shown = seen.split(b"\r\ngpuhop: session ended")[0]
+        recorded = _replayed(stack, end[-1]["session_id"])
+        assert recorded.endswith(shown.split(b"\n")[-1]), (recorded[-200:], shown[-200:])
+        if b"typed-42" in shown:
+            assert b"typed-42" in recorded
