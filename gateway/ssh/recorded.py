@@ -228,7 +228,6 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
         try:
             if self._subsystem is None:
                 self._recording = self._start_recording()
-                self._watch_space()
             else:
                 self._sftp = SftpAuditor(self._sftp_event)
             start = self._common()
@@ -294,6 +293,10 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
         self._early.clear()
         if self._early_eof:
             up.write_eof()
+        if self._recording is not None:
+            self._space_timer = asyncio.get_running_loop().call_later(
+                SPACE_CHECK_S, self._watch_space
+            )
         chan.resume_reading()
 
     def _hand_over(self, service: asyncssh.SSHServerSession[bytes]) -> None:
