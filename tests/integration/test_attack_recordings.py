@@ -236,17 +236,18 @@ def test_a_recording_with_binary_output_still_plays_in_asciinema(tmp_path: Path)
         kinds = [json.loads(line)[1] for line in cast.read_text().splitlines()[1:]]
         assert "b" in kinds and "o" in kinds, kinds
         assert _replayed(stack, end["session_id"]) == result.stdout
-        # asciinema wants a controlling terminal even to print a recording.
-        child, fd = pty.fork()
-        if child == 0:
-            os.execvp("asciinema", ["asciinema", "cat", str(cast)])
-        try:
-            played = read_until(fd, b"\x00", timeout=20)
-            _, status = os.waitpid(child, 0)
-        finally:
-            os.close(fd)
-        assert os.waitstatus_to_exitcode(status) == 0, played
-        assert b"before-bin" in played and b"after-bin" in played, played
+        for how in (["cat"], ["play", "--speed", "10"]):
+            # asciinema wants a controlling terminal even to print a recording.
+            child, fd = pty.fork()
+            if child == 0:
+                os.execvp("asciinema", ["asciinema", *how, str(cast)])
+            try:
+                played = read_until(fd, b"\x00", timeout=20)
+                _, status = os.waitpid(child, 0)
+            finally:
+                os.close(fd)
+            assert os.waitstatus_to_exitcode(status) == 0, (how, played)
+            assert b"before-bin" in played and b"after-bin" in played, (how, played)
 
 
 def test_an_interactive_shell_ends_when_the_recordings_filesystem_fills(tmp_path: Path) -> None:
