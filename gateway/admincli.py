@@ -9,6 +9,7 @@ stderr with the gateway's exit codes (``gateway.cli.one_line_errors``).
 from __future__ import annotations
 
 import asyncio
+import codecs
 import functools
 import json
 import os
@@ -290,9 +291,13 @@ def audit_replay(
     path = recording_path(recordings_dir, session_id)
     stdout = sys.stdout.buffer
     cleaner = PlainText() if plain else None
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
-    def write(text: str) -> None:
-        stdout.write((cleaner.feed(text) if cleaner else text).encode("utf-8", "replace"))
+    def write(data: bytes) -> None:
+        # Exact bytes as recorded; --plain decodes them (split characters joined) to clean them.
+        if cleaner is not None:
+            data = cleaner.feed(decoder.decode(data)).encode("utf-8")
+        stdout.write(data)
         stdout.flush()
 
     with path.open(encoding="utf-8", errors="replace") as f:
@@ -315,6 +320,7 @@ def audit_replay(
             except KeyboardInterrupt:
                 sys.exit(130)
     if cleaner is not None:
+        stdout.write(cleaner.feed(decoder.decode(b"", final=True)).encode("utf-8"))
         stdout.write(cleaner.end().encode("utf-8", "replace"))
         stdout.flush()
 

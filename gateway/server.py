@@ -30,6 +30,7 @@ from gateway import __version__
 from gateway.api import ApiContext, session_controls, start_api
 from gateway.api.context import GatewayKeys
 from gateway.api.server import ApiServer, bind_api_socket
+from gateway.audit.recording import Limits as RecordingLimits
 from gateway.audit.store import AuditStore, append_within, open_store
 from gateway.directory.service import DirectoryService, stop_task
 from gateway.directory.view import DirectoryView
@@ -135,6 +136,7 @@ class Gateway:
             audit_start_timeout_s=g.audit_start_timeout_s,
             recordings_dir=g.recordings_dir,
             record_input=g.record_input,
+            recording_limits=RecordingLimits(g.recording_max_bytes, g.recordings_min_free_bytes),
             host_certificate=HostCertificates(host_ca, host_key),
             env_stage=StagePolicy(
                 min_rtt_s=g.env_push_min_rtt_ms / 1000.0,

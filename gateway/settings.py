@@ -169,6 +169,12 @@ class GatewaySettings(BaseModel):
     """Where recorded sessions are written (asciicast v2, one file per channel)."""
     record_input: bool = False
     """Also record what users type (passwords typed at prompts included: off by default)."""
+    recording_max_bytes: Annotated[int, Field(ge=64 * 1024)] = 1 << 30
+    """Size cap of one session's recording file, in bytes: a session whose recording
+    would grow past it is ended (message to the user, audited in ``session.end``)."""
+    recordings_min_free_bytes: Annotated[int, Field(ge=0)] = 256 << 20
+    """Free space kept on the recordings filesystem, in bytes: below it new recorded
+    sessions are refused (``channel.deny``) and running ones end (0: only a full disk)."""
     upstream_keepalive_s: PositiveSeconds = 5.0
     """Keepalive interval on the gateway's connections to hosts; 3 missed = host lost."""
     upstream_idle_s: Seconds = 60.0

@@ -1,7 +1,9 @@
 """Replaying asciicast v2 recordings through pyte, a terminal emulator in pure Python.
 
 The gateway records each interactive session as asciicast v2: a JSON header
-line, then ``[seconds, "o", text]`` output events. ``Player`` feeds those
+line, then ``[seconds, "o", text]`` output events, and ``[seconds, "b", "o:BASE64"]``
+for output bytes that are not text (``asciinema`` skips those; here they are joined
+back into the exact byte stream, see ``output_bytes``). ``Player`` feeds those
 events to a ``pyte.Screen`` as playback time advances, so a widget only has to
 draw ``player.screen``. Nothing here does I/O or reads a clock: the replay
 screen's timer passes the elapsed real time to ``advance``.
@@ -9,7 +11,11 @@ screen's timer passes the elapsed real time to ``advance``.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import codecs
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pyte
@@ -36,6 +42,34 @@ class Cast:
 def parse_cast(text: str, *, idle_limit: float = 2.0) -> Cast:
     """A recording from asciicast v2 text; gaps longer than the header's
     ``idle_time_limit`` (or ``idle_limit``) are shortened, as ``asciinema play`` does."""
+    header, lines = _header(text)
+    width = _size(header.get("width"), 80)
+    height = _size(header.get("height"), 24)
+    limit = header.get("idle_time_limit")
+    cap = float(limit) if isinstance(limit, int | float) and limit > 0 else idle_limit
+    events: list[tuple[float, str]] = []
+    last_raw = 0.0
+    clock = 0.0
+    # Decoded as one stream: a character split between two events comes out whole.
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    for ts, data in _output(lines):
+        clock += min(max(0.0, ts - last_raw), cap)
+        last_raw = max(last_raw, ts)
+        if chunk := decoder.decode(data):
+            events.append((clock, chunk))
+    if tail := decoder.decode(b"", final=True):
+        events.append((clock, tail))
+    title = header.get("title")
+    return Cast(width, height, title if isinstance(title, str) else "", tuple(events))
+
+
+def output_bytes(text: str) -> bytes:
+    """The exact bytes the session's user saw, from the recording's text."""
+    _, lines = _header(text)
+    return b"".join(data for _, data in _output(lines))
+
+
+def _header(text: str) -> tuple[dict[str, object], list[str]]:
     lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
         raise ClientError("empty recording")
@@ -45,26 +79,26 @@ def parse_cast(text: str, *, idle_limit: float = 2.0) -> Cast:
         raise ClientError("not an asciicast recording (bad header line)") from None
     if not isinstance(header, dict) or header.get("version") != 2:
         raise ClientError("not an asciicast v2 recording")
-    width = _size(header.get("width"), 80)
-    height = _size(header.get("height"), 24)
-    limit = header.get("idle_time_limit")
-    cap = float(limit) if isinstance(limit, int | float) and limit > 0 else idle_limit
-    events: list[tuple[float, str]] = []
-    last_raw = 0.0
-    clock = 0.0
+    return header, lines
+
+
+def _output(lines: list[str]) -> Iterator[tuple[float, bytes]]:
+    """Output events ``(recorded seconds, bytes)``: ``"o"`` text and ``"b"`` base64 bytes."""
     for n, line in enumerate(lines[1:], start=2):
         try:
             ts, kind, data = json.loads(line)
             ts = float(ts)
         except (ValueError, TypeError):
             raise ClientError(f"recording line {n} is not an event") from None
-        if kind != "o" or not isinstance(data, str):
+        if not isinstance(data, str):
             continue
-        clock += min(max(0.0, ts - last_raw), cap)
-        last_raw = max(last_raw, ts)
-        events.append((clock, data))
-    title = header.get("title")
-    return Cast(width, height, title if isinstance(title, str) else "", tuple(events))
+        if kind == "o":
+            yield ts, data.encode("utf-8", "surrogateescape")
+        elif kind == "b" and data.startswith("o:"):
+            try:
+                yield ts, base64.b64decode(data[2:], validate=True)
+            except binascii.Error:
+                raise ClientError(f"recording line {n} has bad base64") from None
 
 
 def _size(value: object, default: int) -> int:

@@ -1,20 +1,23 @@
 """Playing back a session recording (asciicast v2, see ``recording.py``) in a terminal.
 
 Read line by line, so a long session replays in constant memory. Output events
-(``"o"``) are written at their recorded times divided by ``speed``; gaps longer
-than ``max_idle`` are shortened to it. Input and resize events are skipped:
-what the user typed shows in the output already, when the host echoed it.
+(``"o"`` text and ``"b"`` ``"o:BASE64"`` bytes) are written, as the exact bytes
+the user saw, at their recorded times divided by ``speed``; gaps longer than
+``max_idle`` are shortened to it. Input and resize events are skipped: what the
+user typed shows in the output already, when the host echoed it.
 The clock and sleep are passed in, so tests replay without waiting.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 from gateway.errors import StorageError
 
@@ -27,6 +30,7 @@ _ESCAPE: Final = re.compile(_SEQUENCE)
 # ...and every other control character but newline and tab, including a stray ESC.
 _CONTROL: Final = re.compile(_SEQUENCE + r"|[\x00-\x08\x0b-\x1f\x7f]")
 _ESC_TAIL: Final = 256  # longest escape sequence held back across an event boundary
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +51,8 @@ def recording_path(recordings_dir: Path, session_id: str) -> Path:
     return path
 
 
-def read_cast(lines: Iterable[str]) -> tuple[CastHeader, Iterator[tuple[float, str]]]:
-    """The header and the output events ``(seconds, text)`` of an asciicast v2 stream."""
+def read_cast(lines: Iterable[str]) -> tuple[CastHeader, Iterator[tuple[float, bytes]]]:
+    """The header and the output events ``(seconds, bytes)`` of an asciicast v2 stream."""
     it = iter(lines)
     try:
         header = json.loads(next(it))
@@ -57,7 +61,7 @@ def read_cast(lines: Iterable[str]) -> tuple[CastHeader, Iterator[tuple[float, s
     if not isinstance(header, dict) or header.get("version") != 2:
         raise StorageError("not an asciicast v2 recording")
 
-    def events() -> Iterator[tuple[float, str]]:
+    def events() -> Iterator[tuple[float, bytes]]:
         for n, line in enumerate(it, start=2):
             if not line.strip():
                 continue
@@ -67,8 +71,15 @@ def read_cast(lines: Iterable[str]) -> tuple[CastHeader, Iterator[tuple[float, s
             except (ValueError, TypeError):
                 # A gateway killed mid-write leaves a torn last line; anything else is damage.
                 raise StorageError(f"recording line {n} is not an event") from None
-            if kind == "o" and isinstance(text, str):
-                yield ts, text
+            if not isinstance(text, str):
+                continue
+            if kind == "o":
+                yield ts, text.encode("utf-8", "surrogateescape")
+            elif kind == "b" and text.startswith("o:"):
+                try:
+                    yield ts, base64.b64decode(text[2:], validate=True)
+                except binascii.Error:
+                    raise StorageError(f"recording line {n} has bad base64") from None
 
     def number(key: str, default: int) -> int:
         value = header.get(key)
@@ -87,8 +98,8 @@ def read_cast(lines: Iterable[str]) -> tuple[CastHeader, Iterator[tuple[float, s
 
 
 def play(
-    events: Iterable[tuple[float, str]],
-    write: Callable[[str], None],
+    events: Iterable[tuple[float, T]],
+    write: Callable[[T], None],
     *,
     speed: float = 1.0,
     max_idle: float | None = None,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from gateway.audit.recording import Limits as RecordingLimits
 from gateway.audit.store import AuditStore, append_within
 from gateway.inventory.hosts import Inventory
 from gateway.keys import UserCA
@@ -54,6 +55,7 @@ class FrontContext:
     pool: UpstreamPool | None = None
     recordings_dir: Path = Path("recordings")
     record_input: bool = False
+    recording_limits: RecordingLimits = field(default_factory=RecordingLimits)
     audit_start_timeout_s: float = 10.0
     session_store: SessionStore | None = None
     live: LiveState | None = None

@@ -8,7 +8,9 @@ and the exact exit status or signal. Terminal channels are recorded as
 asciicast v2; SFTP is audited per operation instead. Flow control is
 end to end: a full window on one side pauses reading on the other.
 
-A recording that cannot be created refuses the session: never unrecorded.
+A recording that cannot be created refuses the session: never unrecorded. Output
+is recorded before it is forwarded; when the recording cannot go on (write error,
+size cap, free-space reserve) the data is dropped and the session ends.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 import asyncssh
 import structlog
 
-from gateway.audit.recording import Recording
+from gateway.audit.recording import Recording, RecordingError, check_free
 from gateway.errors import GatewayError, StorageError
 from gateway.inventory.leases import LeaseRefused, lease_environment
 from gateway.live import IdleWatch
@@ -35,6 +37,7 @@ from gateway.ssh.sftpaudit import SftpAuditor
 log = structlog.get_logger("gpuhop.recorded")
 
 STDERR = asyncssh.EXTENDED_DATA_STDERR
+SPACE_CHECK_S = 2.0  # how often an idle recorded session reads the free space
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +132,7 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
         self._notice = ""
         self._metered = False
         self._last_activity = time.monotonic()
+        self._space_timer: asyncio.TimerHandle | None = None
 
     @property
     def target(self) -> Target:
@@ -208,7 +212,7 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
                 return
             self._t = res.target
             self._command = res.command
-        denial = await self._admit(chan.get_environment())
+        denial = self._recordings_full() or await self._admit(chan.get_environment())
         if denial:
             await self._audit(
                 "channel.deny",
@@ -231,6 +235,9 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
             if self._recording is not None:
                 start["recording"] = self._recording.path.name
             await ctx.start_session(self.target.principal.user, start)
+        except RecordingError as exc:
+            self._refuse(f"gpuhop: session refused: {exc}", str(exc))
+            return
         except (StorageError, OSError) as exc:
             self._refuse(f"gpuhop: session refused: {exc}", "recording or audit unavailable")
             return
@@ -286,6 +293,10 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
         self._early.clear()
         if self._early_eof:
             up.write_eof()
+        if self._recording is not None:
+            self._space_timer = asyncio.get_running_loop().call_later(
+                SPACE_CHECK_S, self._watch_space
+            )
         chan.resume_reading()
 
     def _hand_over(self, service: asyncssh.SSHServerSession[bytes]) -> None:
@@ -360,7 +371,45 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
             title=title,
             command=self._command,
             record_input=self._ctx.record_input,
+            limits=self._ctx.recording_limits,
         )
+
+    def _recordings_full(self) -> str:
+        """Why a terminal session cannot be recorded now (free-space reserve), or ""."""
+        if self._subsystem is not None:
+            return ""
+        try:
+            check_free(self._ctx.recordings_dir, self._ctx.recording_limits.min_free_bytes)
+        except RecordingError as exc:
+            return f"recording unavailable: {exc}"
+        return ""
+
+    def _watch_space(self) -> None:
+        """Read the recordings filesystem's free space now and then, so idle sessions end too."""
+        self._space_timer = None
+        if self._recording is None or self._finished:
+            return
+        try:
+            self._recording.check_space()
+        except RecordingError as exc:
+            self._recording_stopped(exc)
+            return
+        loop = asyncio.get_running_loop()
+        self._space_timer = loop.call_later(SPACE_CHECK_S, self._watch_space)
+
+    def _recording_stopped(self, exc: RecordingError) -> None:
+        """End the session: it can no longer be recorded (audited as its end's error)."""
+        if self._finished or self._error.startswith("recording stopped"):
+            return
+        self._error = f"recording stopped: {exc}"
+        chan = self._chan
+        if chan is not None:
+            with contextlib.suppress(OSError):
+                chan.write(f"\r\ngpuhop: session ended: {self._error}\r\n".encode(), STDERR)
+                chan.exit(255)
+        if self._up is not None:
+            self._up.close()
+        self._finish()
 
     def _refuse(self, message: str, error: str, audit_end: bool = True) -> None:
         self._error = self._error or error
@@ -382,7 +431,11 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
         self._bytes_up += len(data)
         self._last_activity = time.monotonic()
         if self._recording is not None:
-            self._recording.input(data)
+            try:
+                self._recording.input(data)
+            except RecordingError as exc:
+                self._recording_stopped(exc)
+                return
         elif self._sftp is not None:
             self._sftp.client_data(data)
         if self._up is not None:
@@ -398,7 +451,11 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
         if self._metered:
             self._ctx.live.add_egress(self.session_id, len(data))  # type: ignore[union-attr]
         if self._recording is not None:
-            self._recording.output(data)
+            try:
+                self._recording.output(data)  # before forwarding: nothing unrecorded is seen
+            except RecordingError as exc:
+                self._recording_stopped(exc)
+                return
         elif self._sftp is not None and datatype is None:
             self._sftp.server_data(data)
         if self._chan is not None:
@@ -421,7 +478,11 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
 
     def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
         if self._recording is not None:
-            self._recording.resize(width, height)
+            try:
+                self._recording.resize(width, height)
+            except RecordingError as exc:
+                self._recording_stopped(exc)
+                return
         if self._up is not None:
             self._up.change_terminal_size(width, height, pixwidth, pixheight)
 
@@ -532,6 +593,8 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
             exit_signal=self.exit_signal[0] if self.exit_signal else None,
             error=self._error,
         )
+        if self._space_timer is not None:
+            self._space_timer.cancel()
         if self._recording is not None:
             self._recording.close()
             end["recording"] = self._recording.path.name
