@@ -124,6 +124,7 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
         self._service: asyncssh.SSHServerSession[bytes] | None = None
         self._early: list[tuple[bytes, asyncssh.DataType]] = []
         self._early_eof = False
+        self._host_full = False  # the host's channel buffer is past its limit: user paused
         self._gpus = 0
         self._lease_env: dict[str, str] = {}
         self._notice = ""
@@ -286,7 +287,8 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
         self._early.clear()
         if self._early_eof:
             up.write_eof()
-        chan.resume_reading()
+        if not self._host_full:  # a host that is already full resumes the user itself
+            chan.resume_reading()
 
     def _hand_over(self, service: asyncssh.SSHServerSession[bytes]) -> None:
         """Let a service on the gateway itself answer this channel; it audits its own work."""
@@ -387,10 +389,14 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
             self._sftp.client_data(data)
         if self._up is not None:
             self._up.write(data, datatype)
-        else:
-            # asyncssh may deliver a request's first data before pause_reading
-            # takes effect; keep it (bounded by the channel window) until open.
-            self._early.append((data, datatype))
+            return
+        # asyncssh may deliver a request's first data before pause_reading takes
+        # effect. Pausing again here keeps what waits for the host within one
+        # channel window: asyncssh grants no more while paused and refuses a
+        # client that sends past its window.
+        if self._chan is not None:
+            self._chan.pause_reading()
+        self._early.append((data, datatype))
 
     def from_host(self, data: bytes, datatype: asyncssh.DataType) -> None:
         self._bytes_down += len(data)
@@ -449,11 +455,13 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
             self._up.resume_reading()
 
     def pause_user(self) -> None:
+        self._host_full = True
         if self._chan is not None:
             self._chan.pause_reading()
 
     def resume_user(self) -> None:
-        if self._chan is not None:
+        self._host_full = False
+        if self._chan is not None and self._up is not None:
             self._chan.resume_reading()
 
     # -- endings --
