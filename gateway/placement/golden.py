@@ -28,7 +28,7 @@ import asyncssh
 import structlog
 
 from gateway.errors import GatewayError
-from gateway.inventory.leases import Lease, LeaseRefused, lease_environment
+from gateway.inventory.leases import Lease, LeaseRefused, host_environment
 from gateway.inventory.probes import ssh_rtt_ms
 from gateway.metering.budgets import BudgetDecision
 from gateway.metering.meter import Rate
@@ -167,7 +167,7 @@ class GoldenRunner:
             entry = await pool.acquire(principal.user, host, account)
         except GatewayError as exc:
             return GoldenResult(host.name, "unreachable", error=str(exc))
-        env = dict(lease_environment(lease)) if lease is not None else {}
+        env = host_environment({}, lease)  # no lease: no GPU, not the host's default
         conn = entry.conn
         rtt_ms: float | None = None
         group: int | None = None

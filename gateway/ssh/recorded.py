@@ -25,7 +25,7 @@ import structlog
 
 from gateway.audit.recording import Recording
 from gateway.errors import GatewayError, StorageError
-from gateway.inventory.leases import LeaseRefused, lease_environment
+from gateway.inventory.leases import Lease, LeaseRefused, host_environment
 from gateway.live import IdleWatch
 from gateway.models import AccessRequest, Host, Mode, Principal
 from gateway.policy.rules import evaluate
@@ -126,7 +126,7 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
         self._early_eof = False
         self._host_full = False  # the host's channel buffer is past its limit: user paused
         self._gpus = 0
-        self._lease_env: dict[str, str] = {}
+        self._lease: Lease | None = None
         self._notice = ""
         self._metered = False
         self._last_activity = time.monotonic()
@@ -257,8 +257,7 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
         self._entry = entry
         term = self._term
         env: dict[bytes | str, bytes | str] = {}
-        env.update(chan.get_environment())
-        env.update(self._lease_env)
+        env.update(host_environment(chan.get_environment(), self._lease))  # the gateway's GPUs
         try:
             up, _ = await entry.conn.create_session(
                 lambda: _UpstreamSide(self),
@@ -336,7 +335,7 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
             lease = await live.lease(t.host, self.session_id, gpus)
             if isinstance(lease, LeaseRefused):
                 return lease.reason
-            self._lease_env = dict(lease_environment(lease))
+            self._lease = lease
             live.idle[self.session_id] = IdleWatch(
                 self.session_id,
                 t.host.name,
@@ -528,7 +527,7 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
             cost = ctx.live.stop_meter(self.session_id)
             if cost is not None:
                 end["cost_usd"] = round(cost.total, 6)
-        if self._lease_env and ctx.live is not None:
+        if self._lease is not None and ctx.live is not None:
             ctx.live.idle.pop(self.session_id, None)
             ctx.spawn(ctx.live.release(self.session_id))
         end["gpus"] = self._gpus

@@ -10,6 +10,7 @@ sessions like any other.
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import threading
 import time
@@ -123,3 +124,60 @@ def test_data_piped_into_a_command_that_never_reads_costs_bounded_memory(
     )
     assert grown_mib <= 64, f"gateway grew {grown_mib:.0f} MiB for {sent[0] / MIB:.0f} MiB sent"
     assert sent[0] < total, "the client was never held back"
+
+
+# -- the GPU environment is the gateway's --
+
+PRINT_GPU_ENV = "env | grep -E '^(CUDA_|GPUHOP_|NVIDIA_)' | sort"
+
+
+def _gpu_env(out: bytes) -> dict[str, str]:
+    pairs = (line.partition("=") for line in out.decode().splitlines() if "=" in line)
+    return {k: v for k, _, v in pairs if k != "GPUHOP_FAKE_GPUS"}  # the host's own marker
+
+
+def test_client_sent_cuda_env_never_reaches_the_host(gw: GatewayStack) -> None:
+    """A session that asked for no GPU sees none, whatever it sends with SetEnv."""
+    setenv = "-oSetEnv=CUDA_VISIBLE_DEVICES=0,1,2,3 CUDA_DEVICE_ORDER=FASTEST_FIRST GPUHOP_X=1"
+    result = gw.run(_direct(gw, "eve", "sg-1", PRINT_GPU_ENV, setenv))
+    assert result.returncode == 0, result.stderr
+    assert _gpu_env(result.stdout) == {"CUDA_VISIBLE_DEVICES": ""}
+
+
+def test_sendenv_cuda_is_dropped_too(gw: GatewayStack) -> None:
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "1,2", "CUDA_DEVICE_ORDER": "FASTEST_FIRST"}
+    cmd = _direct(gw, "eve", "my-1", PRINT_GPU_ENV, "-oSendEnv=CUDA_*")
+    result = gw.run(cmd, env=env)
+    assert result.returncode == 0, result.stderr
+    assert _gpu_env(result.stdout) == {"CUDA_VISIBLE_DEVICES": ""}
+
+
+def test_leased_gpus_of_another_session_cannot_be_claimed(gw: GatewayStack) -> None:
+    """rita holds GPUs 0,1 on sg-1; eve names them, asking for none and then for one:
+    she gets none, then one of her own, never rita's and never for free."""
+    holder = subprocess.Popen(
+        _direct(
+            gw, "rita", "sg-1", "echo got=$CUDA_VISIBLE_DEVICES; sleep 30", "-oSetEnv=GPUHOP_GPUS=2"
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == b"got=0,1"
+        free_ride = gw.run(
+            _direct(gw, "eve", "sg-1", PRINT_GPU_ENV, "-oSetEnv=CUDA_VISIBLE_DEVICES=0,1")
+        )
+        assert free_ride.returncode == 0, free_ride.stderr
+        assert _gpu_env(free_ride.stdout) == {"CUDA_VISIBLE_DEVICES": ""}
+        setenv = "-oSetEnv=GPUHOP_GPUS=1 CUDA_VISIBLE_DEVICES=0,1"
+        result = gw.run(_direct(gw, "eve", "sg-1", PRINT_GPU_ENV, setenv))
+        assert result.returncode == 0, result.stderr
+        assert _gpu_env(result.stdout) == {
+            "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+            "CUDA_VISIBLE_DEVICES": "2",
+            "GPUHOP_GPUS": "1",
+        }
+    finally:
+        holder.kill()
+        holder.communicate(timeout=10)
