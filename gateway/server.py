@@ -141,6 +141,7 @@ class Gateway:
                 connections=g.env_push_connections,
                 per_connection=g.env_push_streams_per_connection,
                 chunk_size=g.env_push_chunk_mib * 1024 * 1024,
+                spool_ahead=g.env_push_spool_ahead_mib * 1024 * 1024,
             ),
         )
         ctx.pool = UpstreamPool(

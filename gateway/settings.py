@@ -189,6 +189,9 @@ class GatewaySettings(BaseModel):
     per connection by default)."""
     env_push_chunk_mib: Annotated[Int, Field(ge=1, le=1024)] = 8
     """Size of a staged chunk in MiB: what a cut-off push may have to send again."""
+    env_push_spool_ahead_mib: Annotated[Int, Field(ge=1, le=1_048_576)] = 1024
+    """How far (MiB) a staged push's spool may run ahead of the slowest far host still
+    loading; past it the client is held back. At least connections x streams x chunk."""
     probe_interval_s: PositiveSeconds = 1.0
     """How often each host's SSH round trip is measured (on a kept connection)."""
     probe_timeout_s: PositiveSeconds = 2.0
