@@ -13,11 +13,15 @@ import contextlib
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from gateway.sim.delayproxy import ThreadedDelayProxy
@@ -35,7 +39,9 @@ STAGING = """env_push_min_rtt_ms = 0.0
 env_push_connections = 1
 env_push_streams_per_connection = 2
 env_push_chunk_mib = 1
-env_push_spool_ahead_mib = 4"""
+env_push_spool_ahead_mib = 4
+golden_max_running = 2
+golden_max_s = 30.0"""
 # ae-1's docker: a load that takes whatever it is given (the others have no dockerd).
 FAKE_DOCKER = """#!/bin/sh
 case "$1" in load) exec cat >/dev/null;; esac
@@ -50,6 +56,18 @@ hosts = ["*"]
 accounts = ["root"]
 modes = ["recorded"]
 max_gpus = 4
+
+[[roles]]
+name = "rec-ci"
+hosts = ["*"]
+accounts = ["root"]
+modes = ["recorded"]
+max_gpus = 4
+ci_golden = true
+
+[[budgets]]
+user = "bud"
+daily = 0.001
 """
 
 
@@ -68,9 +86,11 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayStack]:
         docker.chmod(0o755)
         proxy = ThreadedDelayProxy("127.0.0.1", far.port, FAR_RTT_MS).start()
         stack.host_addresses["ae-1"] = ("127.0.0.1", proxy.port)
-        stack.add_user("rita")
-        stack.add_user("eve")
-        stack.write_config(ROLES, {"rita": ["rec"], "eve": ["rec"]})
+        for user in ("rita", "eve", "cinda", "bud"):
+            stack.add_user(user)
+        stack.write_config(
+            ROLES, {"rita": ["rec"], "eve": ["rec"], "cinda": ["rec-ci"], "bud": ["rec"]}
+        )
         stack.start_gateway(timeout=60)  # the machine is shared: allow a slow start
         yield stack
     finally:
@@ -293,3 +313,158 @@ def test_a_slow_far_host_holds_the_client_back(gw: GatewayStack) -> None:
     )
     assert taken <= whole + 4 * MIB + 256 * 1024, "the spool ran past its 4 MiB"
     assert sent <= 128 * MIB, f"the client got rid of {sent / MIB:.0f} MiB in 8 s"
+
+
+# -- golden runs are sessions --
+
+_tokens: dict[tuple[str, str], str] = {}
+NEAR = ("sg-1", "my-1")
+GATEWAY_CLI = (sys.executable, "-m", "gateway.cli")
+
+
+def _token(stack: GatewayStack, user: str, scope: str = "user") -> str:
+    if (user, scope) not in _tokens:
+        args = ["create", "--config", str(stack.config), "--user", user, "--scope", scope]
+        _tokens[user, scope] = subprocess.run(
+            [*GATEWAY_CLI, "token", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout.strip()
+    return _tokens[user, scope]
+
+
+def _api(stack: GatewayStack, token: str) -> httpx.Client:
+    return httpx.Client(
+        base_url=f"http://127.0.0.1:{stack.api_port}/v1",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def probed(gw: GatewayStack) -> GatewayStack:
+    """The stack once the near hosts have a probed round trip (ranking needs one)."""
+    deadline = time.monotonic() + 60
+    hosts: list[dict[str, Any]] = []
+    with _api(gw, _token(gw, "rita")) as api:
+        while time.monotonic() < deadline:
+            hosts = api.get("/hosts").json()
+            if all(h["rtt_ms"] is not None for h in hosts if h["name"] in NEAR):
+                return gw
+            time.sleep(0.2)
+    raise AssertionError(f"the probes never reported {NEAR}: {hosts}")
+
+
+def _golden(stack: GatewayStack, token: str, command: str, **body: Any) -> httpx.Response:
+    with _api(stack, token) as api:
+        return api.post("/placement/golden", json={"gpus": 1, "top": 1, "command": command, **body})
+
+
+def test_a_golden_run_is_a_metered_recorded_session(probed: GatewayStack) -> None:
+    token = _token(probed, "rita")
+    response = _golden(probed, token, "echo hello-golden; sleep 1")
+    assert response.status_code == 200, response.text
+    [host] = response.json()["hosts"]
+    assert host["status"] == "ok", host
+    sid = host["session_id"]
+    assert sid, host
+    ended = probed.wait_audit_events("session.end", lambda e: e["session_id"] == sid)
+    assert ended and ended[0]["request"] == "golden" and ended[0]["gpus"] == 1, ended
+    assert ended[0]["cost_usd"] == pytest.approx(host["measured_cost"]) and ended[0]["cost_usd"] > 0
+    with _api(probed, token) as api:
+        deadline = time.monotonic() + 10
+        record = api.get(f"/sessions/{sid}").json()
+        while record.get("cost_usd") is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+            record = api.get(f"/sessions/{sid}").json()
+        assert record["cost_usd"] == pytest.approx(host["measured_cost"]), record
+        cast = api.get(f"/recordings/{sid}")
+    assert cast.status_code == 200, cast.text
+    header, *events = cast.text.splitlines()
+    assert json.loads(header)["command"] == "echo hello-golden; sleep 1"
+    assert "hello-golden" in "".join(json.loads(e)[2] for e in events)
+    [start] = [e for e in probed.audit_events("session.start") if e["session_id"] == sid]
+    assert (start["user"], start["request"], start["recording"]) == (
+        "rita",
+        "golden",
+        f"{sid}.cast",
+    )
+
+
+def test_golden_runs_count_against_the_budget(probed: GatewayStack) -> None:
+    """bud may spend $0.001 a day: a 2 s run on one GPU at $2.50/h costs more than that,
+    so the next one is refused."""
+    token = _token(probed, "bud")
+    first = _golden(probed, token, "sleep 2")
+    assert first.status_code == 200, first.text
+    [host] = first.json()["hosts"]
+    assert host["status"] == "ok" and host["measured_cost"] > 0.001, host
+    second = _golden(probed, token, "true")
+    [again] = second.json()["hosts"]
+    assert again["status"] == "denied" and "daily budget" in again["error"], again
+
+
+def test_a_golden_run_is_listed_live_and_the_kill_api_ends_it(probed: GatewayStack) -> None:
+    marker = "sleep 41.7"  # unique on this machine: pgrep finds only this run
+    token, admin = _token(probed, "eve"), _token(probed, "rita", "admin")
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(_golden, probed, token, marker, timeout_s=30)
+        [sid] = _wait_live(probed, "eve", 1)
+        with _api(probed, admin) as api:
+            killed = api.post(f"/sessions/{sid}/kill")
+            assert killed.status_code == 200, killed.text
+        started = time.monotonic()
+        response = running.result(timeout=30)
+    assert time.monotonic() - started < 15
+    [host] = response.json()["hosts"]
+    assert (host["status"], host["session_id"]) == ("killed", sid), host
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _running(marker):
+        time.sleep(0.1)
+    assert not _running(marker), "the killed run still runs on the host"
+
+
+def _running(pattern: str) -> bool:
+    found = subprocess.run(["pgrep", "-f", f"^{pattern}"], capture_output=True, text=True)
+    return bool(found.stdout.strip())
+
+
+def test_golden_runs_are_capped_per_user(probed: GatewayStack) -> None:
+    """At most 2 host runs at once (golden_max_running) and 30 s each (golden_max_s)."""
+    token = _token(probed, "cinda")
+    too_long = _golden(probed, token, "true", timeout_s=60)
+    assert too_long.status_code == 422, too_long.text
+    assert "at most 30 s" in too_long.json()["error"]["message"], too_long.json()
+    with ThreadPoolExecutor(1) as pool:
+        busy = pool.submit(_golden, probed, token, "sleep 8", top=2, timeout_s=20)
+        _wait_live(probed, "cinda", 2)
+        third = _golden(probed, token, "true", gpus=0)
+        assert third.status_code == 429, third.text
+        assert "at most 2 at once" in third.json()["error"]["message"], third.json()
+        done = busy.result(timeout=30)
+    assert done.status_code == 200, done.text
+    assert [h["status"] for h in done.json()["hosts"]] == ["ok", "ok"], done.json()
+
+
+def _wait_live(stack: GatewayStack, user: str, count: int) -> list[str]:
+    """The ids of ``user``'s live sessions, once there are ``count`` of them."""
+    ids: list[str] = []
+    with _api(stack, _token(stack, "rita", "admin")) as api:
+        deadline = time.monotonic() + 20
+        while len(ids) < count and time.monotonic() < deadline:
+            live = api.get("/sessions", params={"live": "true", "user": user}).json()
+            ids = [s["id"] for s in live["sessions"]]
+            time.sleep(0.1)
+    assert len(ids) >= count, f"{user} has {len(ids)} live session(s), not {count}"
+    return ids
+
+
+def test_a_ci_token_runs_golden_only_where_its_role_says_so(probed: GatewayStack) -> None:
+    refused = _golden(probed, _token(probed, "rita", "ci"), "true", gpus=0)
+    assert refused.status_code == 403, refused.text
+    assert "ci_golden" in refused.json()["error"]["message"], refused.json()
+    allowed = _golden(probed, _token(probed, "cinda", "ci"), "true", gpus=0)
+    assert allowed.status_code == 200, allowed.text
+    assert [h["status"] for h in allowed.json()["hosts"]] == ["ok"], allowed.json()
