@@ -165,7 +165,8 @@ class GoldenHostOut(BaseModel):
     rtt_ms: float | None
     """One SSH round trip on the connection it ran over, just before (None: not reached)."""
     measured_cost: float
-    """What those seconds cost at the host's price with the GPUs leased."""
+    """What the run's session cost: the GPUs leased, at the host's price, for as long as
+    they were held (a little longer than ``seconds``), plus its output as egress."""
     gpus: list[int]
     """The GPUs leased for the run (nvidia-smi indices)."""
     output: list[str]
