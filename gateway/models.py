@@ -55,6 +55,7 @@ class Role:
     modes: tuple[Mode, ...] = (Mode.PASSTHROUGH, Mode.RECORDED)
     max_gpus: int = 0  # 0 = no GPU limit beyond the host's
     forwarding: bool = False  # local forwards to the host's loopback in recorded sessions
+    ci_golden: bool = False  # CI tokens may start golden runs (POST /v1/placement/golden)
 
 
 @dataclass(frozen=True, slots=True)

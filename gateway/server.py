@@ -49,7 +49,7 @@ from gateway.keys import (
 from gateway.live import LiveState
 from gateway.metering.meter import rate_for
 from gateway.metrics import GatewayMetrics, InstrumentedAuditStore
-from gateway.placement.golden import GoldenRunner
+from gateway.placement.golden import GoldenLimits, GoldenRunner
 from gateway.settings import Settings
 from gateway.ssh.algorithms import connection_algorithms
 from gateway.ssh.context import FrontContext
@@ -143,6 +143,7 @@ class Gateway:
                 connections=g.env_push_connections,
                 per_connection=g.env_push_streams_per_connection,
                 chunk_size=g.env_push_chunk_mib * 1024 * 1024,
+                spool_ahead=g.env_push_spool_ahead_mib * 1024 * 1024,
             ),
         )
         ctx.pool = UpstreamPool(
@@ -221,11 +222,12 @@ class Gateway:
             host_ca_key=public_line(host_ca),
             live=self.live,
             golden=GoldenRunner(
-                ctx.pool,
+                ctx,
                 self.live,
                 self._audit_within,
                 default_account,
                 g.golden_command,
+                GoldenLimits(g.golden_max_running, g.golden_max_s),
             ),
             metrics=self.metrics,
             metrics_token_required=g.metrics_require_token,

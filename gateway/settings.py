@@ -185,6 +185,11 @@ class GatewaySettings(BaseModel):
     golden_command: Annotated[str, Field(min_length=1, max_length=4096)] = DEFAULT_GOLDEN
     """What the placement golden test runs on each candidate when the request names
     nothing else: short, and telling about the host (GPUs, a little throughput)."""
+    golden_max_running: Annotated[Int, Field(ge=1, le=1000)] = 8
+    """Golden host runs one user may have going at once (one request runs on up to 8
+    hosts); past it a request is refused with 429."""
+    golden_max_s: Annotated[float, Field(gt=0, le=600, allow_inf_nan=False)] = 600.0
+    """The longest ``timeout_s`` a golden request may ask for; longer is refused (422)."""
     env_push_min_rtt_ms: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 20.0
     """Environment pushes to a host at least this far (probed round trip) are staged:
     spooled at the gateway and sent in chunks over parallel connections."""
@@ -195,6 +200,9 @@ class GatewaySettings(BaseModel):
     per connection by default)."""
     env_push_chunk_mib: Annotated[Int, Field(ge=1, le=1024)] = 8
     """Size of a staged chunk in MiB: what a cut-off push may have to send again."""
+    env_push_spool_ahead_mib: Annotated[Int, Field(ge=1, le=1_048_576)] = 1024
+    """How far (MiB) a staged push's spool may run ahead of the slowest far host still
+    loading; past it the client is held back. At least connections x streams x chunk."""
     probe_interval_s: PositiveSeconds = 1.0
     """How often each host's SSH round trip is measured (on a kept connection)."""
     probe_timeout_s: PositiveSeconds = 2.0
@@ -350,11 +358,20 @@ class RoleConfig(BaseModel):
     forwarding: bool = False
     """Allow local port forwards to the host's own loopback inside recorded sessions
     (what editors such as VS Code Remote-SSH need)."""
+    ci_golden: bool = False
+    """Let CI tokens start golden runs (``POST /v1/placement/golden``) with this role;
+    a CI token's other roles do not count there. User tokens need no such flag."""
 
     def to_role(self) -> Role:
         """The domain ``Role``."""
         return Role(
-            self.name, self.hosts, self.accounts, self.modes, self.max_gpus, self.forwarding
+            self.name,
+            self.hosts,
+            self.accounts,
+            self.modes,
+            self.max_gpus,
+            self.forwarding,
+            self.ci_golden,
         )
 
 

@@ -117,6 +117,8 @@ class AdminRoleOut(_Stamped):
     modes: list[str]
     max_gpus: int
     forwarding: bool
+    ci_golden: bool = False
+    """CI tokens may start golden runs with this role."""
     granted_to: list[str]
     """Users holding the role."""
 

@@ -20,7 +20,7 @@ or clock here: times are passed in, the store is a port.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -196,6 +196,35 @@ def lease_environment(lease: Lease) -> tuple[tuple[str, str], ...]:
         ("CUDA_DEVICE_ORDER", "PCI_BUS_ID"),
         ("CUDA_VISIBLE_DEVICES", cuda_visible_devices(lease)),
     )
+
+
+GATEWAY_OWNED_PREFIXES = ("CUDA_", "GPUHOP_", "NVIDIA_VISIBLE_DEVICES")
+"""Variables only the gateway sets on a host: which GPUs a session may use."""
+
+REQUEST_VARIABLES = frozenset({"GPUHOP_GPUS", "GPUHOP_DATA", "GPUHOP_ENV"})
+"""What a client sends to *ask* (GPUs, data set, environment); read by the gateway,
+passed on as asked."""
+
+
+def gateway_owned(name: str) -> bool:
+    """Whether ``name`` is the gateway's to set (a client's value never reaches a host)."""
+    return name.upper().startswith(GATEWAY_OWNED_PREFIXES) and name not in REQUEST_VARIABLES
+
+
+def host_environment(client_env: Mapping[str, str], lease: Lease | None) -> dict[str, str]:
+    """The environment a session's host channel gets: the client's, less every variable
+    the gateway owns, plus the lease's. Without a lease ``CUDA_VISIBLE_DEVICES`` is empty,
+    so CUDA sees no device rather than whatever the host's default or the client said.
+
+    >>> host_environment({"LANG": "C", "CUDA_VISIBLE_DEVICES": "0,1"}, None)
+    {'LANG': 'C', 'CUDA_VISIBLE_DEVICES': ''}
+    """
+    env = {k: v for k, v in client_env.items() if not gateway_owned(k)}
+    if lease is None:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    else:
+        env.update(lease_environment(lease))
+    return env
 
 
 def _indices(gpus: Iterable[int]) -> str:

@@ -28,6 +28,11 @@ the host, and the result (``loaded``, ``tagged``, ``failed``, ``aborted``).
 Flow control: a host whose channel buffer passes ``HOST_BUFFER`` pauses
 reading from the client, so the slowest host sets the pace and no buffer
 grows without bound; a host that drains nothing for ``STALL_S`` is dropped.
+The far hosts' spool pauses it too once it runs ``env_push_spool_ahead_mib``
+ahead of the slowest of them (:mod:`gateway.ssh.envstage`). Data that arrives
+before the hosts are open waits within one channel window (reading is paused).
+Once every host has failed the gateway stops reading, says so in one line on
+stderr, and replies at once: the rest of the archive is never taken in.
 
 Far hosts: a host whose pooled connection measured a round trip of at least
 ``env_push_min_rtt_ms`` (20 ms) is not fed from the tee. The gateway spools the
@@ -192,6 +197,7 @@ class EnvSession(asyncssh.SSHServerSession[bytes]):
         self._spool: envstage.Spool | None = None
         self._paused_by: set[_Branch] = set()
         self._wake = asyncio.Event()
+        self._stopped = ""  # why the rest of the archive was not read
 
     # -- the user's channel --
 
@@ -211,13 +217,20 @@ class EnvSession(asyncssh.SSHServerSession[bytes]):
         feed.received += len(data)
         feed.last_data = time.monotonic()
         if not feed.active:
-            feed.early.append(data)  # bounded by the channel window: reading is paused
+            if self._chan is not None:
+                self._chan.pause_reading()  # what waits stays within one channel window
+            feed.early.append(data)
             return
         if self._spool is not None:
             self._spool.append(data)
+            if self._spool.full and self._chan is not None:
+                self._chan.pause_reading()  # the slowest far host holds the client back
         for branch in self._branches:
             if branch.live:
                 branch.send(data)
+        if not self._hosts_left() and self._chan is not None:
+            self._chan.pause_reading()  # nobody to send it to: take no more
+            self._wake.set()
 
     def eof_received(self) -> bool:
         self._feed.eof = True
@@ -256,8 +269,15 @@ class EnvSession(asyncssh.SSHServerSession[bytes]):
         self._resume_if_clear()
         self._wake.set()
 
+    def _hosts_left(self) -> bool:
+        """Whether any host still takes the archive: a live tee branch or a far host's spool."""
+        spool = self._spool
+        return any(b.live for b in self._branches) or (spool is not None and spool.readers > 0)
+
     def _resume_if_clear(self) -> None:
-        if self._feed.active and not self._paused_by and self._chan is not None:
+        spool_full = self._spool is not None and self._spool.full
+        clear = not self._paused_by and not spool_full and self._hosts_left()
+        if self._feed.active and clear and self._chan is not None:
             self._chan.resume_reading()
 
     # -- serving one request --
@@ -293,6 +313,8 @@ class EnvSession(asyncssh.SSHServerSession[bytes]):
         chan = self._chan
         assert chan is not None
         with contextlib.suppress(OSError):
+            if self._stopped:
+                chan.write((self._stopped + "\n").encode(), _STDERR)
             chan.write((json.dumps(reply) + "\n").encode())
             chan.exit(0 if ok else 1)
 
@@ -428,7 +450,8 @@ class EnvSession(asyncssh.SSHServerSession[bytes]):
         except Exception as exc:  # fail closed: nothing reaches a host unaudited
             return {t.host.name: HostReport("failed", f"refused: {exc}") for t in allowed}
         started = time.monotonic()
-        spool = envstage.Spool()
+        spool = envstage.Spool(ahead=self._ctx.env_stage.ahead)
+        spool.on_room = self._resume_if_clear
         opened = await asyncio.gather(*(self._open(t, request, spool) for t in allowed))
         reports: dict[str, HostReport] = {}
         for target, result in zip(allowed, opened, strict=True):
@@ -442,6 +465,8 @@ class EnvSession(asyncssh.SSHServerSession[bytes]):
         if self._staged:
             self._spool = spool
         staged = [asyncio.ensure_future(s.run()) for _, s in self._staged]
+        for task in staged:
+            task.add_done_callback(lambda _: self._wake.set())
         try:
             await self._pump(staged)
             feed = self._feed
@@ -586,6 +611,10 @@ class EnvSession(asyncssh.SSHServerSession[bytes]):
         if not feed.eof:  # every host failed: say so now rather than swallow the rest
             assert self._chan is not None
             self._chan.pause_reading()
+            self._stopped = (
+                f"gpuhop-env: every host failed; stopped reading the archive after"
+                f" {feed.received} bytes"
+            )
 
     async def _finish_loads(self) -> None:
         """EOF to each host still reading (the archive is complete), then wait for its exit."""

@@ -25,6 +25,14 @@ the archive another way:
    ``END`` after the client's EOF (``envprotocol.stage_load_command``). Then
    the directory is removed and the image ID checked as for a streamed load.
 
+The spool is bounded by back-pressure, not by size: it runs at most
+``spool_ahead`` bytes ahead of the slowest far host still loading (what that
+host has not yet taken whole), and stops taking data once no far host is left
+to read it. Past that the client's channel stays paused, so a far host that
+is slow holds the client back instead of filling the gateway's disk, and a far
+host whose ``docker load`` dies fails the push for that host at once (it is
+watched, not found out at the end).
+
 A chunk appears under its final name only when all of its bytes arrived, and
 that name holds its digest. A push that is cut off leaves the complete chunks
 on the host; a retry of the same archive lists them and sends only the rest.
@@ -64,6 +72,7 @@ from gateway.ssh.envprotocol import (
 )
 
 CHUNK_SIZE = 8 * 1024 * 1024
+SPOOL_AHEAD = 1024 * 1024 * 1024
 MIN_RTT_S = 0.02
 CHUNK_TIMEOUT_S = 600.0
 LOAD_TIMEOUT_S = 1800.0
@@ -80,10 +89,17 @@ class StagePolicy:
     connections: int = 4
     per_connection: int = 4
     chunk_size: int = CHUNK_SIZE
+    spool_ahead: int = SPOOL_AHEAD
 
     @property
     def streams(self) -> int:
         return max(1, self.connections) * max(1, self.per_connection)
+
+    @property
+    def ahead(self) -> int:
+        """How far the spool may run ahead of the slowest far host: at least what all its
+        channels carry at once, or they would starve (and below a chunk, deadlock)."""
+        return max(self.spool_ahead, self.streams * self.chunk_size)
 
     def applies(self, rtt_s: float) -> bool:
         return self.streams > 1 and rtt_s >= self.min_rtt_s
@@ -95,18 +111,50 @@ ConnectExtra = Callable[[], Awaitable[asyncssh.SSHClientConnection]]
 class Spool:
     """What the client has sent so far, on the gateway's disk, readable while it grows."""
 
-    def __init__(self, directory: str | None = None) -> None:
+    def __init__(self, directory: str | None = None, ahead: int = SPOOL_AHEAD) -> None:
         self._directory = directory
         self._fd = -1  # opened on the first byte: a push to near hosts only never needs it
         self.size = 0
+        self.ahead = ahead
         self.eof = False
         self.gone = False
         self.error = ""
         self._grew = asyncio.Event()
+        self._marks: dict[str, int] = {}  # per far host: the bytes it has taken whole
+        self.on_room: Callable[[], None] = lambda: None
+
+    @property
+    def readers(self) -> int:
+        return len(self._marks)
+
+    @property
+    def full(self) -> bool:
+        """Whether the client must wait: the slowest reader is ``ahead`` bytes behind."""
+        return bool(self._marks) and self.size - min(self._marks.values()) >= self.ahead
+
+    def reader(self, name: str) -> None:
+        """Register a far host that will read the spool from its start."""
+        self._marks[name] = 0
+
+    def advance(self, name: str, offset: int) -> None:
+        """``name`` has taken everything before ``offset``: the spool may grow past it."""
+        if name in self._marks:
+            self._marks[name] = max(self._marks[name], offset)
+            if not self.full:
+                self.on_room()
+
+    def drop(self, name: str) -> None:
+        """``name`` reads no more (done or failed): it no longer holds the client back."""
+        if self._marks.pop(name, None) is not None:
+            self.on_room()
+
+    def poke(self) -> None:
+        """Wake the readers waiting for data (one of them failed)."""
+        self._grew.set()
 
     def append(self, data: bytes) -> None:
-        if self.error:
-            return
+        if self.error or not self._marks:
+            return  # nobody left to read it: kept nowhere
         try:
             if self._fd < 0:
                 self._fd = _unlinked_file(self._directory)
@@ -125,9 +173,9 @@ class Spool:
         self.gone = self.gone or not eof
         self._grew.set()
 
-    async def wait_for(self, end: int) -> None:
-        """Until ``end`` bytes are here, or the stream ended one way or another."""
-        while self.size < end and not (self.eof or self.gone or self.error):
+    async def wait_for(self, end: int, stop: Callable[[], object] = lambda: False) -> None:
+        """Until ``end`` bytes are here, the stream ended one way or another, or ``stop()``."""
+        while self.size < end and not (self.eof or self.gone or self.error or stop()):
             self._grew.clear()
             await self._grew.wait()
 
@@ -168,6 +216,8 @@ class StagedHost:
     _fed: int = 0
     _loader: asyncssh.SSHClientProcess[bytes] | None = None
     _extra: list[asyncssh.SSHClientConnection] = field(default_factory=list)
+    _loader_result: asyncio.Future[asyncssh.SSHCompletedProcess] | None = None
+    _ending: bool = False  # END was sent: the loader may exit now
     streams: int = 0  # workers that ran
 
     @property
@@ -188,6 +238,27 @@ class StagedHost:
         except (asyncssh.Error, OSError) as exc:
             reason = getattr(exc, "reason", "") or str(exc) or type(exc).__name__
             raise GatewayError(f"{self.name}: cannot start docker load: {reason}") from exc
+        self._loader_result = asyncio.ensure_future(self._loader.wait(check=False))
+        self._loader_result.add_done_callback(self._loader_ended)
+        self.spool.reader(self.name)
+
+    def _loader_ended(self, result: asyncio.Future[asyncssh.SSHCompletedProcess]) -> None:
+        """A loader that exits before ``END`` has failed: stop sending this host chunks."""
+        if self._ending or result.cancelled():
+            return
+        detail = f"{self.name}: ended before the archive did"
+        if result.exception() is None:
+            done = result.result()
+            if done.exit_status not in (None, 0):
+                detail = docker_error(self.name, done.exit_status, as_bytes(done.stderr))
+        self.fail(f"docker load failed: {detail}")
+
+    def fail(self, reason: str) -> None:
+        """Give up on this host now: kill what runs there, free the spool of it."""
+        self.error = self.error or reason
+        self.abort()
+        self.spool.drop(self.name)
+        self.spool.poke()
 
     async def run(self) -> HostReport:
         """Upload every chunk (``streams`` at a time), then load and verify."""
@@ -206,6 +277,8 @@ class StagedHost:
         finally:
             for conn in self._extra:
                 conn.close()
+            if self.error or self.spool.gone:
+                self.spool.drop(self.name)
         if self.spool.gone and not self.spool.eof:
             self.abort()
             return HostReport("aborted", self.error or "the client went away", bytes=self.sent)
@@ -240,7 +313,7 @@ class StagedHost:
         """
         policy = self.policy
         one_round = policy.per_connection * policy.chunk_size
-        await self.spool.wait_for(one_round + 1)
+        await self.spool.wait_for(one_round + 1, lambda: self.error)
         if self.connect_extra is None or self._finished() or self.spool.size <= one_round:
             return
         try:
@@ -273,7 +346,9 @@ class StagedHost:
             index = self._next
             self._next += 1
             start = index * chunk_size
-            await spool.wait_for(start + chunk_size)
+            await spool.wait_for(start + chunk_size, lambda: self.error)
+            if self.error:
+                return
             if spool.error:
                 self.error = f"{self.name}: {spool.error}"
                 return
@@ -307,6 +382,7 @@ class StagedHost:
             if loader is not None:
                 with contextlib.suppress(OSError):  # a loader that died says why at the end
                     loader.stdin.write(line)
+        self.spool.advance(self.name, self._fed * self.policy.chunk_size)
 
     async def _upload(self, conn: asyncssh.SSHClientConnection, name: str, data: bytes) -> None:
         command = stage_chunk_command(self.image_id, name, len(data))
@@ -330,14 +406,16 @@ class StagedHost:
 
     async def _load(self) -> HostReport:
         """End the loader's list, wait for it, and check the image ID it registered."""
-        loader = self._loader
-        if loader is None:
+        loader, waiting = self._loader, self._loader_result
+        self.spool.drop(self.name)  # all of it is on the host: nothing more to read
+        if loader is None or waiting is None:
             return HostReport("failed", f"{self.name}: docker load was stopped", bytes=self.sent)
+        self._ending = True
         try:
             with contextlib.suppress(OSError):
                 loader.stdin.write(STAGE_END)
                 loader.stdin.write_eof()
-            result = await loader.wait(check=False, timeout=LOAD_TIMEOUT_S)
+            result = await asyncio.wait_for(asyncio.shield(waiting), LOAD_TIMEOUT_S)
         except (asyncssh.Error, OSError, TimeoutError) as exc:
             self.abort()
             reason = getattr(exc, "reason", "") or str(exc) or type(exc).__name__

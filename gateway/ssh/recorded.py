@@ -27,7 +27,7 @@ import structlog
 
 from gateway.audit.recording import Recording, RecordingError, check_free
 from gateway.errors import GatewayError, StorageError
-from gateway.inventory.leases import LeaseRefused, lease_environment
+from gateway.inventory.leases import Lease, LeaseRefused, host_environment
 from gateway.live import IdleWatch
 from gateway.models import AccessRequest, Host, Mode, Principal
 from gateway.policy.rules import evaluate
@@ -127,8 +127,9 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
         self._service: asyncssh.SSHServerSession[bytes] | None = None
         self._early: list[tuple[bytes, asyncssh.DataType]] = []
         self._early_eof = False
+        self._host_full = False  # the host's channel buffer is past its limit: user paused
         self._gpus = 0
-        self._lease_env: dict[str, str] = {}
+        self._lease: Lease | None = None
         self._notice = ""
         self._metered = False
         self._last_activity = time.monotonic()
@@ -263,8 +264,7 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
         self._entry = entry
         term = self._term
         env: dict[bytes | str, bytes | str] = {}
-        env.update(chan.get_environment())
-        env.update(self._lease_env)
+        env.update(host_environment(chan.get_environment(), self._lease))  # the gateway's GPUs
         try:
             up, _ = await entry.conn.create_session(
                 lambda: _UpstreamSide(self),
@@ -297,7 +297,8 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
             self._space_timer = asyncio.get_running_loop().call_later(
                 SPACE_CHECK_S, self._watch_space
             )
-        chan.resume_reading()
+        if not self._host_full:  # a host that is already full resumes the user itself
+            chan.resume_reading()
 
     def _hand_over(self, service: asyncssh.SSHServerSession[bytes]) -> None:
         """Let a service on the gateway itself answer this channel; it audits its own work."""
@@ -345,7 +346,7 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
             lease = await live.lease(t.host, self.session_id, gpus)
             if isinstance(lease, LeaseRefused):
                 return lease.reason
-            self._lease_env = dict(lease_environment(lease))
+            self._lease = lease
             live.idle[self.session_id] = IdleWatch(
                 self.session_id,
                 t.host.name,
@@ -440,10 +441,14 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
             self._sftp.client_data(data)
         if self._up is not None:
             self._up.write(data, datatype)
-        else:
-            # asyncssh may deliver a request's first data before pause_reading
-            # takes effect; keep it (bounded by the channel window) until open.
-            self._early.append((data, datatype))
+            return
+        # asyncssh may deliver a request's first data before pause_reading takes
+        # effect. Pausing again here keeps what waits for the host within one
+        # channel window: asyncssh grants no more while paused and refuses a
+        # client that sends past its window.
+        if self._chan is not None:
+            self._chan.pause_reading()
+        self._early.append((data, datatype))
 
     def from_host(self, data: bytes, datatype: asyncssh.DataType) -> None:
         self._bytes_down += len(data)
@@ -510,11 +515,13 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
             self._up.resume_reading()
 
     def pause_user(self) -> None:
+        self._host_full = True
         if self._chan is not None:
             self._chan.pause_reading()
 
     def resume_user(self) -> None:
-        if self._chan is not None:
+        self._host_full = False
+        if self._chan is not None and self._up is not None:
             self._chan.resume_reading()
 
     # -- endings --
@@ -581,7 +588,7 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
             cost = ctx.live.stop_meter(self.session_id)
             if cost is not None:
                 end["cost_usd"] = round(cost.total, 6)
-        if self._lease_env and ctx.live is not None:
+        if self._lease is not None and ctx.live is not None:
             ctx.live.idle.pop(self.session_id, None)
             ctx.spawn(ctx.live.release(self.session_id))
         end["gpus"] = self._gpus

@@ -13,6 +13,7 @@ from gateway.inventory.leases import (
     LeaseRefused,
     MemoryLeaseStore,
     cuda_visible_devices,
+    host_environment,
     lease_environment,
 )
 
@@ -202,3 +203,41 @@ async def test_reaper_and_acquire_race_safely() -> None:
     leased = gpus_of(r for r in results[1:] if isinstance(r, Lease | LeaseRefused))
     held = [g for lease in await allocator.leases("sg-1") for g in lease.gpus]
     assert len(held) == len(set(held)) and sorted(leased) == sorted(held)
+
+
+@pytest.mark.parametrize(
+    ("client", "lease", "expected"),
+    [
+        ({}, None, {"CUDA_VISIBLE_DEVICES": ""}),
+        (
+            {"LANG": "C", "CUDA_VISIBLE_DEVICES": "0,1,2,3", "CUDA_DEVICE_ORDER": "FASTEST_FIRST"},
+            None,
+            {"LANG": "C", "CUDA_VISIBLE_DEVICES": ""},
+        ),
+        (
+            {"cuda_visible_devices": "0", "NVIDIA_VISIBLE_DEVICES": "all", "GPUHOP_FAKE": "1"},
+            None,
+            {"CUDA_VISIBLE_DEVICES": ""},
+        ),
+        (
+            {
+                "GPUHOP_GPUS": "2",
+                "GPUHOP_DATA": "d",
+                "GPUHOP_ENV": "e",
+                "CUDA_VISIBLE_DEVICES": "3",
+            },
+            Lease("sg-1", "s1", (0, 2)),
+            {
+                "GPUHOP_GPUS": "2",
+                "GPUHOP_DATA": "d",
+                "GPUHOP_ENV": "e",
+                "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+                "CUDA_VISIBLE_DEVICES": "0,2",
+            },
+        ),
+    ],
+)
+def test_host_environment_is_the_gateways(
+    client: dict[str, str], lease: Lease | None, expected: dict[str, str]
+) -> None:
+    assert host_environment(client, lease) == expected

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.api.auth import AnyCaller, Ctx
+from gateway.api.auth import AnyCaller, Ctx, forbid
 from gateway.api.errors import ApiError
 from gateway.live import LiveState
+from gateway.placement.golden import GoldenLimit, golden_principal
 from gateway.placement.rank import Constraints, Placement, Weights
+from gateway.storage import Scope
 
 router = APIRouter(tags=["placement"])
 
@@ -141,7 +143,8 @@ class GoldenIn(BaseModel):
     command: str | None = Field(None, min_length=1, max_length=4096)
     """Shell command run on each host; default: the gateway's ``golden_command``."""
     timeout_s: float = Field(60.0, gt=0, le=600)
-    """A host whose command has not ended by then is reported as ``timeout``."""
+    """A host whose command has not ended by then is reported as ``timeout``; at most the
+    gateway's ``golden_max_s`` (the default is lowered to it)."""
 
 
 class GoldenHostOut(BaseModel):
@@ -155,19 +158,22 @@ class GoldenHostOut(BaseModel):
     predicted_latency_ms: float
     price_per_gpu_hour: float
     currency: str
-    status: Literal["ok", "failed", "denied", "no_gpus", "timeout", "unreachable"]
+    status: Literal["ok", "failed", "denied", "no_gpus", "timeout", "unreachable", "killed"]
     exit_status: int | None
     seconds: float
     """Wall time of the command there, as the gateway saw it."""
     rtt_ms: float | None
     """One SSH round trip on the connection it ran over, just before (None: not reached)."""
     measured_cost: float
-    """What those seconds cost at the host's price with the GPUs leased."""
+    """What the run's session cost: the GPUs leased, at the host's price, for as long as
+    they were held (a little longer than ``seconds``), plus its output as egress."""
     gpus: list[int]
     """The GPUs leased for the run (nvidia-smi indices)."""
     output: list[str]
     """The last lines of its output (at most 8)."""
     error: str
+    session_id: str = ""
+    """The run's session (its record, recording and kill handle); empty if it never started."""
 
 
 class GoldenOut(BaseModel):
@@ -180,15 +186,22 @@ class GoldenOut(BaseModel):
 
 
 @router.post("/placement/golden", response_model=GoldenOut)
-async def golden(ctx: Ctx, caller: AnyCaller, body: GoldenIn) -> GoldenOut:
+async def golden(request: Request, ctx: Ctx, caller: AnyCaller, body: GoldenIn) -> GoldenOut:
     """Run a short command on the best-ranked hosts at once and report measured time and
-    cost beside the prediction, before a long job is committed. Policy-checked,
-    GPUs leased for the run, audited as ``placement.golden`` per host."""
+    cost beside the prediction, before a long job is committed. Each host's run is a
+    session: policy-checked, GPUs leased, metered and budgeted, recorded, listed live
+    and killable; audited as ``placement.golden`` per host. Capped per user (429 past
+    ``golden_max_running`` runs at once, 422 past ``golden_max_s``); a CI token needs a
+    role with ``ci_golden = true``."""
     if ctx.live is None or ctx.golden is None:
         raise ApiError(503, "no_live_state", "the golden test needs the gateway's live state")
-    principal = caller.principal
-    if principal is None:
+    if caller.principal is None:
         raise ApiError(403, "forbidden", f"{caller.user} is not a user in the inventory")
+    principal = golden_principal(caller.principal, caller.scope is Scope.CI)
+    if not principal.roles:
+        await forbid(
+            request, caller, "a CI token may start golden runs only with a role that sets ci_golden"
+        )
     want, weights = _constraints(
         ctx.live,
         body.data,
@@ -206,9 +219,17 @@ async def golden(ctx: Ctx, caller: AnyCaller, body: GoldenIn) -> GoldenOut:
     candidates = ranked.ranked[: body.top]
     hosts = [ctx.inventory.host(r.name) for r in candidates]
     command = body.command or ctx.golden.default_command
-    results = await ctx.golden.run(
-        principal, [h for h in hosts if h is not None], command, body.gpus, body.timeout_s
-    )
+    timeout_s = body.timeout_s
+    if "timeout_s" not in body.model_fields_set:  # the default bows to the gateway's cap
+        timeout_s = min(timeout_s, ctx.golden.limits.max_seconds)
+    try:
+        results = await ctx.golden.run(
+            principal, [h for h in hosts if h is not None], command, body.gpus, timeout_s
+        )
+    except GoldenLimit as exc:
+        if exc.status == 429:
+            raise ApiError(429, "rate_limited", exc.reason) from exc
+        raise ApiError(422, "invalid_request", exc.reason) from exc
     by_name = {r.host: r for r in results}
     out: list[GoldenHostOut] = []
     for r in candidates:
@@ -232,6 +253,7 @@ async def golden(ctx: Ctx, caller: AnyCaller, body: GoldenIn) -> GoldenOut:
                 gpus=list(got.gpus),
                 output=list(got.output),
                 error=got.error,
+                session_id=got.session_id,
             )
         )
     return GoldenOut(
