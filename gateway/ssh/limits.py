@@ -112,6 +112,7 @@ class StartupLimiter:
 
 
 DISC_TOO_MANY_CONNECTIONS = 12  # RFC 4253 11.1
+MAX_ENV_BYTES = 64 * 1024  # names and values together, per session channel
 
 
 def _ssh_string(data: bytes) -> bytes:
@@ -150,28 +151,34 @@ def channel_refusal(conn: asyncssh.SSHServerConnection | None, limit: int) -> st
 def limit_env(
     chan: asyncssh.SSHServerChannel[Any], limit: int, refused: Callable[[str], None]
 ) -> None:
-    """Accept at most ``limit`` env requests on ``chan``; past it refuse the session.
+    """Accept at most ``limit`` env requests (``MAX_ENV_BYTES`` in all) on ``chan``;
+    past either, refuse the session.
 
     ``refused(reason)`` is called once, when the limit is first passed.
     """
     process_env = chan._process_env_request
     start_session = chan._start_session
-    state = {"count": 0}
-    reason = f"too many environment variables on this channel (limit {limit})"
+    state = {"count": 0, "bytes": 0, "refused": 0}
+    reason = (
+        f"too many environment variables on this channel "
+        f"(limit {limit}, {MAX_ENV_BYTES // 1024} KiB)"
+    )
 
     def env_request(packet: Any) -> bool:
         state["count"] += 1
-        if state["count"] <= limit:
+        state["bytes"] += len(packet.get_remaining_payload())
+        if state["count"] <= limit and state["bytes"] <= MAX_ENV_BYTES:
             return bool(process_env(packet))
         packet.get_string()
         packet.get_string()
         packet.check_end()
-        if state["count"] == limit + 1:
+        if not state["refused"]:
+            state["refused"] = 1
             refused(reason)
         return False
 
     def start(command: str | None = None, subsystem: str | None = None) -> bool:
-        if state["count"] <= limit:
+        if not state["refused"]:
             return bool(start_session(command, subsystem))
         with contextlib.suppress(OSError, asyncssh.Error):
             chan.write_stderr(f"gpuhop: session refused: {reason}\r\n".encode())

@@ -290,7 +290,7 @@ def test_env_flood_refuses_the_session(lstack: GatewayStack) -> None:
         out = chan.makefile().read()
         err = chan.makefile_stderr().read()
         assert out == b""
-        assert b"too many environment variables on this channel (limit 32)" in err
+        assert b"too many environment variables on this channel (limit 32, 64 KiB)" in err
         # within the limit, the same client runs
         _, ok, _ = client.exec_command("echo ran")
         assert ok.read() == b"ran\n"
@@ -300,6 +300,21 @@ def test_env_flood_refuses_the_session(lstack: GatewayStack) -> None:
         "channel.deny", lambda e: e["user"] == "rita" and e["request"] == "env"
     )
     assert len(rows) == 1
+
+
+def test_env_bytes_bounded(lstack: GatewayStack) -> None:
+    """Few variables but large ones: past 64 KiB in all the session is refused too."""
+    client = _paramiko(lstack, lstack.users["rita"], "rita+sg-1")
+    try:
+        chan = _transport(client).open_session(timeout=10)
+        for i in range(8):
+            chan.set_environment_variable(f"BIG{i}", "x" * 16_000)
+        with contextlib.suppress(paramiko.SSHException):
+            chan.exec_command("echo ran")
+        assert chan.makefile().read() == b""
+        assert b"64 KiB" in chan.makefile_stderr().read()
+    finally:
+        client.close()
 
 
 def _last_recording(stack: GatewayStack, since: float) -> Path:
