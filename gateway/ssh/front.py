@@ -356,6 +356,8 @@ class FrontServer(asyncssh.SSHServer):
             "channel.request",
             self.principal.user,
             {"user": self.principal.user, "source": self._source, "request": "session"},
+            scope=self._source,  # open/close loops: bounded rows (sessions audit their start)
+            key="session",
         )
         assert self._conn is not None
         chan: asyncssh.SSHServerChannel[bytes] = self._conn.create_server_channel()

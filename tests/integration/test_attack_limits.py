@@ -276,6 +276,30 @@ def test_ten_thousand_channel_opens_bounded(lstack: GatewayStack) -> None:
     assert _written(rows) == sum(refusals.values())
 
 
+def test_channel_open_close_loop_audit_bounded(lstack: GatewayStack) -> None:
+    """2,000 session channels opened and closed one after another: every one is
+    counted in the audit log, in a bounded number of rows."""
+    client = _paramiko(lstack, lstack.users["carol"])
+    transport = _transport(client)
+    source = _source(transport)
+    started = time.monotonic()
+    try:
+        for _ in range(2_000):
+            transport.open_session(timeout=10).close()
+        elapsed = time.monotonic() - started
+    finally:
+        client.close()
+    deadline = time.monotonic() + 10
+    rows: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        rows = [e for e in lstack.audit_events("channel.request") if e["source"] == source]
+        if _written(rows) >= 2_000:
+            break
+        time.sleep(0.1)
+    assert _written(rows) == 2_000
+    assert len(rows) <= 2 * (elapsed + 2) + 1, (len(rows), elapsed)
+
+
 def test_env_flood_refuses_the_session(lstack: GatewayStack) -> None:
     """5,000 env requests on one channel: the 33rd on are refused and the session with
     them (fail closed: a dropped GPUHOP_DATA would skip a residency check)."""
