@@ -30,6 +30,7 @@ from gateway import __version__
 from gateway.api import ApiContext, session_controls, start_api
 from gateway.api.context import GatewayKeys
 from gateway.api.server import ApiServer, bind_api_socket
+from gateway.audit.coalesce import AuditCoalescer
 from gateway.audit.recording import Limits as RecordingLimits
 from gateway.audit.store import AuditStore, append_within, open_store
 from gateway.directory.service import DirectoryService, stop_task
@@ -56,6 +57,7 @@ from gateway.ssh.context import FrontContext
 from gateway.ssh.envstage import StagePolicy
 from gateway.ssh.front import FrontConnection, FrontServer
 from gateway.ssh.inner import default_account
+from gateway.ssh.limits import StartupLimiter
 from gateway.ssh.ratelimit import FailureLimiter
 from gateway.ssh.upstream import UpstreamPool
 from gateway.storage import Storage, open_storage
@@ -145,6 +147,11 @@ class Gateway:
                 chunk_size=g.env_push_chunk_mib * 1024 * 1024,
                 spool_ahead=g.env_push_spool_ahead_mib * 1024 * 1024,
             ),
+            startups=StartupLimiter(g.max_startups, g.max_startups_per_source),
+            max_channels=g.max_channels_per_connection,
+            max_env=g.max_env_per_channel,
+            max_resizes_per_s=g.max_resizes_per_s,
+            coalescer=AuditCoalescer(g.audit_events_per_connection_s),
         )
         ctx.pool = UpstreamPool(
             user_ca,
@@ -165,7 +172,7 @@ class Gateway:
             x11_forwarding=False,
             allow_pty=True,
             rdns_lookup=False,
-            **connection_algorithms(),
+            **connection_algorithms(g.ssh_algorithms),
         )
         ctx.session_store = self.storage.sessions
         self.live = await asyncio.to_thread(
@@ -190,14 +197,16 @@ class Gateway:
             x11_forwarding=False,
             allow_pty=True,
             rdns_lookup=False,
-            **connection_algorithms(),
+            **connection_algorithms(g.ssh_algorithms),
         )
         loop = asyncio.get_running_loop()
 
         self._front_options = options
 
         def factory() -> FrontConnection:
-            return FrontConnection(loop, options, None, None)
+            conn = FrontConnection(loop, options, None, None)
+            conn.ctx = ctx  # counts it among unauthenticated connections until it logs in
+            return conn
 
         if self._sock is not None:
             self._server = await loop.create_server(factory, sock=self._sock, backlog=1024)

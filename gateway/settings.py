@@ -245,6 +245,27 @@ class GatewaySettings(BaseModel):
     """How long a banned source is refused."""
     login_timeout_s: PositiveSeconds = 30.0
     """Time a client has to authenticate before it is disconnected."""
+    max_startups: Annotated[Int, Field(ge=1)] = 256
+    """Unauthenticated connections open at once, all sources together (like OpenSSH's
+    MaxStartups): beyond it a new connection is refused with one line, before key exchange."""
+    max_startups_per_source: Annotated[Int, Field(ge=1)] = 64
+    """Unauthenticated connections open at once from one source address (a CI fleet behind
+    one NAT address logs in many at once: keep it above its parallelism)."""
+    max_channels_per_connection: Annotated[Int, Field(ge=1, le=65536)] = 64
+    """Channels (sessions, forwards, jumps) open at once on one connection; more are refused."""
+    max_env_per_channel: Annotated[Int, Field(ge=0, le=4096)] = 64
+    """Environment variables a client may set on one session channel; a channel asking for
+    more is refused, not started with some of them dropped."""
+    max_resizes_per_s: Annotated[Int, Field(ge=1, le=1000)] = 20
+    """Window-change requests relayed and recorded per second per channel; faster ones are
+    coalesced into the latest size."""
+    audit_events_per_connection_s: Annotated[Int, Field(ge=1, le=10000)] = 20
+    """Refusal audit events one connection may write per second; beyond it, and for a
+    repeated refusal, they are coalesced into one event with a ``repeated`` count."""
+    ssh_algorithms: Literal["modern", "compatible"] = "modern"
+    """``modern``: ML-KEM hybrid and curve25519 key exchange, encrypt-then-MAC only (no
+    ``ssh-audit`` warnings). ``compatible`` adds NIST ECDH, DH group16/18 and plain SHA-2
+    MACs for clients that offer nothing modern. Applies to the front and the recorded inner hop."""
     keepalive_interval_s: Seconds = 15.0
     """Seconds between SSH keepalives on idle connections (0 turns them off)."""
     keepalive_count_max: Annotated[Int, Field(ge=1)] = 3

@@ -10,12 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from gateway.audit.coalesce import AuditCoalescer
 from gateway.audit.recording import Limits as RecordingLimits
 from gateway.audit.store import AuditStore, append_within
 from gateway.inventory.hosts import Inventory
 from gateway.keys import UserCA
 from gateway.models import Mode
 from gateway.ssh.envstage import StagePolicy
+from gateway.ssh.limits import StartupLimiter
 from gateway.ssh.ratelimit import FailureLimiter
 
 if TYPE_CHECKING:
@@ -62,13 +64,58 @@ class FrontContext:
     inner_options: Any = None  # asyncssh.SSHServerConnectionOptions for recorded jumps
     host_certificate: Callable[[str], tuple[asyncssh.SSHKey, asyncssh.SSHCertificate]] | None = None
     env_stage: StagePolicy = field(default_factory=StagePolicy)
+    startups: StartupLimiter = field(default_factory=lambda: StartupLimiter(256, 64))
+    max_channels: int = 64  # per connection
+    max_env: int = 64  # per session channel
+    max_resizes_per_s: int = 20  # per channel
+    coalescer: AuditCoalescer = field(default_factory=lambda: AuditCoalescer(20))
     _pending: set[asyncio.Task[Any]] = field(default_factory=set)
+    _summary_timer: asyncio.TimerHandle | None = None
 
-    def audit_soon(self, kind: str, actor: str, data: Mapping[str, object]) -> None:
-        """Append an audit event from a synchronous callback; ``flush`` awaits it."""
+    def audit_soon(
+        self,
+        kind: str,
+        actor: str,
+        data: Mapping[str, object],
+        *,
+        scope: str = "",
+        key: str = "",
+        window_s: float = 1.0,
+    ) -> None:
+        """Append an audit event from a synchronous callback; ``flush`` awaits it.
+
+        With a ``scope`` (the connection's source, for refusals) the event is
+        coalesced: see :mod:`gateway.audit.coalesce`. ``key`` says which events
+        are repeats of each other (default: the ``reason``)."""
+        if scope:
+            key = key or str(data.get("reason", ""))
+            if not self.coalescer.offer(scope, kind, key, actor, data, window_s):
+                self._schedule_summaries()
+                return
         task = asyncio.get_running_loop().create_task(self._append(kind, actor, data))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+
+    def audit_scope_closed(self, scope: str) -> None:
+        """A connection ended: write its coalesced summaries now."""
+        for s in self.coalescer.close(scope):
+            self.audit_soon(s.kind, s.actor, s.data)
+
+    def _schedule_summaries(self) -> None:
+        if self._summary_timer is not None:
+            return
+        at = self.coalescer.next_due()
+        if at is None:
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, at - self.coalescer.clock())
+        self._summary_timer = loop.call_later(delay, self._write_summaries)
+
+    def _write_summaries(self) -> None:
+        self._summary_timer = None
+        for s in self.coalescer.due():
+            self.audit_soon(s.kind, s.actor, s.data)
+        self._schedule_summaries()
 
     async def _append(self, kind: str, actor: str, data: Mapping[str, object]) -> None:
         try:
@@ -128,6 +175,13 @@ class FrontContext:
     async def flush(self, timeout_s: float = 10.0) -> None:
         """Wait for background audit writes, at most ``timeout_s`` (storage may be down)."""
         deadline = asyncio.get_running_loop().time() + timeout_s
+        if self._summary_timer is not None:
+            self._summary_timer.cancel()
+            self._summary_timer = None
+        for summary in self.coalescer.due():
+            self.audit_soon(summary.kind, summary.actor, summary.data)
+        for scope in self.coalescer.scopes():
+            self.audit_scope_closed(scope)
         while self._pending:
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:

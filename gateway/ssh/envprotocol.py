@@ -109,6 +109,8 @@ def stage_load_command(image_id: str) -> str:
 
 Verb = Literal["images", "load", "tag"]
 
+MAX_HOSTS = 256  # hosts one request may name: bounds the fan-out and its audit rows
+
 
 @dataclass(frozen=True, slots=True)
 class EnvRequest:
@@ -143,6 +145,8 @@ def parse_request(args: str) -> EnvRequest:
         raise ValueError(f"not an image ID (sha256:<64 hex>): {image_id!r}")
     if not hosts:
         raise ValueError(f"no hosts named; {USAGE}")
+    if len(hosts) > MAX_HOSTS:
+        raise ValueError(f"too many hosts named ({len(hosts)}); at most {MAX_HOSTS} per request")
     return EnvRequest(verb, tuple(dict.fromkeys(hosts)), ref, image_id)
 
 

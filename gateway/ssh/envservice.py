@@ -353,6 +353,7 @@ class EnvSession(asyncssh.SSHServerSession[bytes]):
                     "dest": f"{account}@{name}",
                     "reason": reason,
                 },
+                scope=p.source,
             )
         return allowed, refused
 

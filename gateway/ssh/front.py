@@ -22,13 +22,13 @@ import asyncssh
 import structlog
 from asyncssh.public_key import CERT_TYPE_USER, decode_ssh_certificate
 
-from gateway.audit.store import append_within
 from gateway.errors import UpstreamError
 from gateway.keys import key_id_user, public_line
 from gateway.models import AccessRequest, Host, Mode, Principal
 from gateway.policy.rules import evaluate
 from gateway.ssh.context import ActiveSession, FrontContext
 from gateway.ssh.inner import resolver_for, run_inner
+from gateway.ssh.limits import Refused, Startup, channel_refusal, limit_env, turn_away_bytes
 from gateway.ssh.passthrough import PassthroughSession, RelayStats
 from gateway.ssh.recorded import RecordedSession
 
@@ -38,6 +38,7 @@ log = structlog.get_logger("gpuhop.ssh")
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 MSG_IGNORE = 2  # RFC 4253
 _EMPTY_STRING = b"\x00\x00\x00\x00"  # an SSH string of length 0
+LINGER_S = 2.0  # how long a refused connection may stay open for its reason to be read
 
 
 class FrontConnection(asyncssh.SSHServerConnection):
@@ -51,13 +52,67 @@ class FrontConnection(asyncssh.SSHServerConnection):
 
     _sock: socket.socket | None = None
     _quickacks = 0  # the handshake's first reads only (the setsockopt is not free)
+    ctx: FrontContext | None = None  # set by the listener's factory
+    _startup: Startup | None = None  # a place among unauthenticated connections
+    _turned_away = False  # refused before the SSH handshake: asyncssh never ran
+    _linger: asyncio.TimerHandle | None = None  # closes a refused connection
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.ctx is not None:
+            peer = transport.get_extra_info("peername") or ("", 0)
+            place = self.ctx.startups.admit(str(peer[0]))
+            if isinstance(place, Refused):
+                self._turn_away(transport, f"{peer[0]}:{peer[1]}", place)
+                return
+            self._startup = place
         super().connection_made(transport)
         self._sock = transport.get_extra_info("socket")
         self._quickacks = 32 if self._sock is not None else 0
 
+    def _turn_away(self, transport: asyncio.BaseTransport, source: str, why: Refused) -> None:
+        # Refused before asyncssh runs: no key exchange, no FrontServer. Audited
+        # once per limit per 10 s, however many are refused.
+        self._turned_away = True
+        assert self.ctx is not None
+        self.ctx.audit_soon(
+            "connection.refused",
+            "gateway",
+            {"source": source, "reason": why.reason, "limit": why.limit},
+            scope="startups",
+            key=why.limit,
+            window_s=10.0,
+        )
+        version = getattr(self, "_version", b"gpuhop")  # asyncssh's server_version
+        with contextlib.suppress(OSError):
+            transport.write(turn_away_bytes(version, why.reason))  # type: ignore[attr-defined]
+        # Closing at once would answer the client's KEXINIT with a reset, which
+        # discards the reason unread: linger (bounded in number and time) instead.
+        if self.ctx.startups.begin_linger():
+            self._linger = asyncio.get_running_loop().call_later(LINGER_S, transport.close)
+        else:
+            transport.close()
+
+    def authenticated(self) -> None:
+        """Leave the unauthenticated count (auth succeeded)."""
+        if self._startup is not None:
+            self._startup.done()
+
+    def connection_lost(self, exc: Exception | None = None) -> None:
+        if self._turned_away:
+            if self._linger is not None and self.ctx is not None:
+                self._linger.cancel()
+                self.ctx.startups.end_linger()
+            return
+        self.authenticated()
+        super().connection_lost(exc)
+
+    def eof_received(self) -> None:
+        if not self._turned_away:
+            super().eof_received()
+
     def data_received(self, data: bytes, datatype: asyncssh.DataType = None) -> None:
+        if self._turned_away:
+            return
         # During the handshake, acknowledge small packets at once: OpenSSH sends
         # NEWKEYS and the service request as two small writes with Nagle on, and a
         # delayed ACK here would stall the handshake by 40 ms.
@@ -148,6 +203,7 @@ class FrontServer(asyncssh.SSHServer):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._ctx.connections.discard(self)
+        self._ctx.audit_scope_closed(self._source)
         if self.principal is None and self._username and not self._refused:
             reasons = self._failures or ["no acceptable key or certificate offered"]
             self._ctx.audit_soon(
@@ -238,6 +294,8 @@ class FrontServer(asyncssh.SSHServer):
             source=self._source,
         )
         self._ctx.limiter.record_success(self._address)
+        if isinstance(self._conn, FrontConnection):
+            self._conn.authenticated()
         self._ctx.audit_soon(
             "auth.ok",
             user.name,
@@ -272,9 +330,14 @@ class FrontServer(asyncssh.SSHServer):
             self.principal = dataclasses.replace(self.principal, roles=roles, team=user.team)
         return self.principal, ""
 
-    def session_requested(self) -> RecordedSession:
+    def session_requested(
+        self,
+    ) -> tuple[asyncssh.SSHServerChannel[bytes], RecordedSession]:
         assert self.principal is not None
         principal, why = self.current_principal()
+        too_many = channel_refusal(self._conn, self._ctx.max_channels)
+        if too_many:
+            self._refuse_channel("session", "", too_many)
         if principal is None:
             self._ctx.audit_soon(
                 "channel.deny",
@@ -286,22 +349,58 @@ class FrontServer(asyncssh.SSHServer):
                     "dest": "",
                     "reason": why,
                 },
+                scope=self._source,
             )
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, why)
         self._ctx.audit_soon(
             "channel.request",
             self.principal.user,
             {"user": self.principal.user, "source": self._source, "request": "session"},
+            scope=self._source,  # open/close loops: bounded rows (sessions audit their start)
+            key="session",
         )
-        return RecordedSession(
+        assert self._conn is not None
+        chan: asyncssh.SSHServerChannel[bytes] = self._conn.create_server_channel()
+        limit_env(chan, self._ctx.max_env, lambda r: self._audit_refusal("env", "", r))
+        session = RecordedSession(
             self._ctx, None, resolver_for(self._ctx, self.principal, self._fixed)
         )
+        return chan, session
+
+    def _refuse_channel(self, request: str, dest: str, reason: str) -> None:
+        self._audit_refusal(request, dest, reason)
+        raise asyncssh.ChannelOpenError(asyncssh.OPEN_RESOURCE_SHORTAGE, reason)
+
+    def _audit_refusal(
+        self,
+        request: str,
+        dest: str,
+        reason: str,
+        host: Host | None = None,
+        kind: str = "channel.deny",
+    ) -> None:
+        """Audit a refusal, coalesced per connection (a flood costs bounded rows)."""
+        user = self.principal.user if self.principal else self._username
+        data: dict[str, object] = {
+            "user": user,
+            "source": self._source,
+            "request": request,
+            "dest": dest,
+            "reason": reason,
+        }
+        if host is not None:
+            data["host"] = host.name
+        self._ctx.audit_soon(kind, user, data, scope=self._source)
+        log.info("denied", user=user, request=request, dest=dest, reason=reason)
 
     def connection_requested(
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
     ) -> tuple[asyncssh.SSHTCPChannel[bytes], Awaitable[PassthroughSession]]:
         # asyncssh would give the channel its default 2 MiB window; open it with ours.
         assert self._conn is not None
+        too_many = channel_refusal(self._conn, self._ctx.max_channels)
+        if too_many:
+            self._refuse_channel("direct-tcpip", f"{dest_host}:{dest_port}", too_many)
         chan = self._conn.create_tcp_channel(
             window=self._ctx.window, max_pktsize=self._ctx.max_packet
         )
@@ -378,21 +477,7 @@ class FrontServer(asyncssh.SSHServer):
         host: Host | None = None,
         kind: str = "channel.deny",
     ) -> None:
-        user = self.principal.user if self.principal else self._username
-        data: dict[str, object] = {
-            "user": user,
-            "source": self._source,
-            "request": request,
-            "dest": dest,
-            "reason": reason,
-        }
-        if host is not None:
-            data["host"] = host.name
-        try:
-            await append_within(self._ctx.audit, kind, user, data, 5.0)
-        except Exception as exc:
-            log.error("audit write failed", kind=kind, error=str(exc))
-        log.info("denied", user=user, request=request, dest=dest, reason=reason)
+        self._audit_refusal(request, dest, reason, host, kind)
 
     async def _deny(self, request: str, dest: str, reason: str, host: Host | None = None) -> None:
         await self._audit_deny(request, dest, reason, host)

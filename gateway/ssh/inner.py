@@ -30,6 +30,7 @@ from gateway.policy.rules import evaluate
 from gateway.ssh.context import FrontContext
 from gateway.ssh.envprotocol import ENV_COMMAND
 from gateway.ssh.envservice import EnvSession
+from gateway.ssh.limits import channel_refusal, limit_env
 from gateway.ssh.recorded import RecordedSession, Resolution, Target
 
 log = structlog.get_logger("gpuhop.inner")
@@ -165,6 +166,7 @@ class InnerServer(asyncssh.SSHServer):
 
     def __init__(self, ctx: FrontContext, principal: Principal, host: Host) -> None:
         self._ctx = ctx
+        self._conn: asyncssh.SSHServerConnection | None = None
         self._principal = principal
         self._host = host
         self._account = ""
@@ -179,8 +181,11 @@ class InnerServer(asyncssh.SSHServer):
         )
         return decision.allowed, decision.reason, decision.role
 
-    def session_requested(self) -> asyncssh.SSHServerSession[bytes]:
+    def session_requested(self) -> Any:
         allowed, reason, role = self._decide()
+        too_many = channel_refusal(self._conn, self._ctx.max_channels)
+        if too_many:
+            allowed, reason = False, too_many
         if not allowed:
             self._ctx.audit_soon(
                 "channel.deny",
@@ -194,15 +199,34 @@ class InnerServer(asyncssh.SSHServer):
                     "dest": f"{self._account}@{self._host.name}",
                     "reason": reason,
                 },
+                scope=self._principal.source,
             )
+            if too_many:
+                raise asyncssh.ChannelOpenError(asyncssh.OPEN_RESOURCE_SHORTAGE, too_many)
             return _Notice(f"denied: {reason}", 255)
         target = Target(self._principal, self._host, self._account, role, "jump")
-        return RecordedSession(self._ctx, target)
+        assert self._conn is not None
+        chan: asyncssh.SSHServerChannel[bytes] = self._conn.create_server_channel()
+        limit_env(chan, self._ctx.max_env, self._env_refused)
+        return chan, RecordedSession(self._ctx, target)
+
+    def _env_refused(self, reason: str) -> None:
+        p = self._principal
+        data = {
+            "user": p.user,
+            "source": p.source,
+            "request": "env",
+            "host": self._host.name,
+            "dest": f"{self._account}@{self._host.name}",
+            "reason": reason,
+        }
+        self._ctx.audit_soon("channel.deny", p.user, data, scope=p.source)
 
     def connection_requested(
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
     ) -> tuple[asyncssh.SSHTCPChannel[bytes], Any]:
-        raise_reason = self._forward_refusal(dest_host)
+        raise_reason = channel_refusal(self._conn, self._ctx.max_channels)
+        raise_reason = raise_reason or self._forward_refusal(dest_host)
         dest = f"{dest_host}:{dest_port}"
         if raise_reason:
             self._ctx.audit_soon(
@@ -216,6 +240,7 @@ class InnerServer(asyncssh.SSHServer):
                     "dest": dest,
                     "reason": raise_reason,
                 },
+                scope=self._principal.source,
             )
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, raise_reason)
         fwd = _Forward(self._ctx, self._principal, self._host, dest)
@@ -225,7 +250,7 @@ class InnerServer(asyncssh.SSHServer):
         return chan, self._open_forward(fwd, dest_host, dest_port)
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
-        self._conn: asyncssh.SSHServerConnection | None = conn
+        self._conn = conn
 
     def _forward_refusal(self, dest_host: str) -> str:
         allowed, reason, role_name = self._decide()
@@ -336,6 +361,7 @@ def resolver_for(ctx: FrontContext, principal: Principal, fixed: tuple[str, str]
                     "dest": f"{account}@{host.name}",
                     "reason": decision.reason,
                 },
+                scope=principal.source,
             )
             return Resolution(message=f"gpuhop: denied: {decision.reason}\n", exit_status=255)
         return Resolution(Target(principal, host, account, decision.role, "direct"), rest)

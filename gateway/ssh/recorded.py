@@ -32,6 +32,7 @@ from gateway.live import IdleWatch
 from gateway.models import AccessRequest, Host, Mode, Principal
 from gateway.policy.rules import evaluate
 from gateway.ssh.context import ActiveSession, FrontContext
+from gateway.ssh.limits import ResizeThrottle
 from gateway.ssh.sftpaudit import SftpAuditor
 
 log = structlog.get_logger("gpuhop.recorded")
@@ -134,6 +135,7 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
         self._metered = False
         self._last_activity = time.monotonic()
         self._space_timer: asyncio.TimerHandle | None = None
+        self._resizes = ResizeThrottle(self._resize, ctx.max_resizes_per_s)
 
     @property
     def target(self) -> Target:
@@ -482,6 +484,9 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
                 self._chan.write_eof()
 
     def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
+        self._resizes.offer(width, height, pixwidth, pixheight)  # bounded per second
+
+    def _resize(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
         if self._recording is not None:
             try:
                 self._recording.resize(width, height)
@@ -544,6 +549,7 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
         self._finish()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._resizes.close()
         if self._service is not None:
             self._service.connection_lost(exc)
         if self._up is not None:
