@@ -195,6 +195,31 @@ def test_removed_users_open_jump_and_shell_end_within_5s(
     assert {e["kind"] for e in sessions} == {"session", "jump"}
 
 
+def test_removed_key_ends_only_the_connections_that_logged_in_with_it(
+    stack: GatewayStack, admin: httpx.Client, tmp_path: Path
+) -> None:
+    user = _new_user(stack, admin, "kay", ["rec"])
+    spare = StackUser("kay", tmp_path / "kay-spare")
+    spare_key = ensure_private_key(spare.key, "kay-spare@test")
+    _ok(admin.post("/admin/users/kay/keys", json={"key": public_line(spare_key)}))
+    doomed = _shell(stack.jump_command(user, "sg-1"))
+    spare_cfg = tmp_path / "ssh_config.spare"
+    spare_cfg.write_text(stack.ssh_config(user).read_text().replace(str(user.key), str(spare.key)))
+    kept = _shell(["ssh", "-F", str(spare_cfg), "-J", "gw", "-T", "root@sg-1"])
+
+    old = public_line(ensure_private_key(user.key, ""))
+    _ok(admin.delete("/admin/users/kay/keys", params={"key": old}))
+    _exits_within(doomed, REVOKE_WITHIN_S)
+    assert "is no longer registered to kay" in _stderr(doomed)
+    assert kept.stdin is not None and kept.stdout is not None
+    kept.stdin.write(b"echo still-here\n")
+    kept.stdin.flush()
+    assert kept.stdout.readline() == b"still-here\n"
+    kept.stdin.close()
+    _exits_within(kept, 10)
+    _stderr(kept)
+
+
 def test_role_revoked_mid_connection_refuses_new_shell_in_the_same_jump(
     stack: GatewayStack, admin: httpx.Client, jump_for: Callable[[StackUser], Jump]
 ) -> None:
