@@ -58,24 +58,25 @@ def enforce(ctx: FrontContext) -> int:
     return closed
 
 
-def refusal(ctx: FrontContext, session: ActiveSession) -> str:
-    """Why the current directory no longer allows ``session``, or "" when it does."""
+def refusal(ctx: FrontContext, session: ActiveSession) -> tuple[str, bool]:
+    """Why the current directory no longer allows ``session`` ("" when it does), and
+    whether that holds for its whole connection (the user or login key is gone)."""
     if session.authority is None:
-        return ""
+        return "", False
     principal, why = session.authority.current_principal()
     if principal is None:
-        return why
+        return why, True
     host = ctx.inventory.host(session.host)
     if host is None:
-        return f"host {session.host} was removed from the inventory"
+        return f"host {session.host} was removed from the inventory", False
     request = AccessRequest(host, session.mode, account=session.account, gpus=session.gpus)
     decision = evaluate(principal, request)
-    return "" if decision.allowed else decision.reason
+    return ("" if decision.allowed else decision.reason), False
 
 
 def recheck(ctx: FrontContext, session: ActiveSession) -> int:
     """End ``session`` if the directory no longer allows it (1), else leave it (0)."""
-    why = refusal(ctx, session)
+    why, whole_connection = refusal(ctx, session)
     if not why:
         return 0
     jump = session.id in ctx.jumps
@@ -95,6 +96,8 @@ def recheck(ctx: FrontContext, session: ActiveSession) -> int:
     log.info("session revoked", session_id=session.id, user=session.user, reason=why)
     if session.revoke is not None:
         session.revoke(f"access revoked: {why}")
-    else:
+    elif not whole_connection:
         session.close()
+    # else: a session that cannot say why itself (passthrough: end-to-end encrypted)
+    # ends with its connection, whose disconnect message says why.
     return 1

@@ -195,6 +195,33 @@ def test_removed_users_open_jump_and_shell_end_within_5s(
     assert {e["kind"] for e in sessions} == {"session", "jump"}
 
 
+def test_removed_users_direct_form_shell_ends(stack: GatewayStack, admin: httpx.Client) -> None:
+    user = _new_user(stack, admin, "dora", ["rec"])
+    shell = _shell(["ssh", "-F", str(stack.ssh_config(user)), "-T", "dora+sg-1@gw"])
+    _ok(admin.delete("/admin/users/dora"))
+    _exits_within(shell, REVOKE_WITHIN_S)
+    assert "access revoked: user dora was removed" in _stderr(shell)
+
+
+def test_removed_users_passthrough_jump_ends(stack: GatewayStack, admin: httpx.Client) -> None:
+    """Passthrough (end-to-end encrypted to the host's sshd): the gateway cannot write
+    into the stream; the outer connection's disconnect carries the reason (OpenSSH's
+    ProxyJump does not print it) and the audit log has it."""
+    user = stack.add_user("paz")  # a certificate from the gateway CA, which hosts trust
+    _ok(admin.post("/admin/users", json={"name": "paz", "roles": ["dev"]}))
+    shell = _shell(stack.jump_command(user, "sg-1"))
+    started = stack.wait_audit_events("session.start", lambda e: e["user"] == "paz")
+    assert started and started[0]["mode"] == "passthrough"
+    _ok(admin.delete("/admin/users/paz"))
+    _exits_within(shell, REVOKE_WITHIN_S)
+    assert "closed by remote host" in _stderr(shell)
+    revoked = stack.wait_audit_events(
+        "session.revoked", lambda e: e["user"] == "paz" and e["mode"] == "passthrough"
+    )
+    assert revoked and revoked[0]["reason"] == "user paz was removed"
+    assert stack.wait_audit_events("session.end", lambda e: e["user"] == "paz")
+
+
 def test_removed_key_ends_only_the_connections_that_logged_in_with_it(
     stack: GatewayStack, admin: httpx.Client, tmp_path: Path
 ) -> None:
