@@ -134,7 +134,7 @@ def users_add(name: str, team: str, roles: tuple[str, ...], keys: tuple[str, ...
 @users.command("rm")
 @click.argument("name")
 def users_rm(name: str) -> None:
-    """Remove user NAME with their keys and roles; running sessions go on."""
+    """Remove user NAME with their keys and roles; their open sessions end."""
     _change("DELETE", f"/v1/admin/users/{_seg(name)}")
 
 
@@ -240,7 +240,7 @@ def roles_grant(user: str, role: str) -> None:
 @click.argument("user")
 @click.argument("role")
 def roles_revoke(user: str, role: str) -> None:
-    """Revoke ROLE from USER (running sessions go on)."""
+    """Revoke ROLE from USER (sessions only it allowed end)."""
     _change("DELETE", f"/v1/admin/users/{_seg(user)}/roles/{_seg(role)}")
 
 
@@ -470,5 +470,5 @@ def _confirm(name: str, scan: HostScan, fingerprint: str, yes: bool) -> str:
 @hosts.command("rm")
 @click.argument("name")
 def hosts_rm(name: str) -> None:
-    """Remove host NAME (refused while a role names it); running sessions go on."""
+    """Remove host NAME (refused while a role names it); sessions on it end."""
     _change("DELETE", f"/v1/admin/hosts/{_seg(name)}")

@@ -187,7 +187,7 @@ def users_add(
 @click.argument("name")
 @_errors
 def users_rm(config_path: Path, name: str) -> None:
-    """Remove user NAME with their keys and grants; live sessions go on."""
+    """Remove user NAME with their keys and grants; their live sessions end."""
     from gateway.directory.changes import RemoveUser
 
     apply(config_path, RemoveUser(name))
@@ -592,7 +592,7 @@ def confirm_key(line: str, found: str, expected: str, yes: bool, name: str) -> s
 @click.argument("name")
 @_errors
 def hosts_rm(config_path: Path, name: str) -> None:
-    """Remove host NAME (refused while a role names it); live sessions go on."""
+    """Remove host NAME (refused while a role names it); live sessions on it end."""
     from gateway.directory.changes import RemoveHost
 
     apply(config_path, RemoveHost(name))

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections import OrderedDict
+from collections import ChainMap, OrderedDict
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,8 @@ from gateway.metrics import GatewayMetrics, InstrumentedAuditStore
 from gateway.placement.golden import GoldenLimits, GoldenRunner
 from gateway.settings import Settings
 from gateway.ssh.algorithms import connection_algorithms
-from gateway.ssh.context import FrontContext
+from gateway.ssh.authority import enforce
+from gateway.ssh.context import ActiveSession, FrontContext
 from gateway.ssh.envstage import StagePolicy
 from gateway.ssh.front import FrontConnection, FrontServer
 from gateway.ssh.inner import default_account
@@ -215,8 +216,9 @@ class Gateway:
                 factory, g.ssh_host, g.ssh_port, backlog=1024, reuse_address=True
             )
         self.port = self._server.sockets[0].getsockname()[1]
-        kill, live = session_controls(ctx.sessions)
-        self.metrics.register_collectors(live, self.live)
+        # The kill API reaches sessions and recorded jumps; metrics count sessions.
+        kill, live = session_controls(ChainMap[str, ActiveSession](ctx.sessions, ctx.jumps))
+        self.metrics.register_collectors(session_controls(ctx.sessions)[1], self.live)
         self._api_ctx = ApiContext(
             settings=self.settings,
             inventory=inventory,
@@ -259,11 +261,13 @@ class Gateway:
         )
 
     def _swap_directory(self, view: DirectoryView) -> None:
-        """Install a changed directory: new logins, channels, API calls and probes use it;
-        sessions already running keep going."""
+        """Install a changed directory: new logins, channels, API calls and probes use it,
+        and live connections, jumps and sessions it no longer allows are closed
+        (:func:`gateway.ssh.authority.enforce`), wherever the swap runs."""
         inventory = view.inventory()
         if self.ctx is not None:
             self.ctx.inventory = inventory
+            enforce(self.ctx)
         if self._api_ctx is not None:
             self._api_ctx.swap_inventory(inventory)
         if self.live is not None:

@@ -10,8 +10,9 @@ gateway picks up changes made through another replica or the local CLI.
 
 ``on_change`` receives each new :class:`DirectoryView`; the gateway builds a
 new inventory from it and swaps it in whole (one assignment on the event
-loop), so a request sees either the old directory or the new one. Sessions
-already running are not touched.
+loop), so a request sees either the old directory or the new one; the swap
+also closes live sessions the new directory no longer allows
+(:mod:`gateway.ssh.authority`).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -15,7 +15,8 @@ from gateway.audit.recording import Limits as RecordingLimits
 from gateway.audit.store import AuditStore, append_within
 from gateway.inventory.hosts import Inventory
 from gateway.keys import UserCA
-from gateway.models import Mode
+from gateway.models import Mode, Principal
+from gateway.ssh.authority import recheck
 from gateway.ssh.envstage import StagePolicy
 from gateway.ssh.limits import StartupLimiter
 from gateway.ssh.ratelimit import FailureLimiter
@@ -29,9 +30,30 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("gpuhop.ssh")
 
+JUMP_PREFIX = "j"  # recorded jump ids: "j" + 15 hex digits; session ids are 16 hex digits
+
+
+class Authority(Protocol):
+    """Who a connection is *now*: the one question every channel, hop and sweep asks.
+
+    Answered from the directory the gateway holds at the moment of asking (the one
+    reference it swaps on reload or admin change), never from a copy taken at login.
+    """
+
+    def current_principal(self) -> tuple[Principal | None, str]:
+        """The principal as the directory says now, or None and why it may not go on."""
+        ...
+
 
 @dataclass(slots=True)
 class ActiveSession:
+    """A live session or jump in this process: what the kill API and revocation reach.
+
+    ``authority`` is the front connection it runs under; ``account``, ``gpus`` and
+    ``mode`` are what policy allowed, checked again whenever the directory changes.
+    ``revoke`` ends it with one line to the user saying why (``close`` without one).
+    """
+
     id: str
     user: str
     host: str
@@ -39,6 +61,11 @@ class ActiveSession:
     source: str
     started: float
     close: Callable[[], None]
+    account: str = ""
+    gpus: int = 0
+    authority: Authority | None = None
+    revoke: Callable[[str], None] | None = None
+    jump: str = ""  # the recorded jump this session runs inside, if any
 
 
 @dataclass
@@ -54,6 +81,8 @@ class FrontContext:
     max_packet: int = 256 * 1024
     sessions: dict[str, ActiveSession] = field(default_factory=dict)
     connections: set[Any] = field(default_factory=set)  # FrontServer instances
+    jumps: dict[str, ActiveSession] = field(default_factory=dict)  # recorded ssh -J hops
+    generation: int = 0  # bumped on every directory swap; see ``register``
     pool: UpstreamPool | None = None
     recordings_dir: Path = Path("recordings")
     record_input: bool = False
@@ -71,6 +100,17 @@ class FrontContext:
     coalescer: AuditCoalescer = field(default_factory=lambda: AuditCoalescer(20))
     _pending: set[asyncio.Task[Any]] = field(default_factory=set)
     _summary_timer: asyncio.TimerHandle | None = None
+
+    def register(self, session: ActiveSession, generation: int) -> None:
+        """Add a live session decided under directory ``generation`` to the registry.
+
+        A directory swap that happened while the session was being opened (after
+        policy said yes, before it was registered) swept past it: check it now.
+        """
+        registry = self.jumps if session.id.startswith(JUMP_PREFIX) else self.sessions
+        registry[session.id] = session
+        if generation != self.generation:
+            recheck(self, session)
 
     def audit_soon(
         self,

@@ -26,11 +26,13 @@ from gateway.errors import UpstreamError
 from gateway.keys import key_id_user, public_line
 from gateway.models import AccessRequest, Host, Mode, Principal
 from gateway.policy.rules import evaluate
-from gateway.ssh.context import ActiveSession, FrontContext
-from gateway.ssh.inner import resolver_for, run_inner
+from gateway.ssh.authority import DISCONNECT_GRACE_S
+from gateway.ssh.context import JUMP_PREFIX, ActiveSession, FrontContext
+from gateway.ssh.inner import Jump, resolver_for, run_inner
 from gateway.ssh.limits import Refused, Startup, channel_refusal, limit_env, turn_away_bytes
 from gateway.ssh.passthrough import PassthroughSession, RelayStats
 from gateway.ssh.recorded import RecordedSession
+from gateway.ssh.restrictions import LoginRestrictions
 
 log = structlog.get_logger("gpuhop.ssh")
 
@@ -188,6 +190,7 @@ class FrontServer(asyncssh.SSHServer):
         self.principal: Principal | None = None
         self._refused = False
         self._fixed: tuple[str, str] | None = None
+        self._revoked = ""
 
     # -- connection lifecycle --
 
@@ -313,11 +316,15 @@ class FrontServer(asyncssh.SSHServer):
     def current_principal(self) -> tuple[Principal | None, str]:
         """The principal as the directory says now, or None and why it may not go on.
 
-        The directory may have changed since this connection logged in: a user or
-        key removed since then opens no new channels (the ones open keep running),
-        and roles granted or revoked apply to the next channel.
+        The one authority every channel, inner hop and forward of this connection
+        asks (:class:`gateway.ssh.context.Authority`). The directory may have
+        changed since this connection logged in: a user or key removed since then
+        opens nothing more (and :mod:`gateway.ssh.authority` closes what is open);
+        roles granted or revoked apply at once.
         """
         assert self.principal is not None
+        if self._revoked:
+            return None, self._revoked
         user = self._ctx.inventory.user(self.principal.user)
         if user is None:
             return None, f"user {self.principal.user} was removed"
@@ -329,6 +336,28 @@ class FrontServer(asyncssh.SSHServer):
         if roles != self.principal.roles or user.team != self.principal.team:
             self.principal = dataclasses.replace(self.principal, roles=roles, team=user.team)
         return self.principal, ""
+
+    def revoke(self, why: str) -> None:
+        """The directory no longer knows this login: end the connection, saying why.
+
+        Its sessions and jumps were ended by the same sweep (each with a notice);
+        the disconnect waits a moment so those notices reach the user first.
+        """
+        if self._revoked or self._conn is None:
+            return
+        self._revoked = why
+        user = self.principal.user if self.principal else self._username
+        self._ctx.audit_soon(
+            "connection.revoked", user, {"user": user, "source": self._source, "reason": why}
+        )
+        log.info("connection revoked", user=user, source=self._source, reason=why)
+        conn = self._conn
+
+        def disconnect() -> None:
+            with contextlib.suppress(Exception):
+                conn.disconnect(asyncssh.DISC_BY_APPLICATION, f"gpuhop: access revoked: {why}")
+
+        asyncio.get_running_loop().call_later(DISCONNECT_GRACE_S, disconnect)
 
     def session_requested(
         self,
@@ -362,9 +391,7 @@ class FrontServer(asyncssh.SSHServer):
         assert self._conn is not None
         chan: asyncssh.SSHServerChannel[bytes] = self._conn.create_server_channel()
         limit_env(chan, self._ctx.max_env, lambda r: self._audit_refusal("env", "", r))
-        session = RecordedSession(
-            self._ctx, None, resolver_for(self._ctx, self.principal, self._fixed)
-        )
+        session = RecordedSession(self._ctx, None, resolver_for(self._ctx, self, self._fixed))
         return chan, session
 
     def _refuse_channel(self, request: str, dest: str, reason: str) -> None:
@@ -408,6 +435,7 @@ class FrontServer(asyncssh.SSHServer):
 
     async def _forward(self, dest_host: str, dest_port: int) -> PassthroughSession:
         dest = f"{dest_host}:{dest_port}"
+        generation = self._ctx.generation
         principal, why = self.current_principal()
         if principal is None:
             await self._deny("direct-tcpip", dest, why)
@@ -418,11 +446,11 @@ class FrontServer(asyncssh.SSHServer):
         assert host is not None
         recorded = evaluate(principal, AccessRequest(host, Mode.RECORDED))
         if recorded.allowed and self._ctx.host_certificate is not None:
-            return await self._open_recorded_jump(principal, host, dest)
+            return await self._open_recorded_jump(principal, host, dest, generation)
         decision = evaluate(principal, AccessRequest(host, Mode.PASSTHROUGH))
         if not decision.allowed:
             await self._deny("direct-tcpip", dest, decision.reason, host)
-        relay, start = self._open_passthrough(principal, host, dest, decision.role)
+        relay, start = self._open_passthrough(principal, host, dest, decision.role, generation)
         session_id = str(start["session_id"])
         try:
             await relay.connect(host.address, host.port, self._ctx.connect_timeout_s)
@@ -443,23 +471,69 @@ class FrontServer(asyncssh.SSHServer):
         return relay
 
     async def _open_recorded_jump(
-        self, principal: Principal, host: Host, dest: str
+        self, principal: Principal, host: Host, dest: str, generation: int
     ) -> PassthroughSession:
-        """Answer the jump with the gateway's own SSH server for ``host`` (recorded mode)."""
+        """Answer the jump with the gateway's own SSH server for ``host`` (recorded mode).
+
+        The jump is registered (``ctx.jumps``) so the kill API and revocation reach
+        it; ending it ends every session inside.
+        """
+        assert self._conn is not None
+        ctx = self._ctx
         ours, theirs = socket.socketpair()
         task: asyncio.Task[None] | None = None
+        jump = Jump(
+            JUMP_PREFIX + uuid.uuid4().hex[:15],
+            self,
+            principal,
+            LoginRestrictions.of(self._conn),
+        )
+        audit: dict[str, object] = {
+            "jump_id": jump.id,
+            "user": principal.user,
+            "source": self._source,
+            "host": host.name,
+            "dest": dest,
+        }
 
         def on_close(stats: RelayStats) -> None:
             if task is not None and not task.done():
                 task.cancel()
+            ctx.jumps.pop(jump.id, None)
+            ctx.audit_soon(
+                "jump.close",
+                principal.user,
+                audit | {"duration_s": round(stats.duration_s, 6), "reason": jump.reason},
+            )
 
         relay = PassthroughSession(on_close)
+
+        def close_channel() -> None:
+            if relay.chan is not None:
+                relay.chan.close()
+
+        jump.channel_close = close_channel
         await relay.connect_socket(ours)
         theirs.setblocking(False)
-        task = asyncio.get_running_loop().create_task(
-            run_inner(self._ctx, theirs, principal, host, self._ctx.inner_options)
+        ctx.audit_soon("jump.open", principal.user, audit)
+        ctx.register(
+            ActiveSession(
+                jump.id,
+                principal.user,
+                host.name,
+                Mode.RECORDED,
+                self._source,
+                time.time(),
+                jump.close,
+                authority=self,
+                revoke=jump.close,
+            ),
+            generation,
         )
-        log.debug("recorded jump", user=principal.user, host=host.name, dest=dest)
+        task = asyncio.get_running_loop().create_task(
+            run_inner(ctx, theirs, jump, host, ctx.inner_options)
+        )
+        log.debug("recorded jump", user=principal.user, host=host.name, dest=dest, jump=jump.id)
         return relay
 
     def server_requested(self, listen_host: str, listen_port: int) -> Awaitable[bool]:
@@ -484,7 +558,7 @@ class FrontServer(asyncssh.SSHServer):
         raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, reason)
 
     def _open_passthrough(
-        self, principal: Principal, host: Host, dest: str, role: str
+        self, principal: Principal, host: Host, dest: str, role: str, generation: int
     ) -> tuple[PassthroughSession, dict[str, object]]:
         session_id = uuid.uuid4().hex[:16]
         common: dict[str, object] = {
@@ -520,14 +594,18 @@ class FrontServer(asyncssh.SSHServer):
             if relay.chan is not None:
                 relay.chan.close()
 
-        ctx.sessions[session_id] = ActiveSession(
-            session_id,
-            principal.user,
-            host.name,
-            Mode.PASSTHROUGH,
-            self._source,
-            time.time(),
-            close,
+        ctx.register(
+            ActiveSession(
+                session_id,
+                principal.user,
+                host.name,
+                Mode.PASSTHROUGH,
+                self._source,
+                time.time(),
+                close,
+                authority=self,
+            ),
+            generation,
         )
         return relay, common
 

@@ -19,6 +19,8 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import asyncssh
@@ -27,11 +29,13 @@ import structlog
 from gateway.errors import GatewayError
 from gateway.models import AccessRequest, Host, Mode, Principal
 from gateway.policy.rules import evaluate
-from gateway.ssh.context import FrontContext
+from gateway.ssh.authority import DISCONNECT_GRACE_S
+from gateway.ssh.context import Authority, FrontContext
 from gateway.ssh.envprotocol import ENV_COMMAND
 from gateway.ssh.envservice import EnvSession
 from gateway.ssh.limits import channel_refusal, limit_env
 from gateway.ssh.recorded import RecordedSession, Resolution, Target
+from gateway.ssh.restrictions import LoginRestrictions
 
 log = structlog.get_logger("gpuhop.inner")
 
@@ -164,10 +168,11 @@ class _Notice(asyncssh.SSHServerSession[bytes]):
 class InnerServer(asyncssh.SSHServer):
     """The inner hop of a recorded ``ssh -J``: user already known, account = login name."""
 
-    def __init__(self, ctx: FrontContext, principal: Principal, host: Host) -> None:
+    def __init__(self, ctx: FrontContext, jump: Jump, host: Host) -> None:
         self._ctx = ctx
         self._conn: asyncssh.SSHServerConnection | None = None
-        self._principal = principal
+        self._jump = jump
+        self._principal = jump.principal  # the latest answer of jump.authority, for audit
         self._host = host
         self._account = ""
 
@@ -175,13 +180,26 @@ class InnerServer(asyncssh.SSHServer):
         self._account = username
         return False  # authenticated on the outer hop
 
+    def auth_completed(self) -> None:
+        # The outer login's certificate restrictions hold here as on the direct form.
+        assert self._conn is not None
+        self._jump.restrictions.apply(self._conn)
+
     def _decide(self) -> tuple[bool, str, str]:
-        decision = evaluate(
-            self._principal, AccessRequest(self._host, Mode.RECORDED, account=self._account)
-        )
+        """Ask the one authority now: the outer connection, against the current directory."""
+        principal, why = self._jump.authority.current_principal()
+        if principal is None:
+            return False, why, ""
+        self._principal = principal
+        host = self._ctx.inventory.host(self._host.name)
+        if host is None:
+            return False, f"host {self._host.name} was removed from the inventory", ""
+        self._host = host
+        decision = evaluate(principal, AccessRequest(host, Mode.RECORDED, account=self._account))
         return decision.allowed, decision.reason, decision.role
 
     def session_requested(self) -> Any:
+        generation = self._ctx.generation
         allowed, reason, role = self._decide()
         too_many = channel_refusal(self._conn, self._ctx.max_channels)
         if too_many:
@@ -204,7 +222,16 @@ class InnerServer(asyncssh.SSHServer):
             if too_many:
                 raise asyncssh.ChannelOpenError(asyncssh.OPEN_RESOURCE_SHORTAGE, too_many)
             return _Notice(f"denied: {reason}", 255)
-        target = Target(self._principal, self._host, self._account, role, "jump")
+        target = Target(
+            self._principal,
+            self._host,
+            self._account,
+            role,
+            "jump",
+            authority=self._jump.authority,
+            generation=generation,
+            jump=self._jump.id,
+        )
         assert self._conn is not None
         chan: asyncssh.SSHServerChannel[bytes] = self._conn.create_server_channel()
         limit_env(chan, self._ctx.max_env, self._env_refused)
@@ -295,10 +322,37 @@ class InnerServer(asyncssh.SSHServer):
         return False
 
 
+@dataclass(eq=False)
+class Jump:
+    """One recorded ``ssh -J`` hop: registered so the kill API and revocation reach it.
+
+    ``authority`` is the outer connection; ``close`` ends the inner hop and the
+    channel it runs in, and with them every session inside.
+    """
+
+    id: str
+    authority: Authority
+    principal: Principal
+    restrictions: LoginRestrictions
+    conn: asyncssh.SSHServerConnection | None = None
+    channel_close: Callable[[], None] = lambda: None
+    reason: str = ""
+
+    def close(self, message: str = "this jump was ended by the gateway") -> None:
+        """Disconnect the inner hop with one line why, then close its channel."""
+        self.reason = self.reason or message
+        conn = self.conn
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.disconnect(asyncssh.DISC_BY_APPLICATION, f"gpuhop: {self.reason}")
+        loop = asyncio.get_running_loop()
+        loop.call_later(DISCONNECT_GRACE_S, self.channel_close)
+
+
 async def run_inner(
     ctx: FrontContext,
     sock: Any,
-    principal: Principal,
+    jump: Jump,
     host: Host,
     options: asyncssh.SSHServerConnectionOptions,
 ) -> None:
@@ -309,25 +363,35 @@ async def run_inner(
         conn = await asyncssh.run_server(
             sock,
             options=options,
-            server_factory=lambda: InnerServer(ctx, principal, host),
+            server_factory=lambda: InnerServer(ctx, jump, host),
             server_host_keys=[(key, cert)],
         )
+        jump.conn = conn
+        if jump.reason:  # ended while the inner hop was starting
+            jump.close()
         await conn.wait_closed()
     except (asyncssh.Error, OSError) as exc:
         log.info("inner session ended", host=host.name, error=str(exc))
     except asyncio.CancelledError:
+        if jump.conn is not None:
+            jump.conn.abort()
         raise
 
 
-def resolver_for(ctx: FrontContext, principal: Principal, fixed: tuple[str, str] | None) -> Any:
+def resolver_for(ctx: FrontContext, authority: Authority, fixed: tuple[str, str] | None) -> Any:
     """Decide what a session on the gateway itself is: a host, a menu, or a refusal.
 
     ``fixed`` is (host, account) from a ``user+host[+account]`` login; otherwise
     the first word of the command names the host (``ssh gw sg-1 nvidia-smi``),
-    or is ``gpuhop-env`` (:mod:`gateway.ssh.envservice`).
+    or is ``gpuhop-env`` (:mod:`gateway.ssh.envservice`). The principal is asked
+    of ``authority`` when the command is known, against the directory of then.
     """
 
     async def resolve(command: str | None) -> Resolution:
+        generation = ctx.generation
+        principal, why = authority.current_principal()
+        if principal is None:
+            return Resolution(message=f"gpuhop: denied: {why}\n", exit_status=255)
         if fixed is not None:
             host_name, account = fixed
             rest = command
@@ -364,7 +428,16 @@ def resolver_for(ctx: FrontContext, principal: Principal, fixed: tuple[str, str]
                 scope=principal.source,
             )
             return Resolution(message=f"gpuhop: denied: {decision.reason}\n", exit_status=255)
-        return Resolution(Target(principal, host, account, decision.role, "direct"), rest)
+        target = Target(
+            principal,
+            host,
+            account,
+            decision.role,
+            "direct",
+            authority=authority,
+            generation=generation,
+        )
+        return Resolution(target, rest)
 
     return resolve
 

@@ -31,7 +31,7 @@ from gateway.inventory.leases import Lease, LeaseRefused, host_environment
 from gateway.live import IdleWatch
 from gateway.models import AccessRequest, Host, Mode, Principal
 from gateway.policy.rules import evaluate
-from gateway.ssh.context import ActiveSession, FrontContext
+from gateway.ssh.context import ActiveSession, Authority, FrontContext
 from gateway.ssh.limits import ResizeThrottle
 from gateway.ssh.sftpaudit import SftpAuditor
 
@@ -50,6 +50,9 @@ class Target:
     account: str
     role: str
     via: str  # "jump" (ssh -J) or "direct" (ssh user+host@gateway)
+    authority: Authority | None = None  # the front connection, asked again on directory changes
+    generation: int = 0  # the directory generation the decision was made under
+    jump: str = ""  # the recorded jump's id when via == "jump"
 
 
 class _UpstreamSide(asyncssh.SSHClientSession[bytes]):
@@ -180,7 +183,7 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
 
     def _common(self) -> dict[str, object]:
         p = self.target.principal
-        return {
+        common: dict[str, object] = {
             "session_id": self.session_id,
             "user": p.user,
             "source": p.source,
@@ -196,6 +199,9 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
             "command": self._command,
             "pty": self._term is not None,
         }
+        if self.target.jump:
+            common["jump_id"] = self.target.jump
+        return common
 
     async def _open(self) -> None:
         chan = self._chan
@@ -244,15 +250,25 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
         except (StorageError, OSError) as exc:
             self._refuse(f"gpuhop: session refused: {exc}", "recording or audit unavailable")
             return
-        ctx.sessions[self.session_id] = ActiveSession(
-            self.session_id,
-            self.target.principal.user,
-            self.target.host.name,
-            Mode.RECORDED,
-            self.target.principal.source,
-            time.time(),
-            self.kill,
+        ctx.register(
+            ActiveSession(
+                self.session_id,
+                self.target.principal.user,
+                self.target.host.name,
+                Mode.RECORDED,
+                self.target.principal.source,
+                time.time(),
+                self.kill,
+                account=self.target.account,
+                gpus=self._gpus,
+                authority=self.target.authority,
+                revoke=self.revoke,
+                jump=self.target.jump,
+            ),
+            self.target.generation,
         )
+        if self._chan is None or self._error:
+            return  # revoked as it registered
         assert ctx.pool is not None
         try:
             entry = await ctx.pool.acquire(
@@ -571,6 +587,15 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
             with contextlib.suppress(OSError):
                 self._chan.write(f"\r\ngpuhop: {message}\r\n".encode(), STDERR)
         self._error = message
+        self.kill()
+
+    def revoke(self, message: str) -> None:
+        """End the session because the directory no longer allows it, saying why."""
+        self._error = message
+        if self._chan is not None:
+            with contextlib.suppress(OSError):
+                self._chan.write(f"\r\ngpuhop: {message}\r\n".encode(), STDERR)
+                self._chan.exit(255)
         self.kill()
 
     def kill(self) -> None:

@@ -63,7 +63,7 @@ async def add_user(ctx: Ctx, caller: AdminCaller, body: s.AdminUserCreate) -> s.
 
 @router.delete("/users/{name}", response_model=s.AdminChange, responses=CHANGE_ERRORS)
 async def remove_user(ctx: Ctx, caller: AdminCaller, name: NameArg) -> s.AdminChange:
-    """Remove a user with their keys and grants; running sessions go on, new ones are refused."""
+    """Remove a user with their keys and grants; their open connections and sessions end."""
     return await _change(ctx, caller, ch.RemoveUser(name))
 
 
@@ -108,7 +108,7 @@ async def grant_role(
 
 @router.delete("/users/{name}/roles/{role}", response_model=s.AdminChange, responses=CHANGE_ERRORS)
 async def revoke_role(ctx: Ctx, caller: AdminCaller, name: NameArg, role: NameArg) -> s.AdminChange:
-    """Revoke a role (``admin.role.revoke``); it no longer applies to new sessions."""
+    """Revoke a role (``admin.role.revoke``); sessions only it allowed end."""
     return await _change(ctx, caller, ch.Revoke(name, role))
 
 

@@ -77,7 +77,8 @@ async def get_session(ctx: Ctx, caller: AnyCaller, session_id: SessionId) -> Ses
     responses={**NOT_FOUND, 409: NOT_FOUND[404] | {"description": "Not running here"}},
 )
 async def kill_session(ctx: Ctx, caller: AdminCaller, session_id: SessionId) -> KillResult:
-    """End a live session on this gateway (admin). Audited as ``session.kill``."""
+    """End a live session or recorded jump on this gateway (admin), and with a jump every
+    session inside it. Audited as ``session.kill``."""
     live = {s.id: s for s in ctx.live_sessions()}
     if session_id not in live:
         if await ctx.sessions.get(session_id) is None:
