@@ -30,6 +30,7 @@ from gateway import __version__
 from gateway.api import ApiContext, session_controls, start_api
 from gateway.api.context import GatewayKeys
 from gateway.api.server import ApiServer, bind_api_socket
+from gateway.audit.anchor import signer_for
 from gateway.audit.store import AuditStore, append_within, open_store
 from gateway.directory.service import DirectoryService, stop_task
 from gateway.directory.view import DirectoryView
@@ -92,7 +93,7 @@ class Gateway:
     async def startup(self) -> None:
         g = self.settings.gateway
         self.audit = InstrumentedAuditStore(
-            open_store(g.storage_url.get_secret_value()), self.metrics
+            open_store(g.storage_url.get_secret_value(), signer_for(g)), self.metrics
         )
         try:
             host_keys = await asyncio.to_thread(gateway_host_keys, g.host_key, HOST_KEY_COMMENT)

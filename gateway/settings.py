@@ -165,6 +165,12 @@ class GatewaySettings(BaseModel):
     """CA key that signs the host certificates presented in recorded mode."""
     upstream_key: Path = Path("keys/gateway_upstream")
     """Key the gateway uses to log in to hosts when it re-originates a session."""
+    audit_checkpoint_key: Path = Path("keys/audit_checkpoint")
+    """ed25519 key that signs the audit chain's head in every commit (kept out of the
+    database); replicas and admin commands that append must share it."""
+    audit_anchor_file: Path = Path("keys/audit_anchor.json")
+    """The newest signed audit checkpoint, kept outside the database so that cutting or
+    emptying the log is caught by ``audit verify``; copy it off the machine to keep more."""
     recordings_dir: Path = Path("recordings")
     """Where recorded sessions are written (asciicast v2, one file per channel)."""
     record_input: bool = False
@@ -485,7 +491,15 @@ class Settings(BaseSettings):
         gw = self.gateway
         update: dict[str, object] = {
             name: _under(base, getattr(gw, name))
-            for name in ("host_key", "user_ca_key", "host_ca_key", "upstream_key", "recordings_dir")
+            for name in (
+                "host_key",
+                "user_ca_key",
+                "host_ca_key",
+                "upstream_key",
+                "audit_checkpoint_key",
+                "audit_anchor_file",
+                "recordings_dir",
+            )
         }
         if gw.catalog is not None:
             update["catalog"] = _under(base, gw.catalog)
