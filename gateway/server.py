@@ -31,6 +31,12 @@ from gateway.api import ApiContext, session_controls, start_api
 from gateway.api.context import GatewayKeys
 from gateway.api.server import ApiServer, bind_api_socket
 from gateway.audit.anchor import signer_for
+from gateway.audit.reconcile import (
+    node_name,
+    of_node,
+    reconcile_at_start,
+    reconcile_before_workers,
+)
 from gateway.audit.store import AuditStore, append_within, open_store
 from gateway.directory.service import DirectoryService, stop_task
 from gateway.directory.view import DirectoryView
@@ -108,7 +114,7 @@ class Gateway:
             raise
         try:
             # After the audit store: both may share one SQLite file.
-            self.storage = await open_storage(g.storage_url.get_secret_value())
+            self.storage = await open_storage(g.storage_url.get_secret_value(), node=node_name(g))
         except BaseException:
             await self.audit.close()
             raise
@@ -171,6 +177,16 @@ class Gateway:
         )
         self.live.session_store = self.storage.sessions
         ctx.live = self.live
+        if self._sock is None:  # supervised workers: their supervisor did it, once
+            state = self.live
+            await reconcile_at_start(
+                self.storage,
+                self.audit,
+                rate_of=lambda name: state.rate(h) if (h := inventory.host(name)) else None,
+                recordings_dir=g.recordings_dir,
+                owned=of_node(node_name(g)),
+                audit_timeout_s=g.audit_start_timeout_s,
+            )
         self.ctx = ctx
         options = await asyncssh.SSHServerConnectionOptions.construct(
             None,
@@ -480,6 +496,7 @@ def supervise(
     restarted, at most 10 times in all.
     """
     g = settings.gateway
+    reconcile_before_workers(settings)
     sock = bind_listener(g.ssh_host, g.ssh_port)
     port = sock.getsockname()[1]
     api_sock = bind_api_socket(g.api_host, g.api_port)

@@ -214,6 +214,10 @@ class GatewaySettings(BaseModel):
     """Optional price catalog CSV (see examples/prices.csv); overrides inventory prices."""
     workers: Annotated[Int, Field(ge=1, le=256)] = 1
     """Gateway processes sharing the listeners."""
+    node_name: Annotated[str, Field(max_length=128)] = ""
+    """This gateway node's name on the session records it brokers (empty: the machine's
+    host name). On start a node closes the records it left open when it died, so
+    replicas on one machine need different names."""
     window: Annotated[Int, Field(ge=64 * 1024, le=1024**3)] = 8 * 1024 * 1024
     """SSH channel receive window in bytes; larger keeps high-RTT bulk transfers busy."""
     max_packet: Annotated[Int, Field(ge=4096, le=1024 * 1024)] = 262144

@@ -252,3 +252,84 @@ def test_a_missing_anchor_file_fails_closed(written: GatewayStack) -> None:
     assert result.returncode != 0
     assert result.stderr.count("\n") == 1
     assert "audit anchor file missing" in result.stderr
+
+
+def _live_records(stack: GatewayStack) -> list[dict[str, Any]]:
+    db = Database(stack)
+    sql = "SELECT id, ended_at, error, cost_usd, gpus, started_at FROM session_records"
+    rows = db._run([], sql)
+    keys = ("id", "ended_at", "error", "cost_usd", "gpus", "started_at")
+    return [dict(zip(keys, r, strict=True)) for r in rows]
+
+
+def test_kill_9_then_restart_closes_the_session_with_an_error_and_a_cost(tmp_path: Path) -> None:
+    stack = build_stack(tmp_path)
+    try:
+        stack.start_gateway()
+        cfg = str(stack.ssh_config(stack.users["rita"]))
+        ticker = "echo started; while :; do echo tick; sleep 0.2; done"
+        cmd = ["ssh", "-F", cfg, "-oSetEnv=GPUHOP_GPUS=2", "-T", "rita+sg-1@gw", ticker]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"started\n"
+        time.sleep(2.0)  # let it run (and record output) for a while
+        records = _live_records(stack)
+        assert len(records) == 1 and records[0]["ended_at"] is None and records[0]["gpus"] == 2
+        assert stack.proc is not None
+        stack.proc.kill()
+        stack.proc.wait()
+        stack.proc = None
+        proc.stdout.close()
+        proc.wait(timeout=30)
+        stack.start_gateway()
+        record = _live_records(stack)[0]
+        assert record["ended_at"] is not None, record
+        assert "crash or kill" in record["error"]
+        ran = record["ended_at"] - record["started_at"]
+        assert 1.5 <= ran <= 10, record  # up to its last recorded output, not the restart
+        assert record["cost_usd"] == pytest.approx(2 * 2.5 * ran / 3600, rel=1e-3, abs=1e-6)
+        assert record["cost_usd"] > 0
+        ends = stack.wait_audit_events("session.end", lambda e: e["session_id"] == record["id"])
+        assert len(ends) == 1 and ends[0]["reconciled"] is True
+        assert ends[0]["cost_usd"] == record["cost_usd"]
+        stack.stop_gateway()
+        ok = verify(stack)  # the chain, written across a kill -9, still verifies
+        assert ok.returncode == 0, ok.stderr
+    finally:
+        stack.close()
+
+
+def test_a_starting_replica_leaves_another_nodes_live_session_alone(tmp_path: Path) -> None:
+    """Two gateway nodes on one database: node b starting must not close node a's session."""
+    stack = build_stack(tmp_path, extra_gateway='node_name = "a"')
+    other: subprocess.Popen[bytes] | None = None
+    try:
+        stack.start_gateway()
+        alice = stack.users["alice"]
+        proc = subprocess.Popen(
+            stack.jump_command(alice, "sg-1", "echo up; sleep 30"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"up\n"
+        config_b = tmp_path / "gateway-b.toml"
+        config_b.write_text(stack.config.read_text().replace('"a"', '"b"', 1))
+        ready = tmp_path / "ready-b.json"
+        cmd = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config_b)]
+        with (tmp_path / "gateway-b.log").open("ab") as log:
+            other = subprocess.Popen([*cmd, "--ready-file", str(ready)], stdout=log, stderr=log)
+        deadline = time.monotonic() + 30
+        while not ready.exists() and other.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ready.exists(), (tmp_path / "gateway-b.log").read_text()[-2000:]
+        records = _live_records(stack)
+        assert len(records) == 1 and records[0]["ended_at"] is None, records
+        proc.kill()
+        proc.wait(timeout=30)
+        proc.stdout.close()
+    finally:
+        if other is not None and other.poll() is None:
+            other.terminate()
+            other.wait(15)
+        stack.close()

@@ -18,9 +18,14 @@ from gateway.audit.anchor import (
 )
 from gateway.audit.chain import event_hash
 from gateway.audit.checkpoint import Anchors, Checkpoint, parse_head
+from gateway.audit.reconcile import CRASH_ERROR, close_orphans, of_node
 from gateway.audit.sqlite import SQLiteAuditStore, verify_file
 from gateway.audit.store import open_store
 from gateway.errors import KeyMaterialError, StorageError
+from gateway.metering.meter import Rate
+from gateway.models import Mode
+from gateway.storage import open_storage
+from gateway.storage.sessions import SessionStore
 
 
 def _write(path: Path, signer: CheckpointSigner | None, n: int) -> None:
@@ -191,3 +196,117 @@ def test_store_verify_uses_its_key(tmp_path: Path, signer: CheckpointSigner) -> 
             await store.close()
 
     assert asyncio.run(main()) == (True, False)
+
+
+# -- crash reconciliation ------------------------------------------------------------
+
+
+def test_close_orphans_closes_costs_and_audits_what_it_owns() -> None:
+    async def main() -> None:
+        storage = await open_storage("memory://")
+        audit = open_store("memory://")
+        s = storage.sessions
+        for i, gpus in enumerate((2, 0, 1)):
+            await s.record_start(
+                session_id=f"s{i}",
+                user="alice",
+                host="sg-1" if i < 2 else "gone-1",
+                region="sg",
+                mode=Mode.RECORDED,
+                gpus=gpus,
+                started_at=1000.0 + i,
+            )
+        await s.record_start(
+            session_id="other", user="bob", host="sg-1", region="sg", mode=Mode.RECORDED
+        )
+        closed = await close_orphans(
+            s,
+            audit,
+            rate_of={"sg-1": Rate(3.0)}.get,
+            last_seen=lambda r: r.started_at + 1800,
+            owned=lambda r: r.user == "alice",
+        )
+        assert sorted(r.id for r in closed) == ["s0", "s1", "s2"]
+        by_id = {r.id: r for r in closed}
+        assert by_id["s0"].cost_usd == pytest.approx(3.0)  # 2 GPUs x 3.0/h x 0.5 h
+        assert by_id["s1"].cost_usd == 0.0
+        assert by_id["s2"].cost_usd is None  # the host is gone: its rate is unknown
+        assert all(r.error == CRASH_ERROR and r.ended_at is not None for r in closed)
+        assert (await s.get("other")).live  # type: ignore[union-attr]
+        ends = await audit.list(kind="session.end")
+        assert sorted(str(e.data["session_id"]) for e in ends) == ["s0", "s1", "s2"]
+        assert all(e.data["reconciled"] is True for e in ends)
+        again = await close_orphans(
+            s, audit, rate_of=lambda h: None, last_seen=lambda r: 0.0, owned=lambda r: False
+        )
+        assert again == []
+        await audit.close()
+        await storage.close()
+
+    asyncio.run(main())
+
+
+def test_close_orphans_is_bounded() -> None:
+    async def main() -> int:
+        storage = await open_storage("memory://")
+        audit = open_store("memory://")
+        for i in range(7):
+            await storage.sessions.record_start(
+                session_id=f"s{i}", user="a", host="h", region="r", mode=Mode.PASSTHROUGH
+            )
+        closed = await close_orphans(
+            storage.sessions, audit, rate_of=lambda h: None, last_seen=lambda r: 0.0, limit=5
+        )
+        left = await storage.sessions.list(live=True)
+        await audit.close()
+        await storage.close()
+        assert len(left) == 2
+        return len(closed)
+
+    assert asyncio.run(main()) == 5
+
+
+def test_an_end_that_cannot_be_audited_leaves_the_record_open() -> None:
+    async def main() -> bool:
+        storage = await open_storage("memory://")
+        audit = open_store("memory://")
+        await storage.sessions.record_start(
+            session_id="s", user="a", host="h", region="r", mode=Mode.PASSTHROUGH
+        )
+        await audit.close()  # appends now fail
+        with pytest.raises(StorageError):
+            await close_orphans(
+                storage.sessions, audit, rate_of=lambda h: None, last_seen=lambda r: 0.0
+            )
+        record = await storage.sessions.get("s")
+        await storage.close()
+        return record is not None and record.live
+
+    assert asyncio.run(main())
+
+
+def test_a_node_closes_only_its_own_records() -> None:
+    async def main() -> list[str]:
+        storage = await open_storage("memory://", node="a")
+        audit = open_store("memory://")
+        other = SessionStore(storage.db, node="b")
+        legacy = SessionStore(storage.db)  # before nodes were recorded
+        for store, sid in ((storage.sessions, "mine"), (other, "theirs"), (legacy, "old")):
+            await store.record_start(
+                session_id=sid, user="u", host="h", region="r", mode=Mode.PASSTHROUGH
+            )
+        assert (await storage.sessions.get("mine")).node == "a"  # type: ignore[union-attr]
+        closed = await close_orphans(
+            storage.sessions,
+            audit,
+            rate_of=lambda h: None,
+            last_seen=lambda r: r.started_at,
+            owned=of_node("a"),
+        )
+        theirs = await storage.sessions.get("theirs")
+        assert theirs is not None and theirs.live
+        await audit.close()
+        await storage.close()
+        return sorted(r.id for r in closed)
+
+    assert asyncio.run(main()) == ["mine", "old"]

@@ -1,7 +1,11 @@
-"""Audit checkpoints: each commit's new chain head, signed with the gateway's checkpoint key.
+"""Audit checkpoints, and which gateway node holds each session record.
 
-Written in the same transaction as the events they cover (see
-``gateway.audit.checkpoint``). A frozen copy (never import live definitions here).
+``audit_checkpoints``: each commit's new chain head, signed with the gateway's
+checkpoint key, written in the same transaction as the events they cover (see
+``gateway.audit.checkpoint``). ``session_records.node``: the gateway node that
+brokered the session, so a node restarting after a crash closes only its own
+records (``gateway.audit.reconcile``); records from before are ``''``.
+A frozen copy (never import live definitions here).
 """
 
 from __future__ import annotations
@@ -15,7 +19,15 @@ branch_labels = None
 depends_on = None
 
 
+def _meta_version(value: str) -> None:
+    meta = sa.table("storage_meta", sa.column("key", sa.String), sa.column("value", sa.String))
+    op.execute(meta.update().where(meta.c.key == "schema_version").values(value=value))
+
+
 def upgrade() -> None:
+    with op.batch_alter_table("session_records") as batch:
+        batch.add_column(sa.Column("node", sa.String(128), nullable=False, server_default=""))
+    _meta_version("3")
     if "audit_checkpoints" in sa.inspect(op.get_bind()).get_table_names():
         return  # made by a SQLite audit store opened before this revision ran
     op.create_table(
@@ -30,3 +42,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("audit_checkpoints")
+    with op.batch_alter_table("session_records") as batch:
+        batch.drop_column("node")
+    _meta_version("2")
