@@ -6,9 +6,10 @@
 - ``TrustedKeys`` checks checkpoint signatures from the public half (the key
   file itself, or its ``.pub`` for an auditor who holds no private key).
 - The **anchor file** (``gateway.audit_anchor_file``) holds the newest
-  checkpoint this machine committed, one JSON line, replaced atomically under
+  checkpoint this machine committed, one JSON line, rewritten in place under
   an ``flock`` so it only moves forward. It is not fsynced: after a power cut
-  it may be a little behind (never ahead), which only weakens what it proves.
+  it may be behind (never ahead) or unreadable until the next commit rewrites
+  it; ``audit verify`` then fails closed rather than pass it.
   Each store also logs its head when it closes (``audit head`` at info), so a
   log shipper is a second, off-machine anchor.
 """
@@ -126,19 +127,7 @@ def _to_line(checkpoint: Checkpoint) -> bytes:
     return (json.dumps(asdict(checkpoint), sort_keys=True) + "\n").encode()
 
 
-def read_anchor(path: Path) -> Checkpoint | None:
-    """The checkpoint in an anchor file; None when the file does not exist.
-
-    A file that exists but holds no checkpoint is a ``StorageError``: an anchor
-    that cannot be read must not pass for "no anchor".
-    """
-    try:
-        with path.open("rb") as fh:
-            data = fh.read(ANCHOR_MAX_BYTES + 1)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise StorageError(f"{path}: cannot read the audit anchor: {exc.strerror}") from None
+def _parse(data: bytes, path: Path) -> Checkpoint:
     try:
         if len(data) > ANCHOR_MAX_BYTES:
             raise ValueError(f"larger than {ANCHOR_MAX_BYTES} bytes")
@@ -159,25 +148,49 @@ def read_anchor(path: Path) -> Checkpoint | None:
     return cp
 
 
+def read_anchor(path: Path) -> Checkpoint | None:
+    """The checkpoint in an anchor file; None when the file does not exist.
+
+    A file that exists but holds no checkpoint is a ``StorageError``: an anchor
+    that cannot be read must not pass for "no anchor".
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StorageError(f"{path}: cannot read the audit anchor: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)  # a writer replaces the line under LOCK_EX
+        data = os.pread(fd, ANCHOR_MAX_BYTES + 1, 0)
+    except OSError as exc:
+        raise StorageError(f"{path}: cannot read the audit anchor: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    return _parse(data, path)
+
+
 def write_anchor(path: Path, checkpoint: Checkpoint) -> bool:
     """Replace the anchor with ``checkpoint`` unless it already records a later event.
 
     Several writers (workers, ``gpuhop-gateway admin``) may race: an ``flock`` on
-    ``PATH.lock`` orders them, so the file only moves forward. Returns whether
-    it was replaced.
+    the file orders them, so it only moves forward. The line is rewritten in
+    place (a rename would make ext4 flush the file on every commit, several
+    milliseconds each); readers take the lock shared, so they never see half a
+    line. Returns whether it was replaced.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         current: Checkpoint | None = None
-        with contextlib.suppress(StorageError):
-            current = read_anchor(path)
+        with contextlib.suppress(StorageError):  # unreadable (a power cut mid-write): replace
+            current = _parse(os.pread(fd, ANCHOR_MAX_BYTES + 1, 0), path)
         if current is not None and current.event_id >= checkpoint.event_id:
             return False
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(_to_line(checkpoint))
-        tmp.replace(path)
+        line = _to_line(checkpoint)
+        os.pwrite(fd, line, 0)
+        os.ftruncate(fd, len(line))
         return True
     finally:
         os.close(fd)  # releases the lock

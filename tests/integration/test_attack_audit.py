@@ -115,7 +115,7 @@ def written(tmp_path: Path) -> Iterator[GatewayStack]:
     """A database a real gateway wrote: start, one real ssh session, clean stop."""
     stack = build_stack(tmp_path)
     try:
-        stack.start_gateway()
+        stack.start_gateway(timeout=60)
         alice = stack.users["alice"]
         result = stack.run(stack.jump_command(alice, "sg-1", "echo", "hi"))
         assert result.returncode == 0, result.stderr
@@ -265,7 +265,7 @@ def _live_records(stack: GatewayStack) -> list[dict[str, Any]]:
 def test_kill_9_then_restart_closes_the_session_with_an_error_and_a_cost(tmp_path: Path) -> None:
     stack = build_stack(tmp_path)
     try:
-        stack.start_gateway()
+        stack.start_gateway(timeout=60)
         cfg = str(stack.ssh_config(stack.users["rita"]))
         ticker = "echo started; while :; do echo tick; sleep 0.2; done"
         cmd = ["ssh", "-F", cfg, "-oSetEnv=GPUHOP_GPUS=2", "-T", "rita+sg-1@gw", ticker]
@@ -281,7 +281,7 @@ def test_kill_9_then_restart_closes_the_session_with_an_error_and_a_cost(tmp_pat
         stack.proc = None
         proc.stdout.close()
         proc.wait(timeout=30)
-        stack.start_gateway()
+        stack.start_gateway(timeout=60)
         record = _live_records(stack)[0]
         assert record["ended_at"] is not None, record
         assert "crash or kill" in record["error"]
@@ -304,7 +304,7 @@ def test_a_starting_replica_leaves_another_nodes_live_session_alone(tmp_path: Pa
     stack = build_stack(tmp_path, extra_gateway='node_name = "a"')
     other: subprocess.Popen[bytes] | None = None
     try:
-        stack.start_gateway()
+        stack.start_gateway(timeout=60)
         alice = stack.users["alice"]
         proc = subprocess.Popen(
             stack.jump_command(alice, "sg-1", "echo up; sleep 30"),
