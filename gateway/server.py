@@ -179,14 +179,19 @@ class Gateway:
         ctx.live = self.live
         if self._sock is None:  # supervised workers: their supervisor did it, once
             state = self.live
-            await reconcile_at_start(
-                self.storage,
-                self.audit,
-                rate_of=lambda name: state.rate(h) if (h := inventory.host(name)) else None,
-                recordings_dir=g.recordings_dir,
-                owned=of_node(node_name(g)),
-                audit_timeout_s=g.audit_start_timeout_s,
-            )
+            try:
+                await reconcile_at_start(
+                    self.storage,
+                    self.audit,
+                    rate_of=lambda name: state.rate(h) if (h := inventory.host(name)) else None,
+                    recordings_dir=g.recordings_dir,
+                    owned=of_node(node_name(g)),
+                    audit_timeout_s=g.audit_start_timeout_s,
+                )
+            except BaseException:
+                await self.storage.close()
+                await self.audit.close()
+                raise
         self.ctx = ctx
         options = await asyncssh.SSHServerConnectionOptions.construct(
             None,
