@@ -52,12 +52,14 @@ def actor_name() -> str:
 
 
 async def _with_service(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+    from gateway.audit.anchor import signer_for
     from gateway.audit.store import open_store
     from gateway.directory.service import DirectoryService
     from gateway.storage import open_storage
 
     url = settings.gateway.storage_url.get_secret_value()
-    audit = await asyncio.to_thread(open_store, url)  # first: it may create the SQLite file
+    signer = await asyncio.to_thread(signer_for, settings.gateway)
+    audit = await asyncio.to_thread(open_store, url, signer)  # first: it may create the file
     try:
         storage = await open_storage(url)
         try:

@@ -273,7 +273,9 @@ def ca_sign(
         raise KeyMaterialError(f"{target}: cannot write certificate: {exc.strerror}") from exc
 
     async def record() -> None:
-        store = open_store(g.storage_url.get_secret_value())
+        from gateway.audit.anchor import signer_for
+
+        store = open_store(g.storage_url.get_secret_value(), signer_for(g))
         try:
             await store.append(
                 "cert.issued",
@@ -303,19 +305,69 @@ def audit() -> None:
 @audit.command("verify")
 @click.option("--database", default=None, help="Storage URL or SQLite path.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None)
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option(
+    "--checkpoint-key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Audit checkpoint key (private, or its .pub) that signs the chain "
+    "(default: the config's audit_checkpoint_key).",
+)
+@click.option(
+    "--anchor",
+    "anchor_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Anchor file holding the newest signed head (default: the config's audit_anchor_file).",
+)
+@click.option("--no-anchor", is_flag=True, help="Check signatures only, not the anchor file.")
+@click.option(
+    "--expect-head", default=None, metavar="ID:HASH", help="Fail unless the chain holds this event."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result (and the head) as JSON.")
 @one_line_errors
-def audit_verify(database: str | None, config_path: Path | None, as_json: bool) -> None:
-    """Walk the hash chain; exit 0 when it holds, else name the first broken link."""
+def audit_verify(
+    database: str | None,
+    config_path: Path | None,
+    checkpoint_key: Path | None,
+    anchor_path: Path | None,
+    no_anchor: bool,
+    expect_head: str | None,
+    as_json: bool,
+) -> None:
+    """Walk the hash chain and check it against its signed checkpoints and anchor.
+
+    Exit 0 when it holds; else one line naming the first problem: a broken link,
+    an event rewritten, events deleted from the end, or events appended without
+    the audit key. Without --config or --checkpoint-key only the links are checked.
+    """
+    from gateway.audit.anchor import TrustedKeys, anchors_for
+    from gateway.audit.checkpoint import parse_head
     from gateway.audit.store import verify_database
     from gateway.errors import ChainBroken
 
+    g = load_settings(config_path).gateway if config_path is not None else None
     if database is None:
-        if config_path is None:
+        if g is None:
             raise ConfigError("give --database URL or --config FILE")
-        database = load_settings(config_path).gateway.storage_url.get_secret_value()
-    result = verify_database(database)
+        database = g.storage_url.get_secret_value()
+    try:
+        expect = parse_head(expect_head) if expect_head is not None else None
+    except ValueError as exc:
+        raise ConfigError(f"--expect-head: {exc}") from None
+    key_path = checkpoint_key or (g.audit_checkpoint_key if g is not None else None)
+    if anchor_path is None and g is not None and not no_anchor:
+        anchor_path = g.audit_anchor_file
+    anchors = None
+    if key_path is not None:
+        anchor_file = None if no_anchor else anchor_path
+        anchors = anchors_for(
+            TrustedKeys.from_file(key_path), anchor_file, expect, require_anchor=True
+        )
+    elif expect is not None or anchor_path is not None:
+        raise ConfigError("--expect-head and --anchor need --config or --checkpoint-key")
+    result = verify_database(database, anchors)
     if as_json:
+        anchor = anchors.anchor if anchors is not None else None
         click.echo(
             json.dumps(
                 {
@@ -323,6 +375,11 @@ def audit_verify(database: str | None, config_path: Path | None, as_json: bool) 
                     "count": result.count,
                     "first_broken": result.first_broken,
                     "reason": result.reason,
+                    "head": {"id": result.head_id, "hash": result.head_hash},
+                    "signed_through": result.signed_through,
+                    "anchor": None
+                    if anchor is None
+                    else {"id": anchor.event_id, "hash": anchor.hash},
                 }
             )
         )
@@ -331,8 +388,17 @@ def audit_verify(database: str | None, config_path: Path | None, as_json: bool) 
             f"audit chain broken at event {result.first_broken}: {result.reason}",
             result.first_broken,
         )
+    if anchors is None:
+        click.echo(
+            "gpuhop-gateway: note: checkpoints not checked (give --config or --checkpoint-key)",
+            err=True,
+        )
     if not as_json:
-        click.echo(f"audit chain ok: {result.count} events")
+        signed = (
+            "" if result.signed_through is None else f", signed through {result.signed_through}"
+        )
+        head = f"{result.head_id}:{result.head_hash}"
+        click.echo(f"audit chain ok: {result.count} events, head {head}{signed}")
 
 
 @main.group()

@@ -30,7 +30,14 @@ from gateway import __version__
 from gateway.api import ApiContext, session_controls, start_api
 from gateway.api.context import GatewayKeys
 from gateway.api.server import ApiServer, bind_api_socket
+from gateway.audit.anchor import signer_for
 from gateway.audit.coalesce import AuditCoalescer
+from gateway.audit.reconcile import (
+    node_name,
+    of_node,
+    reconcile_at_start,
+    reconcile_before_workers,
+)
 from gateway.audit.recording import Limits as RecordingLimits
 from gateway.audit.store import AuditStore, append_within, open_store
 from gateway.directory.service import DirectoryService, stop_task
@@ -96,7 +103,7 @@ class Gateway:
     async def startup(self) -> None:
         g = self.settings.gateway
         self.audit = InstrumentedAuditStore(
-            open_store(g.storage_url.get_secret_value()), self.metrics
+            open_store(g.storage_url.get_secret_value(), signer_for(g)), self.metrics
         )
         try:
             host_keys = await asyncio.to_thread(gateway_host_keys, g.host_key, HOST_KEY_COMMENT)
@@ -111,7 +118,7 @@ class Gateway:
             raise
         try:
             # After the audit store: both may share one SQLite file.
-            self.storage = await open_storage(g.storage_url.get_secret_value())
+            self.storage = await open_storage(g.storage_url.get_secret_value(), node=node_name(g))
         except BaseException:
             await self.audit.close()
             raise
@@ -181,6 +188,21 @@ class Gateway:
         )
         self.live.session_store = self.storage.sessions
         ctx.live = self.live
+        if self._sock is None:  # supervised workers: their supervisor did it, once
+            state = self.live
+            try:
+                await reconcile_at_start(
+                    self.storage,
+                    self.audit,
+                    rate_of=lambda name: state.rate(h) if (h := inventory.host(name)) else None,
+                    recordings_dir=g.recordings_dir,
+                    owned=of_node(node_name(g)),
+                    audit_timeout_s=g.audit_start_timeout_s,
+                )
+            except BaseException:
+                await self.storage.close()
+                await self.audit.close()
+                raise
         self.ctx = ctx
         options = await asyncssh.SSHServerConnectionOptions.construct(
             None,
@@ -496,6 +518,7 @@ def supervise(
     restarted, at most 10 times in all.
     """
     g = settings.gateway
+    reconcile_before_workers(settings)
     sock = bind_listener(g.ssh_host, g.ssh_port)
     port = sock.getsockname()[1]
     api_sock = bind_api_socket(g.api_host, g.api_port)

@@ -165,6 +165,12 @@ class GatewaySettings(BaseModel):
     """CA key that signs the host certificates presented in recorded mode."""
     upstream_key: Path = Path("keys/gateway_upstream")
     """Key the gateway uses to log in to hosts when it re-originates a session."""
+    audit_checkpoint_key: Path = Path("keys/audit_checkpoint")
+    """ed25519 key that signs the audit chain's head in every commit (kept out of the
+    database); replicas and admin commands that append must share it."""
+    audit_anchor_file: Path = Path("keys/audit_anchor.json")
+    """The newest signed audit checkpoint, kept outside the database so that cutting or
+    emptying the log is caught by ``audit verify``; copy it off the machine to keep more."""
     recordings_dir: Path = Path("recordings")
     """Where recorded sessions are written (asciicast v2, one file per channel)."""
     record_input: bool = False
@@ -222,6 +228,10 @@ class GatewaySettings(BaseModel):
     """Optional price catalog CSV (see examples/prices.csv); overrides inventory prices."""
     workers: Annotated[Int, Field(ge=1, le=256)] = 1
     """Gateway processes sharing the listeners."""
+    node_name: Annotated[str, Field(max_length=128)] = ""
+    """This gateway node's name on the session records it brokers (empty: the machine's
+    host name). On start a node closes the records it left open when it died, so
+    replicas on one machine need different names."""
     window: Annotated[Int, Field(ge=64 * 1024, le=1024**3)] = 8 * 1024 * 1024
     """SSH channel receive window in bytes; larger keeps high-RTT bulk transfers busy."""
     max_packet: Annotated[Int, Field(ge=4096, le=1024 * 1024)] = 262144
@@ -529,7 +539,15 @@ class Settings(BaseSettings):
         gw = self.gateway
         update: dict[str, object] = {
             name: _under(base, getattr(gw, name))
-            for name in ("host_key", "user_ca_key", "host_ca_key", "upstream_key", "recordings_dir")
+            for name in (
+                "host_key",
+                "user_ca_key",
+                "host_ca_key",
+                "upstream_key",
+                "audit_checkpoint_key",
+                "audit_anchor_file",
+                "recordings_dir",
+            )
         }
         if gw.catalog is not None:
             update["catalog"] = _under(base, gw.catalog)

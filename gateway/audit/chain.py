@@ -5,8 +5,9 @@ Pure: no I/O, no clock. Every event stores
 ``body = {"id", "ts", "kind", "actor", "data"}``; event 1 links to ``GENESIS``.
 Editing, deleting, inserting or reordering any stored event changes a link that
 ``verify_*`` finds, and it reports the first one. Removing events from the *end*
-leaves a shorter valid chain: detecting that needs the last hash kept elsewhere
-(an operator's note, a replica, a signed checkpoint).
+leaves a shorter valid chain, and anyone who can write the table can re-hash
+or extend it: ``gateway.audit.checkpoint`` closes those gaps with signed
+checkpoints and a head kept outside the database.
 """
 
 from __future__ import annotations
@@ -120,12 +121,20 @@ class AuditEvent:
 
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
-    """Outcome of walking a chain: ``count`` events were valid before ``first_broken``."""
+    """Outcome of walking a chain: ``count`` events were valid before ``first_broken``.
+
+    ``head_id``/``head_hash`` name the last valid event (0 and ``GENESIS`` for none);
+    ``signed_through`` is the event the newest trusted checkpoint covers, when
+    checkpoints were checked. They do not take part in equality.
+    """
 
     ok: bool
     count: int
     first_broken: int | None
     reason: str
+    head_id: int = field(default=0, compare=False)
+    head_hash: str = field(default=GENESIS, compare=False)
+    signed_through: int | None = field(default=None, compare=False)
 
     def raise_if_broken(self) -> None:
         """Raise ``ChainBroken`` (carrying the event id) when the chain did not verify."""
@@ -133,8 +142,15 @@ class VerifyResult:
             raise ChainBroken(self.reason, self.first_broken)
 
 
-def _broken(count: int, event_id: int, reason: str) -> VerifyResult:
-    return VerifyResult(ok=False, count=count, first_broken=event_id, reason=reason)
+def _broken(count: int, event_id: int, reason: str, head: str = GENESIS) -> VerifyResult:
+    return VerifyResult(
+        ok=False,
+        count=count,
+        first_broken=event_id,
+        reason=reason,
+        head_id=count,
+        head_hash=head,
+    )
 
 
 def _gap_reason(expected: int, found: int) -> str:
@@ -160,15 +176,16 @@ def verify_rows(rows: Iterable[Row]) -> VerifyResult:
     count = 0
     for event_id, ts, kind, actor, data_text, prev_hash, stored_hash in rows:
         if event_id != expected:
-            return _broken(count, event_id, _gap_reason(expected, event_id))
+            return _broken(count, event_id, _gap_reason(expected, event_id), prev)
         if prev_hash != prev:
             if expected == 1:
-                return _broken(count, event_id, "event 1 does not link to GENESIS")
+                return _broken(count, event_id, "event 1 does not link to GENESIS", prev)
             return _broken(
                 count,
                 event_id,
                 f"event {event_id} prev_hash does not match the hash of event "
                 f"{event_id - 1} (event {event_id - 1} replaced or re-hashed)",
+                prev,
             )
         try:
             text = (
@@ -177,15 +194,17 @@ def verify_rows(rows: Iterable[Row]) -> VerifyResult:
             )
             digest = sha256(text.encode("utf-8")).hexdigest()
         except (TypeError, ValueError):
-            return _broken(count, event_id, f"event {event_id} is malformed (edited)")
+            return _broken(count, event_id, f"event {event_id} is malformed (edited)", prev)
         if digest != stored_hash:
             return _broken(
-                count, event_id, f"event {event_id} hash does not match its contents (edited)"
+                count, event_id, f"event {event_id} hash does not match its contents (edited)", prev
             )
         prev = stored_hash
         expected += 1
         count += 1
-    return VerifyResult(ok=True, count=count, first_broken=None, reason="ok")
+    return VerifyResult(
+        ok=True, count=count, first_broken=None, reason="ok", head_id=count, head_hash=prev
+    )
 
 
 def verify_events(events: Iterable[AuditEvent]) -> VerifyResult:

@@ -21,6 +21,10 @@ events) wait at once; beyond that ``append`` fails at once with
 ``StorageError``, and the event is not recorded. A commit cut off mid-way is
 in doubt: before retrying, the writer looks for that batch's ids and hashes in
 the table, so a batch is never written twice.
+
+Anchoring: with a ``CheckpointSigner``, each commit also stores its new head's
+signed checkpoint in the same transaction (``gateway.audit.checkpoint``);
+verification reads events and checkpoints in one REPEATABLE READ snapshot.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import psycopg
 import structlog
@@ -50,8 +54,12 @@ from gateway.audit.chain import (
     freeze_data,
     verify_rows,
 )
+from gateway.audit.checkpoint import Anchors, Checkpoint, verify_anchored
 from gateway.audit.pgconn import connect, conninfo_of, error_line, schema_state, transient
 from gateway.errors import StorageError
+
+if TYPE_CHECKING:
+    from gateway.audit.anchor import CheckpointSigner
 
 T = TypeVar("T")
 log = structlog.get_logger("gpuhop.audit")
@@ -74,6 +82,13 @@ _INSERT: Final = (
 )
 _HEAD: Final = "SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1"
 _RANGE: Final = "SELECT id, hash FROM audit_events WHERE id BETWEEN %s AND %s ORDER BY id"
+_INSERT_CHECKPOINT: Final = (
+    "INSERT INTO audit_checkpoints(event_id, hash, ts, key_id, signature)"
+    " VALUES (%s, %s, %s, %s, %s)"
+)
+_SELECT_CHECKPOINTS: Final = (
+    "SELECT event_id, hash, ts, key_id, signature FROM audit_checkpoints ORDER BY event_id"
+)
 
 
 @dataclass(slots=True, eq=False)
@@ -93,6 +108,7 @@ class _Attempt:
 
     batch: builtins.list[_Pending]
     events: builtins.list[AuditEvent]
+    checkpoint: Checkpoint | None = None
 
 
 def _settle(future: asyncio.Future[AuditEvent], result: AuditEvent | BaseException) -> None:
@@ -124,15 +140,39 @@ def _to_event(row: Row) -> AuditEvent:
     return AuditEvent(event_id, ts, kind, actor, data, prev_hash, digest)
 
 
-def verify_connection(conn: psycopg.Connection[Any]) -> VerifyResult:
-    """Walk the chain through a server-side cursor: one snapshot, bounded memory."""
-    with conn.transaction(), conn.cursor(name="gpuhop_audit_verify") as cur:
-        cur.itersize = VERIFY_FETCH
-        cur.execute(_SELECT_ALL)
-        return verify_rows(cur)
+def verify_connection(
+    conn: psycopg.Connection[Any], anchors: Anchors | None = None
+) -> VerifyResult:
+    """Walk the chain through a server-side cursor: one snapshot, bounded memory.
+
+    With ``anchors``, the checkpoints come through a second cursor in the same
+    REPEATABLE READ snapshot, so a commit in between cannot look like tampering.
+    """
+    if anchors is None:
+        with conn.transaction(), conn.cursor(name="gpuhop_audit_verify") as cur:
+            cur.itersize = VERIFY_FETCH
+            cur.execute(_SELECT_ALL)
+            return verify_rows(cur)
+    from gateway.audit.anchor import checkpoint_rows
+
+    previous = conn.isolation_level
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    try:
+        with (
+            conn.transaction(),
+            conn.cursor(name="gpuhop_audit_verify") as cur,
+            conn.cursor(name="gpuhop_audit_checkpoints") as cps,
+        ):
+            cur.itersize = VERIFY_FETCH
+            cps.itersize = VERIFY_FETCH
+            cur.execute(_SELECT_ALL)
+            cps.execute(_SELECT_CHECKPOINTS)
+            return verify_anchored(cur, checkpoint_rows(cps), anchors)
+    finally:
+        conn.isolation_level = previous
 
 
-def verify_url(url: str) -> VerifyResult:
+def verify_url(url: str, anchors: Anchors | None = None) -> VerifyResult:
     """Verify the chain in a PostgreSQL database (read-only: migrates nothing)."""
     info, label = conninfo_of(url)
     try:
@@ -141,7 +181,7 @@ def verify_url(url: str) -> VerifyResult:
             state = schema_state(conn)
             if state != "ready":
                 raise StorageError(f"{label}: not a gpuhop audit database ({state})")
-            return verify_connection(conn)
+            return verify_connection(conn, anchors)
     except psycopg.Error as exc:
         raise StorageError(error_line(label, "verify", exc)) from None
 
@@ -160,8 +200,11 @@ class PostgresAuditStore:
         retry_max_s: float = 2.0,
         close_timeout_s: float = 30.0,
         read_pool: int = 4,
+        signer: CheckpointSigner | None = None,
     ) -> None:
         self._info, self.label = conninfo_of(url)
+        self.signer = signer
+        self.last_checkpoint: Checkpoint | None = None  # the newest this store committed
         self.max_buffer_bytes = max_buffer_bytes
         self.retry_max_s = retry_max_s
         self.close_timeout_s = close_timeout_s
@@ -237,7 +280,15 @@ class PostgresAuditStore:
             raise StorageError(f"{self.label}: an audit event's data is not JSON ({exc})") from None
 
     async def verify(self) -> VerifyResult:
-        return await asyncio.to_thread(self._read, "verify", verify_connection)
+        signer = self.signer
+        if signer is None:
+            return await asyncio.to_thread(self._read, "verify", verify_connection)
+        from gateway.audit.anchor import anchors_for
+
+        def run(conn: psycopg.Connection[Any]) -> VerifyResult:
+            return verify_connection(conn, anchors_for(signer.trusted(), signer.anchor_file))
+
+        return await asyncio.to_thread(self._read, "verify", run)
 
     async def close(self) -> None:
         """Commit everything already queued (waiting up to ``close_timeout_s`` for the
@@ -252,6 +303,13 @@ class PostgresAuditStore:
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+        if self.last_checkpoint is not None:
+            log.info(
+                "audit head",
+                database=self.label,
+                head=f"{self.last_checkpoint.event_id}:{self.last_checkpoint.hash}",
+                key_id=self.last_checkpoint.key_id,
+            )
 
     # -- reads: pooled connections, on worker threads ---------------------------
 
@@ -343,7 +401,7 @@ class PostgresAuditStore:
             try:
                 if self._conn is None or self._conn.closed:
                     self._conn = connect(self._info, self.label, "gpuhop-audit-writer")
-                events = self._attempt(self._conn, batch)
+                events, checkpoint = self._attempt(self._conn, batch)
             except Exception as exc:
                 self._drop_connection(exc)
                 if not transient(exc):
@@ -363,6 +421,9 @@ class PostgresAuditStore:
                 continue
             if events:
                 self.commits += 1
+            if checkpoint is not None and self.signer is not None:
+                self.last_checkpoint = checkpoint
+                self.signer.committed(checkpoint)
             if down_since is not None:
                 self._came_back(time.monotonic() - down_since)
             for pending, event in zip(batch, events, strict=True):
@@ -371,7 +432,7 @@ class PostgresAuditStore:
 
     def _attempt(
         self, conn: psycopg.Connection[Any], batch: builtins.list[_Pending]
-    ) -> builtins.list[AuditEvent]:
+    ) -> tuple[builtins.list[AuditEvent], Checkpoint | None]:
         with conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (CHAIN_LOCK,))
             doubt = self._doubt
@@ -382,12 +443,12 @@ class PostgresAuditStore:
                     conn.rollback()  # that COMMIT did land: acknowledge it now
                     self._doubt = None
                     batch[:] = doubt.batch
-                    return doubt.events
+                    return doubt.events, doubt.checkpoint
                 self._doubt = None  # it did not: start over with whoever still waits
                 batch[:] = [p for p in doubt.batch if not p.abandoned]
                 if not batch:
                     conn.rollback()
-                    return []
+                    return [], None
             head = cur.execute(_HEAD).fetchone()
             last_id, prev = (int(head[0]), str(head[1])) if head else (0, GENESIS)
             rows: builtins.list[Row] = []
@@ -400,10 +461,17 @@ class PostgresAuditStore:
                 events.append(AuditEvent(last_id, ts, p.kind, p.actor, p.data, prev, digest))
                 prev = digest
             cur.executemany(_INSERT, rows)
-        self._doubt = _Attempt(list(batch), events)
+            checkpoint = None
+            if self.signer is not None:
+                checkpoint = self.signer.sign(last_id, prev, ts)
+                cur.execute(
+                    _INSERT_CHECKPOINT,
+                    (last_id, prev, ts, checkpoint.key_id, checkpoint.signature),
+                )
+        self._doubt = _Attempt(list(batch), events, checkpoint)
         conn.commit()
         self._doubt = None
-        return events
+        return events, checkpoint
 
     def _drop_connection(self, exc: Exception) -> None:
         conn = self._conn

@@ -6,6 +6,8 @@ loss. Linearity: each commit runs under ``BEGIN IMMEDIATE`` (one writer at a tim
 across processes) and reads the last id and hash inside that transaction.
 Throughput: one writer thread per store commits everything queued in one
 transaction (group commit), so N concurrent appends cost about one fsync.
+Anchoring: with a ``CheckpointSigner``, each commit also stores its new head's
+signed checkpoint in the same transaction (``gateway.audit.checkpoint``).
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 from urllib.parse import quote
+
+import structlog
 
 from gateway.audit.chain import (
     GENESIS,
@@ -33,7 +38,13 @@ from gateway.audit.chain import (
     freeze_data,
     verify_rows,
 )
+from gateway.audit.checkpoint import Anchors, Checkpoint, verify_anchored
 from gateway.errors import StorageError
+
+if TYPE_CHECKING:
+    from gateway.audit.anchor import CheckpointSigner
+
+log = structlog.get_logger("gpuhop.audit")
 
 SCHEMA_VERSION = 1
 BATCH_MAX = 512  # events per transaction: bounds one commit's latency and memory
@@ -48,6 +59,16 @@ _LIST = {  # (by kind, by actor) -> query; each uses the matching (column, id) i
 _INSERT = (
     "INSERT INTO audit_events(id, ts, kind, actor, data, prev_hash, hash)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_CHECKPOINTS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS audit_checkpoints(event_id INTEGER PRIMARY KEY,"
+    " hash TEXT NOT NULL, ts REAL NOT NULL, key_id TEXT NOT NULL, signature TEXT NOT NULL)"
+)
+_INSERT_CHECKPOINT = (
+    "INSERT INTO audit_checkpoints(event_id, hash, ts, key_id, signature) VALUES (?, ?, ?, ?, ?)"
+)
+_SELECT_CHECKPOINTS = (
+    "SELECT event_id, hash, ts, key_id, signature FROM audit_checkpoints ORDER BY event_id"
 )
 
 _SCHEMA = (
@@ -140,6 +161,7 @@ def _open_writer(path: str, busy_timeout_ms: int) -> sqlite3.Connection:
                     "INSERT INTO meta(key, value) VALUES ('schema_version', ?), ('app', 'gpuhop')",
                     (str(SCHEMA_VERSION),),
                 )
+            conn.execute(_CHECKPOINTS_TABLE)  # a no-op once the migrations made it
             conn.execute("COMMIT")
         finally:
             if conn.in_transaction:
@@ -156,16 +178,37 @@ def _to_event(row: Row) -> AuditEvent:
     return AuditEvent(event_id, ts, kind, actor, data, prev_hash, digest)
 
 
-def verify_file(path: str, busy_timeout_ms: int = 5000) -> VerifyResult:
-    """Verify the chain in a database file, opened read-only; ``StorageError`` if unusable."""
+def _walk(conn: sqlite3.Connection, anchors: Anchors | None) -> VerifyResult:
+    if anchors is None:
+        # One SELECT is one read snapshot: concurrent appends cannot tear it.
+        return verify_rows(conn.execute(_SELECT_ALL))
+    conn.execute("BEGIN")  # both SELECTs read one snapshot
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        checkpoints: Iterable[tuple[object, ...]] = (
+            conn.execute(_SELECT_CHECKPOINTS) if "audit_checkpoints" in tables else ()
+        )
+        from gateway.audit.anchor import checkpoint_rows
+
+        return verify_anchored(conn.execute(_SELECT_ALL), checkpoint_rows(checkpoints), anchors)
+    finally:
+        conn.execute("ROLLBACK")
+
+
+def verify_file(
+    path: str, busy_timeout_ms: int = 5000, anchors: Anchors | None = None
+) -> VerifyResult:
+    """Verify the chain in a database file, opened read-only; ``StorageError`` if unusable.
+
+    With ``anchors``, also against its signed checkpoints and external anchors.
+    """
     if not os.path.isfile(path):
         raise StorageError(f"{path}: no such audit database")
     try:
         with contextlib.closing(_connect(path, busy_timeout_ms, "ro")) as conn:
             if not _check_schema(conn, path):
                 raise StorageError(f"{path}: not a gpuhop audit database (empty)")
-            # One SELECT is one read snapshot: concurrent appends cannot tear it.
-            return verify_rows(conn.execute(_SELECT_ALL))
+            return _walk(conn, anchors)
     except sqlite3.Error as exc:
         raise _error(path, "verify", exc) from None
 
@@ -196,9 +239,17 @@ def _deliver(future: asyncio.Future[AuditEvent], result: AuditEvent | BaseExcept
 class SQLiteAuditStore:
     """``AuditStore`` on a SQLite file; open once at start-up (this opens the file)."""
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 10_000) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout_ms: int = 10_000,
+        signer: CheckpointSigner | None = None,
+    ) -> None:
         self.path = os.path.abspath(os.fspath(path))
         self.busy_timeout_ms = busy_timeout_ms
+        self.signer = signer
+        self.last_checkpoint: Checkpoint | None = None  # the newest this store committed
         self.commits = 0  # transactions committed by this store (group-commit metric)
         try:
             self._conn: sqlite3.Connection | None = _open_writer(self.path, busy_timeout_ms)
@@ -242,6 +293,7 @@ class SQLiteAuditStore:
             self._closed = True
             self._queue.put(None)
         await asyncio.to_thread(self._thread.join)
+        _log_head(self.path, self.last_checkpoint)
 
     # -- reads: a fresh connection per call, on a worker thread ---------------
 
@@ -263,9 +315,14 @@ class SQLiteAuditStore:
             raise StorageError(f"{self.path}: an audit event's data is not JSON ({exc})") from None
 
     def _verify(self) -> VerifyResult:
+        anchors = None
+        if self.signer is not None:
+            from gateway.audit.anchor import anchors_for
+
+            anchors = anchors_for(self.signer.trusted(), self.signer.anchor_file)
         try:
             with contextlib.closing(self._reader()) as conn:
-                return verify_rows(conn.execute(_SELECT_ALL))
+                return _walk(conn, anchors)
         except sqlite3.Error as exc:
             raise _error(self.path, "verify", exc) from None
 
@@ -304,7 +361,7 @@ class SQLiteAuditStore:
         try:
             if self._conn is None:
                 self._conn = _open_writer(self.path, self.busy_timeout_ms)
-            events = self._insert(self._conn, batch)
+            events, checkpoint = self._insert(self._conn, batch)
         except Exception as exc:
             self._abandon()
             what = f"append of {len(batch)} event(s)"
@@ -317,12 +374,15 @@ class SQLiteAuditStore:
                     _deliver(pending.future, StorageError(f"{self.path}: {what} failed ({exc})"))
             return
         self.commits += 1
+        if checkpoint is not None and self.signer is not None:
+            self.last_checkpoint = checkpoint
+            self.signer.committed(checkpoint)
         for pending, event in zip(batch, events, strict=True):
             _deliver(pending.future, event)
 
     def _insert(
         self, conn: sqlite3.Connection, batch: builtins.list[_Pending]
-    ) -> builtins.list[AuditEvent]:
+    ) -> tuple[builtins.list[AuditEvent], Checkpoint | None]:
         conn.execute("BEGIN IMMEDIATE")
         last = conn.execute("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1").fetchone()
         last_id, prev = (int(last[0]), str(last[1])) if last else (0, GENESIS)
@@ -336,8 +396,15 @@ class SQLiteAuditStore:
             events.append(AuditEvent(last_id, ts, p.kind, p.actor, p.data, prev, digest))
             prev = digest
         conn.executemany(_INSERT, rows)
+        checkpoint = None
+        if self.signer is not None:
+            checkpoint = self.signer.sign(last_id, prev, ts)
+            conn.execute(
+                _INSERT_CHECKPOINT,
+                (last_id, prev, ts, checkpoint.key_id, checkpoint.signature),
+            )
         conn.execute("COMMIT")
-        return events
+        return events, checkpoint
 
     def _abandon(self) -> None:
         """Roll back a failed batch; drop the connection if even that fails."""
@@ -350,3 +417,14 @@ class SQLiteAuditStore:
         except sqlite3.Error:
             conn.close()
             self._conn = None
+
+
+def _log_head(where: str, checkpoint: Checkpoint | None) -> None:
+    """The head this store last signed, for log shippers (an anchor off the machine)."""
+    if checkpoint is not None:
+        log.info(
+            "audit head",
+            database=where,
+            head=f"{checkpoint.event_id}:{checkpoint.hash}",
+            key_id=checkpoint.key_id,
+        )

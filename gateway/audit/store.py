@@ -18,12 +18,16 @@ from __future__ import annotations
 import asyncio
 import builtins
 from collections.abc import Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.audit.chain import AuditEvent, VerifyResult
 from gateway.audit.memory import MemoryAuditStore
 from gateway.audit.sqlite import SQLiteAuditStore, verify_file
 from gateway.errors import ConfigError, StorageError
+
+if TYPE_CHECKING:
+    from gateway.audit.anchor import CheckpointSigner
+    from gateway.audit.checkpoint import Anchors
 
 _EXPECTED = "expected sqlite:///PATH, postgresql+psycopg://..., memory:// or a file path"
 _POSTGRES = ("postgresql", "postgresql+psycopg", "postgres", "postgres+psycopg")
@@ -133,11 +137,14 @@ def _sqlite_path(url: str) -> str | None:
     return path
 
 
-def open_store(url: str) -> AuditStore:
+def open_store(url: str, signer: CheckpointSigner | None = None) -> AuditStore:
     """Open the audit store a URL names; call it at start-up (it opens the file).
 
-    Raises ``ConfigError`` for a URL it does not understand and ``StorageError``
-    when the database cannot be opened or created.
+    With ``signer`` every commit also stores a signed checkpoint of the new head
+    (``gateway.audit.checkpoint``); whatever appends for a gateway passes one
+    (``gateway.audit.anchor.signer_for``), or ``audit verify`` reports its events
+    as forged. Raises ``ConfigError`` for a URL it does not understand and
+    ``StorageError`` when the database cannot be opened or created.
     """
     from gateway.storage.migrate import ensure_url
 
@@ -145,27 +152,29 @@ def open_store(url: str) -> AuditStore:
         from gateway.audit.postgres import PostgresAuditStore
 
         ensure_url(url)
-        return PostgresAuditStore(url)
+        return PostgresAuditStore(url, signer=signer)
     path = _sqlite_path(url)
     if path is None:
         return MemoryAuditStore()
     ensure_url(path)  # the exact file the store opens, whatever the URL's query says
-    return SQLiteAuditStore(path)
+    return SQLiteAuditStore(path, signer=signer)
 
 
-def verify_database(url: str) -> VerifyResult:
+def verify_database(url: str, anchors: Anchors | None = None) -> VerifyResult:
     """Verify a store's chain from the CLI, without starting a gateway (opens read-only).
 
-    A missing file, or one that is not a gpuhop audit database, raises ``StorageError``.
+    With ``anchors``, also against its signed checkpoints, the anchor file and an
+    expected head. A missing file, or one that is not a gpuhop audit database,
+    raises ``StorageError``.
     """
     if _is_postgres(url):
         from gateway.audit.postgres import verify_url
 
-        return verify_url(url)
+        return verify_url(url, anchors)
     path = _sqlite_path(url)
     if path is None:
         raise ConfigError("memory:// holds no events to verify")
-    return verify_file(path)
+    return verify_file(path, anchors=anchors)
 
 
 async def append_within(

@@ -66,21 +66,26 @@ class Storage:
         await self.db.close()
 
 
-def open_storage_blocking(url: str, clock: Callable[[], float] = time.time) -> Storage:
-    """Open (creating or checking the schema) without an event loop; for start-up code."""
+def open_storage_blocking(
+    url: str, clock: Callable[[], float] = time.time, node: str = ""
+) -> Storage:
+    """Open (creating or checking the schema) without an event loop; for start-up code.
+
+    ``node`` names this gateway node on the session records it starts."""
     db = open_database(url)
     try:
         db.run(lambda conn: ensure_schema(conn, db.label), True)
     except BaseException:
         db.engine.dispose()
         raise
-    return Storage(db, TokenStore(db, clock), SessionStore(db, clock), DirectoryStore(db, clock))
+    sessions = SessionStore(db, clock, node)
+    return Storage(db, TokenStore(db, clock), sessions, DirectoryStore(db, clock))
 
 
-async def open_storage(url: str, clock: Callable[[], float] = time.time) -> Storage:
+async def open_storage(url: str, clock: Callable[[], float] = time.time, node: str = "") -> Storage:
     """Open the storage a URL names, off the event loop.
 
     ``ConfigError`` for a URL it does not understand; ``StorageError`` when the
     database cannot be opened or holds a schema version this code does not know.
     """
-    return await asyncio.to_thread(open_storage_blocking, url, clock)
+    return await asyncio.to_thread(open_storage_blocking, url, clock, node)

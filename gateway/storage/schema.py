@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 
 from gateway.errors import StorageError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = sa.MetaData()
 
@@ -63,6 +63,7 @@ session_records = sa.Table(
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("gpus", sa.Integer, nullable=False),
     sa.Column("cost_usd", sa.Double, nullable=True),
+    sa.Column("node", sa.String(128), nullable=False, server_default=""),
     sa.Index("session_records_started", "started_at", "id"),
     sa.Index("session_records_user", "user", "started_at", "id"),
 )

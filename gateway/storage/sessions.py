@@ -4,7 +4,8 @@ The audit log says what happened, in order, tamper-evidently; this table is
 the queryable summary of each session (who, where, how long, how many bytes,
 what it cost) that the API lists and metering totals. A record with no
 ``ended_at`` is live, or was cut off by a gateway that died before it could
-write the end.
+write the end: ``node`` names the gateway that brokered it, and that node
+closes such records when it starts again (``gateway.audit.reconcile``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class SessionRecord:
     error: str | None = None
     gpus: int = 0
     cost_usd: float | None = None
+    node: str = ""  # the gateway node that brokered it ("" before nodes were recorded)
 
     @property
     def live(self) -> bool:
@@ -64,6 +66,7 @@ def _record(row: Any) -> SessionRecord:
         error=row.error,
         gpus=row.gpus,
         cost_usd=row.cost_usd,
+        node=row.node,
     )
 
 
@@ -74,9 +77,12 @@ def _select_one(conn: Connection, session_id: str) -> Any:
 class SessionStore:
     """Records in the ``session_records`` table."""
 
-    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, db: Database, clock: Callable[[], float] = time.time, node: str = ""
+    ) -> None:
         self._db = db
         self._clock = clock
+        self.node = node  # stamped on the records this store starts
 
     async def record_start(
         self,
@@ -117,6 +123,7 @@ class SessionStore:
             source=source,
             started_at=self._clock() if started_at is None else started_at,
             gpus=gpus,
+            node=self.node,
         )
         row = {f: getattr(record, f) for f in _FIELDS}
         row["mode"] = record.mode.value
