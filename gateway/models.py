@@ -55,6 +55,9 @@ class Role:
     modes: tuple[Mode, ...] = (Mode.PASSTHROUGH, Mode.RECORDED)
     max_gpus: int = 0  # 0 = no GPU limit beyond the host's
     forwarding: bool = False  # local forwards to the host's loopback in recorded sessions
+    forward_ports: tuple[tuple[int, int], ...] = ()  # (low, high) ranges; never the SSH port
+    agent_forwarding: bool = False  # ssh -A inside recorded sessions
+    remote_forwarding: bool = False  # ssh -R inside recorded sessions
 
 
 @dataclass(frozen=True, slots=True)
