@@ -10,7 +10,11 @@ inner user name is the remote account, checked by policy like everything else.
 
 Local forwards inside the session (editors forward to the host's own loopback)
 are re-originated over the gateway's connection to the host when the role
-allows them, and audited as open/close with bytes each way.
+allows them (:func:`gateway.policy.forwards.decide_forward`: listed ports only,
+never the host's SSH port), and audited as open/close with bytes each way. A
+forward opens only once its ``forward.open`` event is durable (fail closed).
+Remote, agent and UNIX socket forwards are refused here with their reason, and
+audited.
 """
 
 from __future__ import annotations
@@ -24,9 +28,12 @@ from typing import Any
 import asyncssh
 import structlog
 
+from gateway.audit.store import append_within
 from gateway.errors import GatewayError
-from gateway.models import AccessRequest, Host, Mode, Principal
+from gateway.models import AccessRequest, Decision, Host, Mode, Principal
+from gateway.policy.forwards import ForwardKind, ForwardRequest, decide_forward, ssh_ports_of
 from gateway.policy.rules import evaluate
+from gateway.ssh.agenthook import AgentRequestHook
 from gateway.ssh.context import FrontContext
 from gateway.ssh.envprotocol import ENV_COMMAND
 from gateway.ssh.envservice import EnvSession
@@ -34,7 +41,7 @@ from gateway.ssh.recorded import RecordedSession, Resolution, Target
 
 log = structlog.get_logger("gpuhop.inner")
 
-HOST_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1", "ip6-localhost"})
+NOT_RELAYED = "not relayed in recorded mode yet"
 
 
 class _Pipe(asyncssh.SSHTCPSession[bytes]):
@@ -47,6 +54,7 @@ class _Pipe(asyncssh.SSHTCPSession[bytes]):
 
     def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
         self.chan = chan
+        self._fwd.opened(self._side)
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
         self._fwd.relay(self._side, data)
@@ -79,7 +87,19 @@ class _Forward:
         self.bytes = {"user": 0, "host": 0}
         self.started = time.monotonic()
         self._done = False
+        self._held = False
         self._entry: Any = None
+
+    def opened(self, side: str) -> None:
+        # The host may speak first (an SSH banner, a server greeting) before the
+        # user's channel is confirmed: hold its data in its own SSH window
+        # (bounded) rather than dropping it.
+        if side == "host" and self.user.chan is None and self.up.chan is not None:
+            self.up.chan.pause_reading()
+            self._held = True
+        elif side == "user" and self._held and self.up.chan is not None:
+            self._held = False
+            self.up.chan.resume_reading()
 
     def _other(self, side: str) -> _Pipe:
         return self.up if side == "user" else self.user
@@ -111,24 +131,28 @@ class _Forward:
         chan = self._other(side).chan
         if chan is not None:
             chan.close()
+        self.finish()
+
+    def finish(self, error: str = "") -> None:
+        """Release the host connection and audit the close, once (every durable
+        ``forward.open`` gets its ``forward.close``, a failed connect included)."""
         if self._done:
             return
         self._done = True
         if self._entry is not None and self.ctx.pool is not None:
             self.ctx.pool.release(self._entry)
-        self.ctx.audit_soon(
-            "forward.close",
-            self.principal.user,
-            {
-                "forward_id": self.id,
-                "user": self.principal.user,
-                "host": self.host.name,
-                "dest": self.dest,
-                "bytes_up": self.bytes["user"],
-                "bytes_down": self.bytes["host"],
-                "duration_s": round(time.monotonic() - self.started, 6),
-            },
-        )
+        data: dict[str, object] = {
+            "forward_id": self.id,
+            "user": self.principal.user,
+            "host": self.host.name,
+            "dest": self.dest,
+            "bytes_up": self.bytes["user"],
+            "bytes_down": self.bytes["host"],
+            "duration_s": round(time.monotonic() - self.started, 6),
+        }
+        if error:
+            data["error"] = error
+        self.ctx.audit_soon("forward.close", self.principal.user, data)
 
 
 class _Notice(asyncssh.SSHServerSession[bytes]):
@@ -202,72 +226,112 @@ class InnerServer(asyncssh.SSHServer):
     def connection_requested(
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
     ) -> tuple[asyncssh.SSHTCPChannel[bytes], Any]:
-        raise_reason = self._forward_refusal(dest_host)
+        decision = self._forward_decision(ForwardKind.LOCAL, dest_host, dest_port)
         dest = f"{dest_host}:{dest_port}"
-        if raise_reason:
-            self._ctx.audit_soon(
-                "channel.deny",
-                self._principal.user,
-                {
-                    "user": self._principal.user,
-                    "source": self._principal.source,
-                    "request": "direct-tcpip",
-                    "host": self._host.name,
-                    "dest": dest,
-                    "reason": raise_reason,
-                },
+        if not decision.allowed:
+            self._audit_refusal(ForwardKind.LOCAL, dest, decision.reason)
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, decision.reason
             )
-            raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, raise_reason)
         fwd = _Forward(self._ctx, self._principal, self._host, dest)
         conn = self._conn
         assert conn is not None
         chan = conn.create_tcp_channel(window=self._ctx.window, max_pktsize=self._ctx.max_packet)
-        return chan, self._open_forward(fwd, dest_host, dest_port)
+        return chan, self._open_forward(fwd, decision, dest_host, dest_port)
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn: asyncssh.SSHServerConnection | None = conn
 
-    def _forward_refusal(self, dest_host: str) -> str:
-        allowed, reason, role_name = self._decide()
-        if not allowed:
-            return reason
-        role = next((r for r in self._principal.roles if r.name == role_name), None)
-        if role is None or not role.forwarding:
-            return f"role {role_name} does not allow port forwarding on {self._host.name}"
-        if dest_host not in HOST_LOOPBACK:
-            return f"forwards go only to {self._host.name}'s own loopback, not {dest_host}"
-        return ""
+    def _forward_decision(self, kind: ForwardKind, dest_host: str, dest_port: int) -> Decision:
+        ssh_ports = ssh_ports_of(self._host, tuple(self._ctx.inventory.hosts))
+        request = ForwardRequest(kind, self._host, dest_host, dest_port, ssh_ports)
+        return decide_forward(self._principal, self._account, request)
 
-    async def _open_forward(self, fwd: _Forward, dest_host: str, dest_port: int) -> _Pipe:
+    def _audit_refusal(self, kind: ForwardKind, dest: str, reason: str) -> None:
+        self._ctx.audit_soon(
+            "channel.deny",
+            self._principal.user,
+            {
+                "user": self._principal.user,
+                "source": self._principal.source,
+                "request": kind.value,
+                "host": self._host.name,
+                "account": self._account,
+                "dest": dest,
+                "reason": reason,
+            },
+        )
+        log.info("forward refused", user=self._principal.user, dest=dest, reason=reason)
+
+    async def _open_forward(
+        self, fwd: _Forward, decision: Decision, dest_host: str, dest_port: int
+    ) -> _Pipe:
+        try:  # durable before anything reaches the host or the user: fail closed
+            await append_within(
+                self._ctx.audit,
+                "forward.open",
+                self._principal.user,
+                {
+                    "forward_id": fwd.id,
+                    "user": self._principal.user,
+                    "source": self._principal.source,
+                    "host": self._host.name,
+                    "account": self._account,
+                    "dest": fwd.dest,
+                    "role": decision.role,
+                },
+                self._ctx.audit_start_timeout_s,
+            )
+        except Exception as exc:
+            log.error("audit write failed; refusing forward", dest=fwd.dest, error=str(exc))
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_RESOURCE_SHORTAGE, "audit log unavailable; forward refused"
+            ) from exc
         pool = self._ctx.pool
         assert pool is not None
         try:
             entry = await pool.acquire(self._principal.user, self._host, self._account)
         except GatewayError as exc:
+            fwd.finish(str(exc))
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(exc)) from exc
         fwd._entry = entry
         try:
             await entry.conn.create_connection(lambda: fwd.up, dest_host, dest_port)
         except (asyncssh.Error, OSError) as exc:
-            pool.release(entry)
-            fwd._entry = None
             reason = getattr(exc, "reason", "") or str(exc)
+            fwd.finish(reason)
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, reason) from exc
-        self._ctx.audit_soon(
-            "forward.open",
-            self._principal.user,
-            {
-                "forward_id": fwd.id,
-                "user": self._principal.user,
-                "host": self._host.name,
-                "account": self._account,
-                "dest": fwd.dest,
-            },
-        )
         return fwd.user
 
     def server_requested(self, listen_host: str, listen_port: int) -> bool:
+        decision = self._forward_decision(ForwardKind.REMOTE, listen_host, listen_port)
+        reason = decision.reason
+        if decision.allowed:  # allowed by the role, but there is no relay for it yet
+            reason = f"{reason}, but remote forwards are {NOT_RELAYED}"
+        self._audit_refusal(ForwardKind.REMOTE, f"{listen_host}:{listen_port}", reason)
         return False
+
+    def agent_requested(self) -> None:
+        """``ssh -A``: refused (OpenSSH asks without wanting a reply; the reason is audited)."""
+        decision = self._forward_decision(ForwardKind.AGENT, "", 0)
+        reason = decision.reason
+        if decision.allowed:
+            reason = f"{reason}, but agent forwarding is {NOT_RELAYED}"
+        self._audit_refusal(ForwardKind.AGENT, "", reason)
+
+    def unix_connection_requested(self, dest_path: str) -> bool:
+        reason = self._forward_decision(ForwardKind.STREAMLOCAL, dest_path, 0).reason
+        self._audit_refusal(ForwardKind.STREAMLOCAL, dest_path, reason)
+        raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, reason)
+
+    def unix_server_requested(self, listen_path: str) -> bool:
+        reason = self._forward_decision(ForwardKind.STREAMLOCAL, listen_path, 0).reason
+        self._audit_refusal(ForwardKind.STREAMLOCAL, listen_path, reason)
+        return False
+
+
+class InnerConnection(AgentRequestHook):
+    """The inner hop's connection: asyncssh's server connection with audited agent requests."""
 
 
 async def run_inner(
@@ -280,12 +344,16 @@ async def run_inner(
     """Serve the inner hop on ``sock`` until the user's session ends."""
     assert ctx.host_certificate is not None
     key, cert = ctx.host_certificate(host.name)
+    loop = asyncio.get_running_loop()
     try:
-        conn = await asyncssh.run_server(
-            sock,
-            options=options,
+        inner = await asyncssh.SSHServerConnectionOptions.construct(
+            options,
             server_factory=lambda: InnerServer(ctx, principal, host),
             server_host_keys=[(key, cert)],
+        )
+        # What asyncssh.run_server does, with the connection class that audits ``ssh -A``.
+        _, conn = await loop.create_connection(
+            lambda: InnerConnection(loop, inner, None, None), sock=sock
         )
         await conn.wait_closed()
     except (asyncssh.Error, OSError) as exc:
