@@ -117,6 +117,10 @@ class AdminRoleOut(_Stamped):
     modes: list[str]
     max_gpus: int
     forwarding: bool
+    forward_ports: list[int | str]
+    """Host loopback ports forwards may reach (numbers and ``"LOW-HIGH"`` ranges)."""
+    agent_forwarding: bool
+    remote_forwarding: bool
     granted_to: list[str]
     """Users holding the role."""
 
