@@ -133,6 +133,7 @@ class Gateway:
             window=g.window,
             max_packet=g.max_packet,
             audit_start_timeout_s=g.audit_start_timeout_s,
+            max_forwards_per_session=g.max_forwards_per_session,
             recordings_dir=g.recordings_dir,
             record_input=g.record_input,
             host_certificate=HostCertificates(host_ca, host_key),

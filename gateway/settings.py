@@ -221,6 +221,9 @@ class GatewaySettings(BaseModel):
     """SSH channel receive window in bytes; larger keeps high-RTT bulk transfers busy."""
     max_packet: Annotated[Int, Field(ge=4096, le=1024 * 1024)] = 262144
     """Largest SSH channel data packet in bytes; at most ``window``."""
+    max_forwards_per_session: Annotated[Int, Field(ge=1, le=10_000)] = 64
+    """Most forwards (``-L``/``-W``/``-D`` connections and ``-R`` listeners) open at once in
+    one recorded ``ssh -J`` session; more are refused with a reason and audited."""
     metrics_require_token: bool = False
     """Ask for an admin API token on ``/metrics`` (off: scrape it from a private network)."""
     audit_start_timeout_s: PositiveSeconds = 10.0
@@ -357,13 +360,14 @@ class RoleConfig(BaseModel):
     forward_ports: tuple[ForwardPort, ...] = ()
     """Ports on the host's loopback that forwards may reach: numbers and ``"LOW-HIGH"``
     ranges, e.g. ``[8888, "6006-6010"]`` (``["1024-65535"]`` for editors that pick a
-    random port). The host's SSH ports (22, the inventory port) are always refused."""
+    random port). The host's SSH ports (22, its inventory port, those of other inventory
+    hosts at the same address) are always refused."""
     agent_forwarding: bool = False
     """Allow ``ssh -A`` in recorded sessions (not relayed yet: an allowed request is still
     refused with a reason saying so, and audited)."""
     remote_forwarding: bool = False
-    """Allow ``ssh -R`` listeners on the host's loopback, on ``forward_ports`` (not relayed
-    yet: an allowed request is still refused with a reason saying so, and audited)."""
+    """Allow ``ssh -R`` listeners on the host's loopback, on ``forward_ports`` only, in
+    recorded sessions (relayed over the gateway's connection to the host, audited)."""
 
     @model_validator(mode="after")
     def _ports_with_forwarding(self) -> RoleConfig:

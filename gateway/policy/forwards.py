@@ -16,7 +16,8 @@ The promise is "no unrecorded path to a host's shell". It holds by structure:
   encrypted session the gateway cannot record;
 * UNIX socket forwards (streamlocal) are refused in every mode: a path can name
   any local service, the host's sshd control sockets included;
-* agent and remote forwarding are per-role options, off by default.
+* agent and remote forwarding are per-role options, off by default; a remote
+  listener, like a local forward, only on the host's loopback and a listed port.
 """
 
 from __future__ import annotations

@@ -55,6 +55,7 @@ class FrontContext:
     recordings_dir: Path = Path("recordings")
     record_input: bool = False
     audit_start_timeout_s: float = 10.0
+    max_forwards_per_session: int = 64  # forwards and -R listeners open at once, per jump
     session_store: SessionStore | None = None
     live: LiveState | None = None
     inner_options: Any = None  # asyncssh.SSHServerConnectionOptions for recorded jumps

@@ -13,8 +13,10 @@ are re-originated over the gateway's connection to the host when the role
 allows them (:func:`gateway.policy.forwards.decide_forward`: listed ports only,
 never the host's SSH port), and audited as open/close with bytes each way. A
 forward opens only once its ``forward.open`` event is durable (fail closed).
-Remote, agent and UNIX socket forwards are refused here with their reason, and
-audited.
+Remote forwards (``-R``) the role allows are opened on the host over the same
+connection (``forward.listen``/``forward.unlisten``, each accepted connection a
+forward like ``-L``). Agent and UNIX socket forwards are refused here with their
+reason, and audited.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import Awaitable
 from typing import Any
 
 import asyncssh
@@ -89,17 +92,21 @@ class _Forward:
         self._done = False
         self._held = False
         self._entry: Any = None
+        self.on_done: Any = None  # frees the session's forward slot
 
     def opened(self, side: str) -> None:
-        # The host may speak first (an SSH banner, a server greeting) before the
-        # user's channel is confirmed: hold its data in its own SSH window
-        # (bounded) rather than dropping it.
-        if side == "host" and self.user.chan is None and self.up.chan is not None:
-            self.up.chan.pause_reading()
+        # The side that opens first may speak first (an SSH banner, a server
+        # greeting) before the other side's channel is confirmed: hold its data
+        # in its own SSH window (bounded) rather than dropping it.
+        mine = self.user if side == "user" else self.up
+        if self._other(side).chan is None and mine.chan is not None:
+            mine.chan.pause_reading()
             self._held = True
-        elif side == "user" and self._held and self.up.chan is not None:
+        elif self._held:
             self._held = False
-            self.up.chan.resume_reading()
+            held = self._other(side).chan
+            if held is not None:
+                held.resume_reading()
 
     def _other(self, side: str) -> _Pipe:
         return self.up if side == "user" else self.user
@@ -133,12 +140,21 @@ class _Forward:
             chan.close()
         self.finish()
 
+    def abandon(self) -> None:
+        """Never opened (its ``forward.open`` was not written): free its slot, audit nothing."""
+        if not self._done:
+            self._done = True
+            if self.on_done is not None:
+                self.on_done()
+
     def finish(self, error: str = "") -> None:
         """Release the host connection and audit the close, once (every durable
         ``forward.open`` gets its ``forward.close``, a failed connect included)."""
         if self._done:
             return
         self._done = True
+        if self.on_done is not None:
+            self.on_done()
         if self._entry is not None and self.ctx.pool is not None:
             self.ctx.pool.release(self._entry)
         data: dict[str, object] = {
@@ -228,12 +244,11 @@ class InnerServer(asyncssh.SSHServer):
     ) -> tuple[asyncssh.SSHTCPChannel[bytes], Any]:
         decision = self._forward_decision(ForwardKind.LOCAL, dest_host, dest_port)
         dest = f"{dest_host}:{dest_port}"
-        if not decision.allowed:
-            self._audit_refusal(ForwardKind.LOCAL, dest, decision.reason)
-            raise asyncssh.ChannelOpenError(
-                asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, decision.reason
-            )
-        fwd = _Forward(self._ctx, self._principal, self._host, dest)
+        reason = decision.reason if not decision.allowed else self._no_slot()
+        if reason:
+            self._audit_refusal(ForwardKind.LOCAL, dest, reason)
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, reason)
+        fwd = self._slotted(_Forward(self._ctx, self._principal, self._host, dest))
         conn = self._conn
         assert conn is not None
         chan = conn.create_tcp_channel(window=self._ctx.window, max_pktsize=self._ctx.max_packet)
@@ -241,6 +256,28 @@ class InnerServer(asyncssh.SSHServer):
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn: asyncssh.SSHServerConnection | None = conn
+
+    def _no_slot(self) -> str:
+        """Why one more forward may not open in this session, or "" (the bound)."""
+        limit = self._ctx.max_forwards_per_session
+        if getattr(self, "_forwards", 0) >= limit:
+            return f"at most {limit} forwards may be open at once in one session"
+        return ""
+
+    def _take_slot(self) -> Any:
+        """Count one more open forward; returns the function that frees it (once)."""
+        self._forwards = getattr(self, "_forwards", 0) + 1
+        taken = [True]
+
+        def free() -> None:
+            if taken.pop() if taken else False:
+                self._forwards -= 1
+
+        return free
+
+    def _slotted(self, fwd: _Forward) -> _Forward:
+        fwd.on_done = self._take_slot()
+        return fwd
 
     def _forward_decision(self, kind: ForwardKind, dest_host: str, dest_port: int) -> Decision:
         ssh_ports = ssh_ports_of(self._host, tuple(self._ctx.inventory.hosts))
@@ -283,6 +320,7 @@ class InnerServer(asyncssh.SSHServer):
                 self._ctx.audit_start_timeout_s,
             )
         except Exception as exc:
+            fwd.abandon()
             log.error("audit write failed; refusing forward", dest=fwd.dest, error=str(exc))
             raise asyncssh.ChannelOpenError(
                 asyncssh.OPEN_RESOURCE_SHORTAGE, "audit log unavailable; forward refused"
@@ -303,13 +341,140 @@ class InnerServer(asyncssh.SSHServer):
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, reason) from exc
         return fwd.user
 
-    def server_requested(self, listen_host: str, listen_port: int) -> bool:
+    def server_requested(
+        self, listen_host: str, listen_port: int
+    ) -> bool | Awaitable[asyncssh.SSHListener | bool]:
         decision = self._forward_decision(ForwardKind.REMOTE, listen_host, listen_port)
-        reason = decision.reason
-        if decision.allowed:  # allowed by the role, but there is no relay for it yet
-            reason = f"{reason}, but remote forwards are {NOT_RELAYED}"
-        self._audit_refusal(ForwardKind.REMOTE, f"{listen_host}:{listen_port}", reason)
-        return False
+        reason = decision.reason if not decision.allowed else self._no_slot()
+        if reason:
+            self._audit_refusal(ForwardKind.REMOTE, f"{listen_host}:{listen_port}", reason)
+            return False
+        return self._listen_remote(decision, listen_host, listen_port, self._take_slot())
+
+    async def _listen_remote(
+        self, decision: Decision, listen_host: str, listen_port: int, free: Any
+    ) -> asyncssh.SSHListener | bool:
+        try:
+            listener = await self._open_listener(decision, listen_host, listen_port, free)
+        except BaseException:
+            free()
+            raise
+        if listener is None:
+            free()
+            return False
+        return listener
+
+    async def _open_listener(
+        self, decision: Decision, listen_host: str, listen_port: int, free: Any
+    ) -> asyncssh.SSHListener | None:
+        """``ssh -R``: the same listener on the host, over the gateway's connection to it;
+        each connection it accepts is a forward to the user, audited like ``-L``."""
+        dest = f"{listen_host}:{listen_port}"
+        data: dict[str, object] = {
+            "user": self._principal.user,
+            "source": self._principal.source,
+            "host": self._host.name,
+            "account": self._account,
+            "dest": dest,
+            "role": decision.role,
+        }
+        try:  # fail closed, as for -L
+            await append_within(
+                self._ctx.audit,
+                "forward.listen",
+                self._principal.user,
+                data,
+                self._ctx.audit_start_timeout_s,
+            )
+        except Exception as exc:
+            log.error("audit write failed; refusing remote forward", dest=dest, error=str(exc))
+            return None
+        pool = self._ctx.pool
+        assert pool is not None
+        try:
+            entry = await pool.acquire(self._principal.user, self._host, self._account)
+        except GatewayError as exc:
+            self._ctx.audit_soon(
+                "forward.unlisten", self._principal.user, {**data, "error": str(exc)}
+            )
+            return None
+        try:
+            upstream = await entry.conn.create_server(
+                lambda orig_host, orig_port: self._accept_remote(
+                    listen_host, listen_port, orig_host, orig_port
+                ),
+                listen_host,
+                listen_port,
+            )
+        except (asyncssh.Error, OSError) as exc:
+            pool.release(entry)
+            reason = getattr(exc, "reason", "") or str(exc) or "the host refused to listen"
+            self._ctx.audit_soon(
+                "forward.unlisten", self._principal.user, {**data, "error": reason}
+            )
+            return None
+
+        def closed() -> None:
+            free()
+            pool.release(entry)
+            self._ctx.audit_soon("forward.unlisten", self._principal.user, data)
+
+        return _RemoteListener(upstream, closed)
+
+    def _accept_remote(
+        self, listen_host: str, listen_port: int, orig_host: str, orig_port: int
+    ) -> Awaitable[_Pipe]:
+        dest = f"{listen_host}:{listen_port}"
+        reason = self._no_slot()
+        if reason:
+            self._audit_refusal(ForwardKind.REMOTE, dest, reason)
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, reason)
+        fwd = self._slotted(_Forward(self._ctx, self._principal, self._host, dest))
+        return self._open_remote_forward(fwd, listen_host, listen_port, orig_host, orig_port)
+
+    async def _open_remote_forward(
+        self, fwd: _Forward, listen_host: str, listen_port: int, orig_host: str, orig_port: int
+    ) -> _Pipe:
+        try:
+            await append_within(
+                self._ctx.audit,
+                "forward.open",
+                self._principal.user,
+                {
+                    "forward_id": fwd.id,
+                    "user": self._principal.user,
+                    "source": self._principal.source,
+                    "host": self._host.name,
+                    "account": self._account,
+                    "dest": fwd.dest,
+                    "remote": True,
+                    "orig": f"{orig_host}:{orig_port}",
+                },
+                self._ctx.audit_start_timeout_s,
+            )
+        except Exception as exc:
+            fwd.abandon()
+            log.error("audit write failed; refusing forward", dest=fwd.dest, error=str(exc))
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_RESOURCE_SHORTAGE, "audit log unavailable; forward refused"
+            ) from exc
+        conn = self._conn
+        assert conn is not None
+        try:
+            await conn.create_connection(
+                lambda: fwd.user,
+                listen_host,
+                listen_port,
+                orig_host,
+                orig_port,
+                window=self._ctx.window,
+                max_pktsize=self._ctx.max_packet,
+            )
+        except (asyncssh.Error, OSError) as exc:
+            reason = getattr(exc, "reason", "") or str(exc)
+            fwd.finish(reason)
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, reason) from exc
+        return fwd.up
 
     def agent_requested(self) -> None:
         """``ssh -A``: refused (OpenSSH asks without wanting a reply; the reason is audited)."""
@@ -328,6 +493,27 @@ class InnerServer(asyncssh.SSHServer):
         reason = self._forward_decision(ForwardKind.STREAMLOCAL, listen_path, 0).reason
         self._audit_refusal(ForwardKind.STREAMLOCAL, listen_path, reason)
         return False
+
+
+class _RemoteListener(asyncssh.SSHListener):
+    """The user's view of a ``-R`` listener: closing it closes the host's, once."""
+
+    def __init__(self, upstream: asyncssh.SSHListener, on_close: Any) -> None:
+        super().__init__()
+        self._upstream = upstream
+        self._on_close = on_close
+
+    def get_port(self) -> int:
+        return self._upstream.get_port()
+
+    def close(self) -> None:
+        self._upstream.close()
+        if self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            on_close()
+
+    async def wait_closed(self) -> None:
+        await self._upstream.wait_closed()
 
 
 class InnerConnection(AgentRequestHook):
