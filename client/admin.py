@@ -204,7 +204,7 @@ def roles_ls(as_json: bool) -> None:
     "--forward-port", "forward_ports", multiple=True, help="Port or LOW-HIGH range; repeatable."
 )
 @click.option("--agent-forwarding", is_flag=True, help="Allow ssh -A (refused: not relayed yet).")
-@click.option("--remote-forwarding", is_flag=True, help="Allow ssh -R (refused: not relayed yet).")
+@click.option("--remote-forwarding", is_flag=True, help="Allow ssh -R on the forward ports.")
 def roles_add(
     name: str,
     hosts: tuple[str, ...],

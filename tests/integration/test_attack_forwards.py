@@ -9,8 +9,10 @@ OpenSSH against the real gateway subprocess.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import signal
 import socket
 import socketserver
 import sqlite3
@@ -21,12 +23,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncssh
 import pytest
 
 from tests.integration.conftest import need_openssh
 from tests.integration.gwstack import GatewayStack, StackUser
 
 pytestmark = pytest.mark.openssh
+
+LIMIT = 3  # max_forwards_per_session in the module's gateway
 
 
 class _HostService(socketserver.ThreadingTCPServer):
@@ -38,6 +43,7 @@ class _HostService(socketserver.ThreadingTCPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Greeter)
         self.connections = 0
+        self.listen_port = _free_port()  # free on the host, for ssh -R
 
     @property
     def port(self) -> int:
@@ -56,7 +62,7 @@ class _Greeter(socketserver.BaseRequestHandler):
                 sock.sendall(data)
 
 
-def _roles(service_port: int) -> str:
+def _roles(service_port: int, listen_port: int) -> str:
     return f"""
 [[roles]]
 name = "rec"
@@ -72,7 +78,7 @@ hosts = ["*"]
 accounts = ["root"]
 modes = ["recorded"]
 forwarding = true
-forward_ports = [{service_port}]
+forward_ports = [{service_port}, {listen_port}]
 agent_forwarding = true
 remote_forwarding = true
 
@@ -93,7 +99,8 @@ def _build(root: Path, service: _HostService, extra: str = "") -> GatewayStack:
     for user in ("rita", "vic", "dora"):
         stack.add_user(user)
     stack.write_config(
-        _roles(service.port), {"rita": ["rec"], "vic": ["extras"], "dora": ["plain"]}
+        _roles(service.port, service.listen_port),
+        {"rita": ["rec"], "vic": ["extras"], "dora": ["plain"]},
     )
     stack.start_gateway()
     return stack
@@ -114,7 +121,7 @@ def service() -> Iterator[_HostService]:
 
 @pytest.fixture(scope="module")
 def fw(tmp_path_factory: pytest.TempPathFactory, service: _HostService) -> Iterator[GatewayStack]:
-    stack = _build(tmp_path_factory.mktemp("fw"), service)
+    stack = _build(tmp_path_factory.mktemp("fw"), service, f"max_forwards_per_session = {LIMIT}")
     try:
         yield stack
     finally:
@@ -132,10 +139,25 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _stop(proc: subprocess.Popen[bytes]) -> bytes:
+    """End ``ssh`` and its ProxyJump child (its own process group); return its stderr."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate(timeout=10)
+    return err
+
+
 @contextlib.contextmanager
 def _listening(cmd: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``ssh -N -L port:...`` until its local listener accepts, then yield it."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -143,18 +165,14 @@ def _listening(cmd: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
                 if s.connect_ex(("127.0.0.1", port)) == 0:
                     break
             if proc.poll() is not None:
-                raise AssertionError(f"ssh exited: {proc.communicate()[1]!r}")
+                raise AssertionError(f"ssh exited: {_stop(proc)!r}")
             time.sleep(0.1)
         else:
             raise AssertionError("ssh -L listener never came up")
         yield proc
     finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(10)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
+        if proc.returncode is None:
+            _stop(proc)
 
 
 def _host_login(stack: GatewayStack, user: StackUser, port: int) -> list[str]:
@@ -168,9 +186,18 @@ def _host_login(stack: GatewayStack, user: StackUser, port: int) -> list[str]:
     ]  # fmt: skip
 
 
-def _denies(stack: GatewayStack, user: str, request: str, count: int = 1) -> list[dict[str, Any]]:
+def _denies(
+    stack: GatewayStack, user: str, request: str, why: str = "", dest: str | None = None
+) -> list[dict[str, Any]]:
+    """This user's refusals of ``request`` whose reason holds ``why`` (and for ``dest``)."""
     return stack.wait_audit_events(
-        "channel.deny", lambda e: e.get("user") == user and e["request"] == request, count
+        "channel.deny",
+        lambda e: (
+            e.get("user") == user
+            and e["request"] == request
+            and why in e["reason"]
+            and (dest is None or e["dest"] == dest)
+        ),
     )
 
 
@@ -182,17 +209,14 @@ def test_local_forward_to_the_hosts_sshd_is_refused_and_audited(
     shell on main. The forward to any of the host's SSH ports is refused, with its reason."""
     target = dest.replace("SSHPORT", str(fw.hosts["sg-1"].port))
     port = _free_port()
-    before = len(fw.audit_events("channel.deny"))
     cmd = _jump(fw, "rita", "-N", "-L", f"{port}:{target}")
     with _listening(cmd, port) as proc:
         login = fw.run(_host_login(fw, fw.users["rita"], port), timeout=30)
         assert b"unrecorded-root-shell" not in login.stdout
         assert login.returncode == 255
-        proc.terminate()
-        _, err = proc.communicate(timeout=10)
+        err = _stop(proc)
     assert b"administratively prohibited" in err and b"bypass recording" in err, err
-    denies = [e for e in _denies(fw, "rita", "direct-tcpip", before + 1) if e["dest"] == target]
-    assert denies and "is SSH on sg-1" in denies[-1]["reason"]
+    assert _denies(fw, "rita", "direct-tcpip", "is SSH on sg-1", target)
     assert not [e for e in fw.audit_events("forward.open") if e["dest"] == target]
 
 
@@ -239,35 +263,77 @@ def test_unlisted_port_or_no_forwarding_is_refused(
     result = fw.run(_jump(fw, user, "-W", dest), input=b"")
     assert result.returncode == 255 and result.stdout == b""
     assert reason.encode() in result.stderr, result.stderr
-    denies = [e for e in _denies(fw, user, "direct-tcpip") if e["dest"] == dest]
-    assert denies and reason in denies[-1]["reason"]
+    assert _denies(fw, user, "direct-tcpip", reason, dest)
     assert service.connections == before  # nothing reached the host
 
 
 @pytest.mark.parametrize(
-    ("user", "reason"),
+    ("user", "port", "reason"),
     [
-        ("rita", "role rec does not allow remote forwarding"),
-        ("vic", "not relayed in recorded mode yet"),  # allowed by the role, no relay yet
+        ("rita", "LISTEN", "role rec does not allow remote forwarding"),
+        ("vic", "SSH", "port SSH is SSH on sg-1"),
+        ("vic", "OTHER", "role extras may listen on ports"),
     ],
 )
 def test_remote_forward_is_refused_with_its_reason(
-    fw: GatewayStack, service: _HostService, user: str, reason: str
+    fw: GatewayStack, service: _HostService, user: str, port: str, reason: str
 ) -> None:
-    cmd = _jump(
-        fw,
-        user,
-        "-o",
-        "ExitOnForwardFailure=yes",
-        "-R",
-        f"{service.port}:127.0.0.1:9",
-    )
+    ports = {
+        "LISTEN": service.listen_port,
+        "SSH": fw.hosts["sg-1"].port,
+        "OTHER": service.listen_port + 1,
+    }
+    reason = reason.replace("SSH is", f"{ports['SSH']} is")
+    cmd = _jump(fw, user, "-o", "ExitOnForwardFailure=yes", "-R", f"{ports[port]}:127.0.0.1:9")
     result = fw.run([*cmd, "echo", "ran"], timeout=30)
     assert result.returncode == 255 and b"ran" not in result.stdout
     assert b"remote port forwarding failed" in result.stderr, result.stderr
-    denies = _denies(fw, user, "tcpip-forward")
-    assert denies and reason in denies[-1]["reason"]
-    assert denies[-1]["host"] == "sg-1"
+    denies = _denies(fw, user, "tcpip-forward", reason)
+    assert denies and denies[-1]["host"] == "sg-1"
+
+
+# On the host: connect to the -R listener (retrying until the gateway has opened it)
+# and print what comes back through the user's ssh from the user's side.
+_DIAL = """python3 -c '
+import socket, time
+for _ in range(100):
+    try:
+        s = socket.create_connection(("127.0.0.1", {port}), 5)
+        break
+    except OSError:
+        time.sleep(0.1)
+s.sendall(b"from the host side\\n")
+f = s.makefile("rb")
+print(f.readline().decode().strip())
+print(f.readline().decode().strip())
+'"""
+
+
+def test_allowed_remote_forward_is_relayed_and_audited(
+    fw: GatewayStack, service: _HostService
+) -> None:
+    """``ssh -J gw -R P:127.0.0.1:SERVICE``: a connection on the host's P reaches the user's
+    side through the gateway; the listener and the connection are audited."""
+    port = service.listen_port
+    cmd = _jump(
+        fw, "vic", "-o", "ExitOnForwardFailure=yes", "-R", f"{port}:127.0.0.1:{service.port}"
+    )
+    before = service.connections
+    result = fw.run([*cmd, _DIAL.format(port=port)], timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split(b"\n")[:2] == [b"hello from the host", b"from the host side"]
+    assert service.connections == before + 1
+    listens = fw.wait_audit_events("forward.listen", lambda e: e["user"] == "vic")
+    assert listens and listens[-1]["dest"] == f"localhost:{port}"
+    opens = fw.wait_audit_events(
+        "forward.open", lambda e: e["user"] == "vic" and e.get("remote") is True
+    )
+    assert opens
+    closes = fw.wait_audit_events(
+        "forward.close", lambda e: e["forward_id"] == opens[-1]["forward_id"]
+    )
+    assert closes and closes[0]["bytes_up"] > 0 and closes[0]["bytes_down"] > 0
+    assert fw.wait_audit_events("forward.unlisten", lambda e: e["user"] == "vic")
 
 
 @pytest.mark.parametrize(
@@ -299,8 +365,7 @@ def test_agent_forwarding_is_refused_and_audited(
         agent.terminate()
         agent.wait(10)
     assert (result.returncode, result.stdout) == (0, b"agent=none\n"), result.stderr
-    denies = [e for e in _denies(fw, user, "auth-agent") if reason in e["reason"]]
-    assert denies
+    assert _denies(fw, user, "auth-agent", reason)
 
 
 def test_unix_socket_forwards_are_refused_everywhere(fw: GatewayStack, tmp_path: Path) -> None:
@@ -316,8 +381,7 @@ def test_unix_socket_forwards_are_refused_everywhere(fw: GatewayStack, tmp_path:
             with socket.create_connection(("127.0.0.1", port), 10) as s:
                 s.settimeout(10)
                 assert s.recv(100) == b""  # closed: the channel was refused
-            proc.terminate()
-            _, err = proc.communicate(timeout=10)
+            err = _stop(proc)
         assert b"UNIX socket forwarding" in err, err
         with pytest.raises(TimeoutError):
             server.accept()  # nothing reached the socket
@@ -332,16 +396,57 @@ def test_unix_socket_forwards_are_refused_everywhere(fw: GatewayStack, tmp_path:
             with socket.create_connection(("127.0.0.1", port), 10) as s:
                 s.settimeout(10)
                 assert s.recv(100) == b""
-            proc.terminate()
-            _, err = proc.communicate(timeout=10)
+            err = _stop(proc)
         assert b"UNIX socket forwarding is never allowed" in err, err
     finally:
         server.close()
-    denies = _denies(fw, "rita", "streamlocal", 3)
-    dests = {e["dest"] for e in denies}
-    assert {str(path), f"{tmp_path}/r"} <= dests
-    assert all("UNIX socket forwarding" in e["reason"] for e in denies)
-    assert len([e for e in denies if e["dest"] == str(path)]) >= 2  # jump and front
+    why = "UNIX socket forwarding"
+    assert _denies(fw, "rita", "streamlocal", why, f"{tmp_path}/r")
+    for in_jump in (True, False):  # the jump's refusal names its host; the front's none
+        assert fw.wait_audit_events(
+            "channel.deny",
+            lambda e, j=in_jump: (
+                e["request"] == "streamlocal"
+                and e["dest"] == str(path)
+                and why in e["reason"]
+                and ("host" in e) == j
+            ),
+        ), in_jump
+
+
+async def test_forwards_per_session_are_bounded(fw: GatewayStack, service: _HostService) -> None:
+    """One jump session cannot hold more than max_forwards_per_session forwards open
+    (asyncssh as the client: one session, many direct-tcpip channels); a closed one frees
+    its slot."""
+    vic = fw.users["vic"]
+    assert vic.cert is not None
+    keys = [(asyncssh.read_private_key(str(vic.key)), asyncssh.read_certificate(str(vic.cert)))]
+    common: dict[str, Any] = {
+        "client_keys": keys,
+        "known_hosts": str(fw.known_hosts),
+        "agent_path": None,
+        "config": None,
+    }
+    async with (
+        asyncssh.connect("127.0.0.1", fw.port, username="vic", **common) as gw,
+        asyncssh.connect("sg-1", tunnel=gw, username="root", **common) as inner,
+    ):
+        opened = []
+        for _ in range(LIMIT):
+            reader, writer = await inner.open_connection("127.0.0.1", service.port)
+            assert await asyncio.wait_for(reader.readline(), 10) == b"hello from the host\n"
+            opened.append(writer)
+        with pytest.raises(asyncssh.ChannelOpenError, match=f"at most {LIMIT} forwards"):
+            await inner.open_connection("127.0.0.1", service.port)
+        opened[0].close()
+        await asyncio.wait_for(opened[0].channel.wait_closed(), 10)
+        reader, writer = await asyncio.wait_for(
+            inner.open_connection("127.0.0.1", service.port), 10
+        )
+        assert await asyncio.wait_for(reader.readline(), 10) == b"hello from the host\n"
+        for w in [*opened[1:], writer]:
+            w.close()
+    assert await asyncio.to_thread(_denies, fw, "vic", "direct-tcpip", f"at most {LIMIT} forwards")
 
 
 def test_forward_is_refused_while_the_audit_log_is_down(
@@ -361,11 +466,21 @@ def test_forward_is_refused_while_the_audit_log_is_down(
         try:
             lock.execute("BEGIN EXCLUSIVE")  # every writer waits: the audit log is down
             result = stack.run(cmd, input=b"", timeout=60)
+            remote = _jump(
+                stack,
+                "vic",
+                "-o",
+                "ExitOnForwardFailure=yes",
+                "-R",
+                f"{service.listen_port}:127.0.0.1:9",
+            )
+            listen = stack.run([*remote, "true"], timeout=60)
         finally:
             lock.execute("ROLLBACK")
             lock.close()
         assert result.returncode == 255 and result.stdout == b""
         assert b"audit log unavailable; forward refused" in result.stderr, result.stderr
         assert service.connections == before  # nothing reached the host
+        assert listen.returncode == 255 and b"remote port forwarding failed" in listen.stderr
     finally:
         stack.close()
