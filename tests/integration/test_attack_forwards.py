@@ -17,6 +17,7 @@ import socket
 import socketserver
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import asyncssh
+import httpx
 import pytest
 
+from gateway.keys import ensure_private_key, public_line
 from tests.integration.conftest import need_openssh
 from tests.integration.gwstack import GatewayStack, StackUser
 
@@ -484,3 +487,48 @@ def test_forward_is_refused_while_the_audit_log_is_down(
         assert listen.returncode == 255 and b"remote port forwarding failed" in listen.stderr
     finally:
         stack.close()
+
+
+def _admin_token(stack: GatewayStack) -> str:
+    cmd = [
+        sys.executable, "-m", "gateway.cli", "token", "create", "--config", str(stack.config),
+        "--user", "ops", "--scope", "admin",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.decode().strip()
+
+
+def test_runtime_roles_get_the_same_forward_rules(fw: GatewayStack, service: _HostService) -> None:
+    """A role added over the admin API is validated and enforced like a [[roles]] entry."""
+    api = f"http://127.0.0.1:{fw.api_port}/v1/admin"
+    headers = {"Authorization": f"Bearer {_admin_token(fw)}"}
+    base = {"hosts": ["*"], "accounts": ["root"], "modes": ["recorded"]}
+    with httpx.Client(headers=headers, trust_env=False, timeout=30) as http:
+        for bad, words in [
+            ({"forwarding": True}, "forwarding = true needs forward_ports"),
+            ({"forwarding": True, "forward_ports": [22]}, "port 22 is SSH"),
+            ({"forwarding": True, "forward_ports": ["9-1"]}, "runs backwards"),
+            ({"forwarding": True, "forward_ports": [True]}, "not a number"),
+        ]:
+            refused = http.post(f"{api}/roles", json={"name": "rt-bad", **base, **bad})
+            assert refused.status_code == 422 and words in refused.text, refused.text
+        body = {"name": "rt", **base, "forwarding": True, "forward_ports": [service.port]}
+        made = http.post(f"{api}/roles", json=body)
+        assert made.status_code < 300, made.text
+        roles = {r["name"]: r for r in http.get(f"{api}/roles").json()["roles"]}
+        assert roles["rt"]["forward_ports"] == [service.port]
+        assert roles["rt"]["agent_forwarding"] is False
+        assert roles["rt"]["remote_forwarding"] is False
+        user = fw.add_user("rtu", cert=False)
+        key = ensure_private_key(user.key, "rtu@test")
+        added = http.post(
+            f"{api}/users", json={"name": "rtu", "roles": ["rt"], "keys": [public_line(key)]}
+        )
+        assert added.status_code < 300, added.text
+    ok = fw.run(_jump(fw, "rtu", "-W", f"127.0.0.1:{service.port}"), input=b"")
+    assert ok.stdout.startswith(b"hello from the host"), ok.stderr
+    ssh_port = fw.hosts["sg-1"].port
+    refused_ssh = fw.run(_jump(fw, "rtu", "-W", f"localhost:{ssh_port}"), input=b"")
+    assert refused_ssh.returncode == 255 and b"bypass recording" in refused_ssh.stderr
+    assert _denies(fw, "rtu", "direct-tcpip", "is SSH on sg-1")
