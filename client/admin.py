@@ -200,6 +200,11 @@ def roles_ls(as_json: bool) -> None:
 @click.option("--mode", "modes", multiple=True, type=click.Choice(["passthrough", "recorded"]))
 @click.option("--max-gpus", type=click.IntRange(min=0), default=0, help="0: no limit.")
 @click.option("--forwarding", is_flag=True, help="Allow editor port forwards (recorded).")
+@click.option(
+    "--forward-port", "forward_ports", multiple=True, help="Port or LOW-HIGH range; repeatable."
+)
+@click.option("--agent-forwarding", is_flag=True, help="Allow ssh -A (refused: not relayed yet).")
+@click.option("--remote-forwarding", is_flag=True, help="Allow ssh -R on the forward ports.")
 def roles_add(
     name: str,
     hosts: tuple[str, ...],
@@ -207,6 +212,9 @@ def roles_add(
     modes: tuple[str, ...],
     max_gpus: int,
     forwarding: bool,
+    forward_ports: tuple[str, ...],
+    agent_forwarding: bool,
+    remote_forwarding: bool,
 ) -> None:
     """Add role NAME, as a [[roles]] entry in the gateway's config would."""
     body: dict[str, Any] = {
@@ -215,6 +223,9 @@ def roles_add(
         "accounts": list(accounts),
         "max_gpus": max_gpus,
         "forwarding": forwarding,
+        "forward_ports": [int(p) if p.strip().isdigit() else p for p in forward_ports],
+        "agent_forwarding": agent_forwarding,
+        "remote_forwarding": remote_forwarding,
     }
     if modes:
         body["modes"] = list(modes)

@@ -49,6 +49,9 @@ class AdminRole(BaseModel):
     modes: list[str]
     max_gpus: int
     forwarding: bool
+    forward_ports: list[int | str] = []
+    agent_forwarding: bool = False
+    remote_forwarding: bool = False
     granted_to: list[str]
     source: Source
 

@@ -272,7 +272,14 @@ def roles_ls(config_path: Path, as_json: bool) -> None:
 @click.option("--account", "accounts", multiple=True, help="Remote account; repeatable.")
 @click.option("--mode", "modes", multiple=True, type=click.Choice(["passthrough", "recorded"]))
 @click.option("--max-gpus", type=click.IntRange(min=0), default=0)
-@click.option("--forwarding", is_flag=True, help="Allow editor port forwards.")
+@click.option(
+    "--forwarding", is_flag=True, help="Allow editor port forwards (needs --forward-port)."
+)
+@click.option(
+    "--forward-port", "forward_ports", multiple=True, help="Port or LOW-HIGH range; repeatable."
+)
+@click.option("--agent-forwarding", is_flag=True, help="Allow ssh -A (refused: not relayed yet).")
+@click.option("--remote-forwarding", is_flag=True, help="Allow ssh -R on the forward ports.")
 @_errors
 def roles_add(
     config_path: Path,
@@ -282,6 +289,9 @@ def roles_add(
     modes: tuple[str, ...],
     max_gpus: int,
     forwarding: bool,
+    forward_ports: tuple[str, ...],
+    agent_forwarding: bool,
+    remote_forwarding: bool,
 ) -> None:
     """Add role NAME, as a [[roles]] entry would declare it."""
     from gateway.directory.changes import AddRole
@@ -294,6 +304,9 @@ def roles_add(
         "accounts": accounts,
         "max_gpus": max_gpus,
         "forwarding": forwarding,
+        "forward_ports": [int(p) if p.strip().isdigit() else p for p in forward_ports],
+        "agent_forwarding": agent_forwarding,
+        "remote_forwarding": remote_forwarding,
     }
     if modes:
         spec["modes"] = modes

@@ -97,6 +97,7 @@ def _config_text(state: Path, hosts: list[dict[str, Any]], user_key: str, admin_
         'modes = ["recorded", "passthrough"]',
         "max_gpus = 8",
         "forwarding = true",
+        'forward_ports = ["1024-65535"]',
         "",
         "[[roles]]",
         'name = "admin"',

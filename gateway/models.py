@@ -56,6 +56,9 @@ class Role:
     max_gpus: int = 0  # 0 = no GPU limit beyond the host's
     forwarding: bool = False  # local forwards to the host's loopback in recorded sessions
     ci_golden: bool = False  # CI tokens may start golden runs (POST /v1/placement/golden)
+    forward_ports: tuple[tuple[int, int], ...] = ()  # (low, high) ranges; never the SSH port
+    agent_forwarding: bool = False  # ssh -A inside recorded sessions
+    remote_forwarding: bool = False  # ssh -R inside recorded sessions
 
 
 @dataclass(frozen=True, slots=True)

@@ -144,6 +144,7 @@ class Gateway:
             window=g.window,
             max_packet=g.max_packet,
             audit_start_timeout_s=g.audit_start_timeout_s,
+            max_forwards_per_session=g.max_forwards_per_session,
             recordings_dir=g.recordings_dir,
             record_input=g.record_input,
             recording_limits=RecordingLimits(g.recording_max_bytes, g.recordings_min_free_bytes),

@@ -47,6 +47,7 @@ from gateway.inventory.hosts import Inventory
 from gateway.inventory.keys import parse_public_key
 from gateway.metering.budgets import BudgetLimits
 from gateway.models import Host, Mode, Region, Role, User
+from gateway.policy.forwards import parse_port_spec
 from gateway.policy.residency import DataSet
 
 ENV_PREFIX = "GPUHOP_"
@@ -114,6 +115,14 @@ LabelKey = Annotated[
 ]
 KeyLine = Annotated[str, AfterValidator(_key_line)]
 Selector = Annotated[str, AfterValidator(_selector)]
+
+
+def _forward_port(value: object) -> object:
+    low, high = parse_port_spec(value)  # one-line ValueError for anything else
+    return low if isinstance(value, int) else (str(low) if low == high else f"{low}-{high}")
+
+
+ForwardPort = Annotated[int | str, BeforeValidator(_forward_port)]
 Residency = Annotated[
     str,
     _matching(re.compile(f"{_COUNTRY.pattern}|{_SLUG.pattern}"), "a country code or region name"),
@@ -236,6 +245,9 @@ class GatewaySettings(BaseModel):
     """SSH channel receive window in bytes; larger keeps high-RTT bulk transfers busy."""
     max_packet: Annotated[Int, Field(ge=4096, le=1024 * 1024)] = 262144
     """Largest SSH channel data packet in bytes; at most ``window``."""
+    max_forwards_per_session: Annotated[Int, Field(ge=1, le=10_000)] = 64
+    """Most forwards (``-L``/``-W``/``-D`` connections and ``-R`` listeners) open at once in
+    one recorded ``ssh -J`` session; more are refused with a reason and audited."""
     metrics_require_token: bool = False
     """Ask for an admin API token on ``/metrics`` (off: scrape it from a private network)."""
     audit_start_timeout_s: PositiveSeconds = 10.0
@@ -387,11 +399,34 @@ class RoleConfig(BaseModel):
     max_gpus: Count = 0
     """Most GPUs one request may ask for (0 = no limit beyond the host's)."""
     forwarding: bool = False
-    """Allow local port forwards to the host's own loopback inside recorded sessions
-    (what editors such as VS Code Remote-SSH need)."""
+    """Allow local port forwards (``-L``, ``-W``, ``-D``) to the host's own loopback inside
+    recorded sessions, to the ports in ``forward_ports`` only (what editors such as VS Code
+    Remote-SSH need). Needs ``forward_ports``."""
+    forward_ports: tuple[ForwardPort, ...] = ()
+    """Ports on the host's loopback that forwards may reach: numbers and ``"LOW-HIGH"``
+    ranges, e.g. ``[8888, "6006-6010"]`` (``["1024-65535"]`` for editors that pick a
+    random port). The host's SSH ports (22, its inventory port, those of other inventory
+    hosts at the same address) are always refused."""
+    agent_forwarding: bool = False
+    """Allow ``ssh -A`` in recorded sessions (not relayed yet: an allowed request is still
+    refused with a reason saying so, and audited)."""
+    remote_forwarding: bool = False
+    """Allow ``ssh -R`` listeners on the host's loopback, on ``forward_ports`` only, in
+    recorded sessions (relayed over the gateway's connection to the host, audited)."""
     ci_golden: bool = False
     """Let CI tokens start golden runs (``POST /v1/placement/golden``) with this role;
     a CI token's other roles do not count there. User tokens need no such flag."""
+
+    @model_validator(mode="after")
+    def _ports_with_forwarding(self) -> RoleConfig:
+        if self.forwarding and not self.forward_ports:
+            raise ValueError(
+                "forwarding = true needs forward_ports, the host ports forwards may reach "
+                '(e.g. forward_ports = [8888, "6006-6010"], or ["1024-65535"] for editors)'
+            )
+        if self.forward_ports and not (self.forwarding or self.remote_forwarding):
+            raise ValueError("forward_ports is set but forwarding and remote_forwarding are off")
+        return self
 
     def to_role(self) -> Role:
         """The domain ``Role``."""
@@ -402,7 +437,10 @@ class RoleConfig(BaseModel):
             self.modes,
             self.max_gpus,
             self.forwarding,
-            self.ci_golden,
+            forward_ports=tuple(parse_port_spec(p) for p in self.forward_ports),
+            agent_forwarding=self.agent_forwarding,
+            remote_forwarding=self.remote_forwarding,
+            ci_golden=self.ci_golden,
         )
 
 

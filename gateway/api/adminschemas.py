@@ -119,6 +119,10 @@ class AdminRoleOut(_Stamped):
     forwarding: bool
     ci_golden: bool = False
     """CI tokens may start golden runs with this role."""
+    forward_ports: list[int | str]
+    """Host loopback ports forwards may reach (numbers and ``"LOW-HIGH"`` ranges)."""
+    agent_forwarding: bool
+    remote_forwarding: bool
     granted_to: list[str]
     """Users holding the role."""
 

@@ -88,6 +88,7 @@ class FrontContext:
     record_input: bool = False
     recording_limits: RecordingLimits = field(default_factory=RecordingLimits)
     audit_start_timeout_s: float = 10.0
+    max_forwards_per_session: int = 64  # forwards and -R listeners open at once, per jump
     session_store: SessionStore | None = None
     live: LiveState | None = None
     inner_options: Any = None  # asyncssh.SSHServerConnectionOptions for recorded jumps

@@ -26,6 +26,7 @@ from gateway.errors import UpstreamError
 from gateway.keys import key_id_user, public_line
 from gateway.models import AccessRequest, Host, Mode, Principal
 from gateway.policy.rules import evaluate
+from gateway.ssh.agenthook import AgentRequestHook
 from gateway.ssh.authority import DISCONNECT_GRACE_S
 from gateway.ssh.context import JUMP_PREFIX, ActiveSession, FrontContext
 from gateway.ssh.inner import Jump, resolver_for, run_inner
@@ -43,7 +44,7 @@ _EMPTY_STRING = b"\x00\x00\x00\x00"  # an SSH string of length 0
 LINGER_S = 2.0  # how long a refused connection may stay open for its reason to be read
 
 
-class FrontConnection(asyncssh.SSHServerConnection):
+class FrontConnection(AgentRequestHook):
     """Checks user certificates itself so each refusal carries its real reason.
 
     asyncssh would reject an expired certificate or a wrong principal silently;
@@ -536,11 +537,35 @@ class FrontServer(asyncssh.SSHServer):
         log.debug("recorded jump", user=principal.user, host=host.name, dest=dest, jump=jump.id)
         return relay
 
+    # Forwards that would make the gateway itself listen or reach local sockets are
+    # never allowed; on a host they are the inner hop's to decide (gateway.ssh.inner).
     def server_requested(self, listen_host: str, listen_port: int) -> Awaitable[bool]:
-        return self._refuse_async("tcpip-forward", f"{listen_host}:{listen_port}")
+        return self._refuse_async(
+            "tcpip-forward",
+            f"{listen_host}:{listen_port}",
+            "remote port forwarding on the gateway itself is not allowed",
+        )
 
-    async def _refuse_async(self, request: str, dest: str) -> bool:
-        await self._audit_deny(request, dest, "remote port forwarding is not allowed")
+    def unix_server_requested(self, listen_path: str) -> Awaitable[bool]:
+        return self._refuse_async(
+            "streamlocal", listen_path, "UNIX socket forwarding is never allowed"
+        )
+
+    def unix_connection_requested(self, dest_path: str) -> bool:
+        reason = "UNIX socket forwarding is never allowed"
+        self._ctx.spawn(self._audit_deny("streamlocal", dest_path, reason))
+        raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, reason)
+
+    def agent_requested(self) -> None:
+        """``ssh -A`` to the gateway itself (OpenSSH wants no reply; the refusal is audited)."""
+        self._ctx.spawn(
+            self._refuse_async(
+                "auth-agent", "", "agent forwarding is not relayed for sessions on the gateway"
+            )
+        )
+
+    async def _refuse_async(self, request: str, dest: str, reason: str) -> bool:
+        await self._audit_deny(request, dest, reason)
         return False
 
     async def _audit_deny(

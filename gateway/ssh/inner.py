@@ -10,7 +10,13 @@ inner user name is the remote account, checked by policy like everything else.
 
 Local forwards inside the session (editors forward to the host's own loopback)
 are re-originated over the gateway's connection to the host when the role
-allows them, and audited as open/close with bytes each way.
+allows them (:func:`gateway.policy.forwards.decide_forward`: listed ports only,
+never the host's SSH port), and audited as open/close with bytes each way. A
+forward opens only once its ``forward.open`` event is durable (fail closed).
+Remote forwards (``-R``) the role allows are opened on the host over the same
+connection (``forward.listen``/``forward.unlisten``, each accepted connection a
+forward like ``-L``). Agent and UNIX socket forwards are refused here with their
+reason, and audited.
 """
 
 from __future__ import annotations
@@ -19,16 +25,19 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import asyncssh
 import structlog
 
+from gateway.audit.store import append_within
 from gateway.errors import GatewayError
-from gateway.models import AccessRequest, Host, Mode, Principal
+from gateway.models import AccessRequest, Decision, Host, Mode, Principal
+from gateway.policy.forwards import ForwardKind, ForwardRequest, decide_forward, ssh_ports_of
 from gateway.policy.rules import evaluate
+from gateway.ssh.agenthook import AgentRequestHook
 from gateway.ssh.authority import DISCONNECT_GRACE_S
 from gateway.ssh.context import Authority, FrontContext
 from gateway.ssh.envprotocol import ENV_COMMAND
@@ -39,7 +48,7 @@ from gateway.ssh.restrictions import LoginRestrictions
 
 log = structlog.get_logger("gpuhop.inner")
 
-HOST_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1", "ip6-localhost"})
+NOT_RELAYED = "not relayed in recorded mode yet"
 
 
 class _Pipe(asyncssh.SSHTCPSession[bytes]):
@@ -52,6 +61,7 @@ class _Pipe(asyncssh.SSHTCPSession[bytes]):
 
     def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
         self.chan = chan
+        self._fwd.opened(self._side)
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
         self._fwd.relay(self._side, data)
@@ -84,7 +94,23 @@ class _Forward:
         self.bytes = {"user": 0, "host": 0}
         self.started = time.monotonic()
         self._done = False
+        self._held = False
         self._entry: Any = None
+        self.on_done: Any = None  # frees the session's forward slot
+
+    def opened(self, side: str) -> None:
+        # The side that opens first may speak first (an SSH banner, a server
+        # greeting) before the other side's channel is confirmed: hold its data
+        # in its own SSH window (bounded) rather than dropping it.
+        mine = self.user if side == "user" else self.up
+        if self._other(side).chan is None and mine.chan is not None:
+            mine.chan.pause_reading()
+            self._held = True
+        elif self._held:
+            self._held = False
+            held = self._other(side).chan
+            if held is not None:
+                held.resume_reading()
 
     def _other(self, side: str) -> _Pipe:
         return self.up if side == "user" else self.user
@@ -116,24 +142,37 @@ class _Forward:
         chan = self._other(side).chan
         if chan is not None:
             chan.close()
+        self.finish()
+
+    def abandon(self) -> None:
+        """Never opened (its ``forward.open`` was not written): free its slot, audit nothing."""
+        if not self._done:
+            self._done = True
+            if self.on_done is not None:
+                self.on_done()
+
+    def finish(self, error: str = "") -> None:
+        """Release the host connection and audit the close, once (every durable
+        ``forward.open`` gets its ``forward.close``, a failed connect included)."""
         if self._done:
             return
         self._done = True
+        if self.on_done is not None:
+            self.on_done()
         if self._entry is not None and self.ctx.pool is not None:
             self.ctx.pool.release(self._entry)
-        self.ctx.audit_soon(
-            "forward.close",
-            self.principal.user,
-            {
-                "forward_id": self.id,
-                "user": self.principal.user,
-                "host": self.host.name,
-                "dest": self.dest,
-                "bytes_up": self.bytes["user"],
-                "bytes_down": self.bytes["host"],
-                "duration_s": round(time.monotonic() - self.started, 6),
-            },
-        )
+        data: dict[str, object] = {
+            "forward_id": self.id,
+            "user": self.principal.user,
+            "host": self.host.name,
+            "dest": self.dest,
+            "bytes_up": self.bytes["user"],
+            "bytes_down": self.bytes["host"],
+            "duration_s": round(time.monotonic() - self.started, 6),
+        }
+        if error:
+            data["error"] = error
+        self.ctx.audit_soon("forward.close", self.principal.user, data)
 
 
 class _Notice(asyncssh.SSHServerSession[bytes]):
@@ -252,73 +291,258 @@ class InnerServer(asyncssh.SSHServer):
     def connection_requested(
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
     ) -> tuple[asyncssh.SSHTCPChannel[bytes], Any]:
-        raise_reason = channel_refusal(self._conn, self._ctx.max_channels)
-        raise_reason = raise_reason or self._forward_refusal(dest_host)
+        decision = self._forward_decision(ForwardKind.LOCAL, dest_host, dest_port)
         dest = f"{dest_host}:{dest_port}"
-        if raise_reason:
-            self._ctx.audit_soon(
-                "channel.deny",
-                self._principal.user,
-                {
-                    "user": self._principal.user,
-                    "source": self._principal.source,
-                    "request": "direct-tcpip",
-                    "host": self._host.name,
-                    "dest": dest,
-                    "reason": raise_reason,
-                },
-                scope=self._principal.source,
-            )
-            raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, raise_reason)
-        fwd = _Forward(self._ctx, self._principal, self._host, dest)
+        reason = channel_refusal(self._conn, self._ctx.max_channels)
+        reason = reason or (decision.reason if not decision.allowed else self._no_slot())
+        if reason:
+            self._audit_refusal(ForwardKind.LOCAL, dest, reason)
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, reason)
+        fwd = self._slotted(_Forward(self._ctx, self._principal, self._host, dest))
         conn = self._conn
         assert conn is not None
         chan = conn.create_tcp_channel(window=self._ctx.window, max_pktsize=self._ctx.max_packet)
-        return chan, self._open_forward(fwd, dest_host, dest_port)
+        return chan, self._open_forward(fwd, decision, dest_host, dest_port)
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
 
-    def _forward_refusal(self, dest_host: str) -> str:
-        allowed, reason, role_name = self._decide()
-        if not allowed:
-            return reason
-        role = next((r for r in self._principal.roles if r.name == role_name), None)
-        if role is None or not role.forwarding:
-            return f"role {role_name} does not allow port forwarding on {self._host.name}"
-        if dest_host not in HOST_LOOPBACK:
-            return f"forwards go only to {self._host.name}'s own loopback, not {dest_host}"
+    def _no_slot(self) -> str:
+        """Why one more forward may not open in this session, or "" (the bound)."""
+        limit = self._ctx.max_forwards_per_session
+        if getattr(self, "_forwards", 0) >= limit:
+            return f"at most {limit} forwards may be open at once in one session"
         return ""
 
-    async def _open_forward(self, fwd: _Forward, dest_host: str, dest_port: int) -> _Pipe:
+    def _take_slot(self) -> Any:
+        """Count one more open forward; returns the function that frees it (once)."""
+        self._forwards = getattr(self, "_forwards", 0) + 1
+        taken = [True]
+
+        def free() -> None:
+            if taken.pop() if taken else False:
+                self._forwards -= 1
+
+        return free
+
+    def _slotted(self, fwd: _Forward) -> _Forward:
+        fwd.on_done = self._take_slot()
+        return fwd
+
+    def _forward_decision(self, kind: ForwardKind, dest_host: str, dest_port: int) -> Decision:
+        ssh_ports = ssh_ports_of(self._host, tuple(self._ctx.inventory.hosts))
+        request = ForwardRequest(kind, self._host, dest_host, dest_port, ssh_ports)
+        return decide_forward(self._principal, self._account, request)
+
+    def _audit_refusal(self, kind: ForwardKind, dest: str, reason: str) -> None:
+        self._ctx.audit_soon(
+            "channel.deny",
+            self._principal.user,
+            {
+                "user": self._principal.user,
+                "source": self._principal.source,
+                "request": kind.value,
+                "host": self._host.name,
+                "account": self._account,
+                "dest": dest,
+                "reason": reason,
+            },
+            scope=self._principal.source,
+        )
+        log.info("forward refused", user=self._principal.user, dest=dest, reason=reason)
+
+    async def _open_forward(
+        self, fwd: _Forward, decision: Decision, dest_host: str, dest_port: int
+    ) -> _Pipe:
+        try:  # durable before anything reaches the host or the user: fail closed
+            await append_within(
+                self._ctx.audit,
+                "forward.open",
+                self._principal.user,
+                {
+                    "forward_id": fwd.id,
+                    "user": self._principal.user,
+                    "source": self._principal.source,
+                    "host": self._host.name,
+                    "account": self._account,
+                    "dest": fwd.dest,
+                    "role": decision.role,
+                },
+                self._ctx.audit_start_timeout_s,
+            )
+        except Exception as exc:
+            fwd.abandon()
+            log.error("audit write failed; refusing forward", dest=fwd.dest, error=str(exc))
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_RESOURCE_SHORTAGE, "audit log unavailable; forward refused"
+            ) from exc
         pool = self._ctx.pool
         assert pool is not None
         try:
             entry = await pool.acquire(self._principal.user, self._host, self._account)
         except GatewayError as exc:
+            fwd.finish(str(exc))
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(exc)) from exc
         fwd._entry = entry
         try:
             await entry.conn.create_connection(lambda: fwd.up, dest_host, dest_port)
         except (asyncssh.Error, OSError) as exc:
-            pool.release(entry)
-            fwd._entry = None
             reason = getattr(exc, "reason", "") or str(exc)
+            fwd.finish(reason)
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, reason) from exc
-        self._ctx.audit_soon(
-            "forward.open",
-            self._principal.user,
-            {
-                "forward_id": fwd.id,
-                "user": self._principal.user,
-                "host": self._host.name,
-                "account": self._account,
-                "dest": fwd.dest,
-            },
-        )
         return fwd.user
 
-    def server_requested(self, listen_host: str, listen_port: int) -> bool:
+    def server_requested(
+        self, listen_host: str, listen_port: int
+    ) -> bool | Awaitable[asyncssh.SSHListener | bool]:
+        decision = self._forward_decision(ForwardKind.REMOTE, listen_host, listen_port)
+        reason = decision.reason if not decision.allowed else self._no_slot()
+        if reason:
+            self._audit_refusal(ForwardKind.REMOTE, f"{listen_host}:{listen_port}", reason)
+            return False
+        return self._listen_remote(decision, listen_host, listen_port, self._take_slot())
+
+    async def _listen_remote(
+        self, decision: Decision, listen_host: str, listen_port: int, free: Any
+    ) -> asyncssh.SSHListener | bool:
+        try:
+            listener = await self._open_listener(decision, listen_host, listen_port, free)
+        except BaseException:
+            free()
+            raise
+        if listener is None:
+            free()
+            return False
+        return listener
+
+    async def _open_listener(
+        self, decision: Decision, listen_host: str, listen_port: int, free: Any
+    ) -> asyncssh.SSHListener | None:
+        """``ssh -R``: the same listener on the host, over the gateway's connection to it;
+        each connection it accepts is a forward to the user, audited like ``-L``."""
+        dest = f"{listen_host}:{listen_port}"
+        data: dict[str, object] = {
+            "user": self._principal.user,
+            "source": self._principal.source,
+            "host": self._host.name,
+            "account": self._account,
+            "dest": dest,
+            "role": decision.role,
+        }
+        try:  # fail closed, as for -L
+            await append_within(
+                self._ctx.audit,
+                "forward.listen",
+                self._principal.user,
+                data,
+                self._ctx.audit_start_timeout_s,
+            )
+        except Exception as exc:
+            log.error("audit write failed; refusing remote forward", dest=dest, error=str(exc))
+            return None
+        pool = self._ctx.pool
+        assert pool is not None
+        try:
+            entry = await pool.acquire(self._principal.user, self._host, self._account)
+        except GatewayError as exc:
+            self._ctx.audit_soon(
+                "forward.unlisten", self._principal.user, {**data, "error": str(exc)}
+            )
+            return None
+        try:
+            upstream = await entry.conn.create_server(
+                lambda orig_host, orig_port: self._accept_remote(
+                    listen_host, listen_port, orig_host, orig_port
+                ),
+                listen_host,
+                listen_port,
+            )
+        except (asyncssh.Error, OSError) as exc:
+            pool.release(entry)
+            reason = getattr(exc, "reason", "") or str(exc) or "the host refused to listen"
+            self._ctx.audit_soon(
+                "forward.unlisten", self._principal.user, {**data, "error": reason}
+            )
+            return None
+
+        def closed() -> None:
+            free()
+            pool.release(entry)
+            self._ctx.audit_soon("forward.unlisten", self._principal.user, data)
+
+        return _RemoteListener(upstream, closed)
+
+    def _accept_remote(
+        self, listen_host: str, listen_port: int, orig_host: str, orig_port: int
+    ) -> Awaitable[_Pipe]:
+        dest = f"{listen_host}:{listen_port}"
+        reason = self._no_slot()
+        if reason:
+            self._audit_refusal(ForwardKind.REMOTE, dest, reason)
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, reason)
+        fwd = self._slotted(_Forward(self._ctx, self._principal, self._host, dest))
+        return self._open_remote_forward(fwd, listen_host, listen_port, orig_host, orig_port)
+
+    async def _open_remote_forward(
+        self, fwd: _Forward, listen_host: str, listen_port: int, orig_host: str, orig_port: int
+    ) -> _Pipe:
+        try:
+            await append_within(
+                self._ctx.audit,
+                "forward.open",
+                self._principal.user,
+                {
+                    "forward_id": fwd.id,
+                    "user": self._principal.user,
+                    "source": self._principal.source,
+                    "host": self._host.name,
+                    "account": self._account,
+                    "dest": fwd.dest,
+                    "remote": True,
+                    "orig": f"{orig_host}:{orig_port}",
+                },
+                self._ctx.audit_start_timeout_s,
+            )
+        except Exception as exc:
+            fwd.abandon()
+            log.error("audit write failed; refusing forward", dest=fwd.dest, error=str(exc))
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_RESOURCE_SHORTAGE, "audit log unavailable; forward refused"
+            ) from exc
+        conn = self._conn
+        assert conn is not None
+        try:
+            await conn.create_connection(
+                lambda: fwd.user,
+                listen_host,
+                listen_port,
+                orig_host,
+                orig_port,
+                window=self._ctx.window,
+                max_pktsize=self._ctx.max_packet,
+            )
+        except (asyncssh.Error, OSError) as exc:
+            reason = getattr(exc, "reason", "") or str(exc)
+            fwd.finish(reason)
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, reason) from exc
+        return fwd.up
+
+    def agent_requested(self) -> None:
+        """``ssh -A``: refused (OpenSSH asks without wanting a reply; the reason is audited)."""
+        decision = self._forward_decision(ForwardKind.AGENT, "", 0)
+        reason = decision.reason
+        if decision.allowed:
+            reason = f"{reason}, but agent forwarding is {NOT_RELAYED}"
+        self._audit_refusal(ForwardKind.AGENT, "", reason)
+
+    def unix_connection_requested(self, dest_path: str) -> bool:
+        reason = self._forward_decision(ForwardKind.STREAMLOCAL, dest_path, 0).reason
+        self._audit_refusal(ForwardKind.STREAMLOCAL, dest_path, reason)
+        raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, reason)
+
+    def unix_server_requested(self, listen_path: str) -> bool:
+        reason = self._forward_decision(ForwardKind.STREAMLOCAL, listen_path, 0).reason
+        self._audit_refusal(ForwardKind.STREAMLOCAL, listen_path, reason)
         return False
 
 
@@ -349,6 +573,31 @@ class Jump:
         loop.call_later(DISCONNECT_GRACE_S, self.channel_close)
 
 
+class _RemoteListener(asyncssh.SSHListener):
+    """The user's view of a ``-R`` listener: closing it closes the host's, once."""
+
+    def __init__(self, upstream: asyncssh.SSHListener, on_close: Any) -> None:
+        super().__init__()
+        self._upstream = upstream
+        self._on_close = on_close
+
+    def get_port(self) -> int:
+        return self._upstream.get_port()
+
+    def close(self) -> None:
+        self._upstream.close()
+        if self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            on_close()
+
+    async def wait_closed(self) -> None:
+        await self._upstream.wait_closed()
+
+
+class InnerConnection(AgentRequestHook):
+    """The inner hop's connection: asyncssh's server connection with audited agent requests."""
+
+
 async def run_inner(
     ctx: FrontContext,
     sock: Any,
@@ -359,12 +608,16 @@ async def run_inner(
     """Serve the inner hop on ``sock`` until the user's session ends."""
     assert ctx.host_certificate is not None
     key, cert = ctx.host_certificate(host.name)
+    loop = asyncio.get_running_loop()
     try:
-        conn = await asyncssh.run_server(
-            sock,
-            options=options,
+        inner = await asyncssh.SSHServerConnectionOptions.construct(
+            options,
             server_factory=lambda: InnerServer(ctx, jump, host),
             server_host_keys=[(key, cert)],
+        )
+        # What asyncssh.run_server does, with the connection class that audits ``ssh -A``.
+        _, conn = await loop.create_connection(
+            lambda: InnerConnection(loop, inner, None, None), sock=sock
         )
         jump.conn = conn
         if jump.reason:  # ended while the inner hop was starting

@@ -27,6 +27,7 @@ hosts = ["*"]
 accounts = ["root"]
 modes = ["recorded"]
 forwarding = true
+forward_ports = ["1024-65535"]
 
 [[roles]]
 name = "sg-only"

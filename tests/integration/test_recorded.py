@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
 import os
 import pty
 import signal
+import socket
 import struct
 import subprocess
 import sys
 import termios
+import threading
 import time
 from pathlib import Path
 
@@ -284,13 +287,30 @@ def test_kill_9_leaves_readable_recording(fresh_stack: GatewayStack) -> None:
 def test_editor_forward_to_host_loopback_is_relayed_and_audited(stack: GatewayStack) -> None:
     """What VS Code Remote-SSH does: a local forward to the host's own loopback."""
     rita = stack.users["rita"]
-    host_port = stack.hosts["sg-1"].port  # something listening on the host's loopback
+    # Something listening on the host's loopback that is not its sshd (a forward to the
+    # SSH port would carry an unrecorded session; test_attack_forwards.py attacks that).
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(20)
+    host_port = listener.getsockname()[1]
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                conn.sendall(b"editor-server-ready\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
     cmd = [
         "ssh", "-F", str(stack.ssh_config(rita)), "-J", "gw",
         "-W", f"localhost:{host_port}", "root@sg-1",
     ]  # fmt: skip
-    result = stack.run(cmd, input=b"", timeout=30)
-    assert result.stdout.startswith(b"SSH-2.0-OpenSSH"), result.stderr
+    try:
+        result = stack.run(cmd, input=b"", timeout=30)
+    finally:
+        listener.close()
+        thread.join(10)
+    assert result.stdout.startswith(b"editor-server-ready"), result.stderr
     opens = _wait_events(stack, "forward.open", lambda e: e["user"] == "rita")
     assert opens and opens[-1]["dest"] == f"localhost:{host_port}"
     closes = _wait_events(
