@@ -29,6 +29,7 @@ ErrorCode = Literal[
     "method_not_allowed",
     "session_not_live",
     "rate_limited",
+    "body_too_large",
     "storage_unavailable",
     "internal_error",
     "bad_constraints",

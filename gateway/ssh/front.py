@@ -131,7 +131,6 @@ class FrontServer(asyncssh.SSHServer):
         self._method = ""
         self._key_line = ""
         self.principal: Principal | None = None
-        self._refused = False
         self._fixed: tuple[str, str] | None = None
 
     # -- connection lifecycle --
@@ -142,20 +141,20 @@ class FrontServer(asyncssh.SSHServer):
         self._address = str(peer[0])
         self._source = f"{peer[0]}:{peer[1]}"
         self._ctx.connections.add(self)
-        if self._ctx.limiter.banned(self._address):
-            self._refused = True
-            conn.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._ctx.connections.discard(self)
-        if self.principal is None and self._username and not self._refused:
-            reasons = self._failures or ["no acceptable key or certificate offered"]
-            self._ctx.audit_soon(
-                "auth.fail",
-                self._username,
-                {"user": self._username, "source": self._source, "reasons": reasons},
-            )
-            if self._ctx.limiter.record_failure(self._address):
+        if self.principal is None and self._username:
+            # Under a ban failures are counted, not audited one by one; see ratelimit.py.
+            limiter = self._ctx.limiter
+            if not limiter.banned(self._address, self._username):
+                reasons = self._failures or ["no acceptable key or certificate offered"]
+                self._ctx.audit_soon(
+                    "auth.fail",
+                    self._username,
+                    {"user": self._username, "source": self._source, "reasons": reasons},
+                )
+            if limiter.record_failure(self._address, self._username):
                 self._ctx.audit_soon(
                     "auth.ratelimited",
                     self._username,
@@ -237,7 +236,7 @@ class FrontServer(asyncssh.SSHServer):
             cert_id=self._cert_id,
             source=self._source,
         )
-        self._ctx.limiter.record_success(self._address)
+        self._ctx.limiter.record_success(self._address, self._username)
         self._ctx.audit_soon(
             "auth.ok",
             user.name,
