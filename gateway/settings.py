@@ -228,7 +228,7 @@ class GatewaySettings(BaseModel):
     """SSH channel receive window in bytes; larger keeps high-RTT bulk transfers busy."""
     max_packet: Annotated[Int, Field(ge=4096, le=1024 * 1024)] = 262144
     """Largest SSH channel data packet in bytes; at most ``window``."""
-    metrics_require_token: bool = False
+    metrics_require_token: bool = True
     """``/metrics`` needs a ``metrics`` (or ``admin``) API token, sent by Prometheus as
     ``authorization: {credentials: gph_...}``; false opens it to anyone who can reach
     the API port (only for a private network)."""

@@ -165,7 +165,7 @@ async def authenticate(
         code = _CODES.get(exc.code, "token_unknown")
         await _unauthorized(request, code, str(exc), subject_of(secret, exc.token), exc.token)
     user = ctx.inventory.user(token.user)
-    if user is None and token.scope is not Scope.ADMIN:
+    if user is None and token.scope not in (Scope.ADMIN, Scope.METRICS):
         message = f"user {token.user!r} is no longer declared in the gateway's inventory"
         await _unauthorized(request, "user_unknown", message, subject_of(secret, token), token)
     _limiter(request).record_success(_address(request), subject_of(secret, token))
@@ -192,7 +192,8 @@ def require(*scopes: Scope) -> Callable[..., Awaitable[Caller]]:
     return dependency
 
 
-AnyCaller = Annotated[Caller, Depends(authenticate)]
+#: Any token of the JSON API; a ``metrics`` token only scrapes ``/metrics``.
+AnyCaller = Annotated[Caller, Depends(require(Scope.USER, Scope.CI, Scope.ADMIN))]
 UserCaller = Annotated[Caller, Depends(require(Scope.USER, Scope.ADMIN))]
 AdminCaller = Annotated[Caller, Depends(require(Scope.ADMIN))]
 Ctx = Annotated[ApiContext, Depends(get_ctx)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import ipaddress
 import socket
 import time
 import uuid
@@ -215,6 +216,10 @@ class FrontServer(asyncssh.SSHServer):
             validate(CERT_TYPE_USER, username)
         except ValueError as exc:
             return f"certificate rejected: {str(exc).lower()} for {username}"
+        allowed = getattr(cert, "options", {}).get("source-address")
+        if allowed and not _allowed_from(self._address, allowed):
+            shown = ",".join(str(n) for n in allowed)
+            return f"certificate not valid from {self._address} (source-address {shown})"
         key_id = str(getattr(cert, "_key_id", ""))
         if key_id_user(key_id) != username:
             return f"certificate key id {key_id!r} does not name user {username}"
@@ -455,6 +460,15 @@ def split_login(login: str) -> tuple[str, tuple[str, str] | None]:
     if len(parts) == 3 and all(parts):
         return parts[0], (parts[1], parts[2])
     return login, None
+
+
+def _allowed_from(address: str, networks: Any) -> bool:
+    """Whether ``address`` is in one of a certificate's ``source-address`` networks."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
 
 
 def _strip_comment(line: str) -> str:

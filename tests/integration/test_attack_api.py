@@ -284,3 +284,109 @@ def test_rotating_user_names_over_ssh_is_bounded(gw: GatewayStack) -> None:
     gw.wait_audit_events("auth.ratelimited", lambda e: e["source"] == source)
     fails = [e for e in gw.audit_events("auth.fail") if e["source"].startswith(source + ":")]
     assert len(fails) == ADDRESS_MAX_FAILURES
+
+
+# ---------------------------------------------------------------- tokens (finding 12)
+
+
+def mint_cli(stack: GatewayStack, user: str, scope: str, ttl: str) -> str:
+    cmd = [sys.executable, "-m", "gateway.cli", "token", "create", "--config", str(stack.config)]
+    cmd += ["--user", user, "--scope", scope, "--ttl", ttl]
+    result = subprocess.run(cmd, capture_output=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr.decode()
+    return result.stdout.decode().strip()
+
+
+def test_minted_tokens_never_outlive_their_parent(gw: GatewayStack) -> None:
+    """A 1-hour token asks for 365-day children; revoking it revokes them all."""
+    parent = mint_cli(gw, "alice", "user", "1h")
+    year = 365 * 86400
+    with api(gw) as client:
+        me = client.get("/v1/me", headers=bearer(parent)).json()
+        made = client.post(
+            "/v1/tokens",
+            json={"name": "child", "scope": "user", "ttl_s": year},
+            headers=bearer(parent),
+        )
+        assert made.status_code == 201, made.text
+        child = made.json()
+        assert child["token"]["expires_at"] <= me["expires_at"]
+        assert child["token"]["parent_id"] == me["token_id"]
+        grand = client.post(
+            "/v1/tokens",
+            json={"name": "grandchild", "scope": "ci", "ttl_s": year},
+            headers=bearer(child["secret"]),
+        ).json()
+        assert grand["token"]["expires_at"] <= me["expires_at"]
+        assert client.get("/v1/me", headers=bearer(grand["secret"])).status_code == 200
+
+        revoked = client.delete(f"/v1/tokens/{me['token_id']}", headers=bearer(parent))
+        assert revoked.status_code == 200
+        for secret in (parent, child["secret"], grand["secret"]):
+            refused = client.get("/v1/me", headers=bearer(secret))
+            assert refused.status_code == 401
+            assert refused.json()["error"]["code"] == "token_revoked"
+    cascaded = gw.wait_audit_events(
+        "token.revoked", lambda e: e.get("cascade_from") == me["token_id"], 2
+    )
+    assert {e["token_id"] for e in cascaded} == {child["token"]["id"], grand["token"]["id"]}
+
+
+def test_metrics_need_a_metrics_token_by_default(gw: GatewayStack) -> None:
+    """``/metrics`` names users and hosts: no token, or a user token, gets nothing;
+    a metrics token scrapes and can do nothing else."""
+    scraper = mint_cli(gw, "prometheus", "metrics", "1d")
+    alice = mint(gw, "alice")
+    with api(gw, "127.0.0.12") as client:
+        missing = client.get("/metrics")
+        assert missing.status_code == 401
+        assert missing.json()["error"]["code"] == "token_missing"
+        assert client.get("/metrics", headers=bearer(alice)).status_code == 403
+        ok = client.get("/metrics", headers=bearer(scraper))
+        assert ok.status_code == 200 and "gpuhop_build_info" in ok.text
+        for path in ("/v1/me", "/v1/hosts", "/v1/sessions", "/v1/tokens"):
+            assert client.get(path, headers=bearer(scraper)).status_code == 403, path
+
+
+# ---------------------------------------------------------------- certificate refusals
+
+
+def test_source_address_refusal_is_audited_as_such(gw: GatewayStack) -> None:
+    """A certificate bound to another network is refused with that reason, not
+    "key not registered"; the same key bound to loopback logs in."""
+    ca = asyncssh.read_private_key(str(gw.root / "keys" / "user_ca"))
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    source = "127.0.0.14"
+
+    def cert_for(network: str) -> asyncssh.SSHCertificate:
+        return ca.generate_user_certificate(
+            key,
+            "gpuhop:alice:7",
+            principals=["alice", "root"],
+            valid_after="-1m",
+            valid_before="+10m",
+            source_address=[network],
+        )
+
+    async def login(cert: asyncssh.SSHCertificate) -> bool:
+        try:
+            async with asyncssh.connect(
+                "127.0.0.1",
+                gw.port,
+                username="alice",
+                client_keys=[(key, cert)],
+                known_hosts=None,
+                local_addr=(source, 0),
+                agent_path=None,
+                kex_algs=["curve25519-sha256"],
+            ):
+                return True
+        except asyncssh.PermissionDenied:
+            return False
+
+    assert not asyncio.run(login(cert_for("10.9.9.0/24")))
+    [fail] = gw.wait_audit_events("auth.fail", lambda e: e["source"].startswith(source + ":"))
+    # asyncssh offers the certificate, then the bare key: each refusal with its own reason.
+    assert fail["reasons"][0] == f"certificate not valid from {source} (source-address 10.9.9.0/24)"
+    assert fail["reasons"][1:] == [f"key {key.get_fingerprint()} is not registered to alice"]
+    assert asyncio.run(login(cert_for("127.0.0.0/8")))
