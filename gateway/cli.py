@@ -410,7 +410,10 @@ def token() -> None:
 @CONFIG_OPTION
 @click.option("--user", "user_name", required=True)
 @click.option(
-    "--scope", type=click.Choice(["user", "ci", "admin"]), default="user", show_default=True
+    "--scope",
+    type=click.Choice(["user", "ci", "admin", "metrics"]),
+    default="user",
+    show_default=True,
 )
 @click.option("--name", default="cli", show_default=True)
 @click.option("--ttl", default="30d", show_default=True, help="e.g. 12h, 30d")

@@ -140,7 +140,12 @@ class Gateway:
             inventory=inventory,
             audit=self.audit,
             user_ca=user_ca,
-            limiter=FailureLimiter(g.auth_max_failures, g.auth_failure_window_s, g.auth_ban_s),
+            limiter=FailureLimiter(
+                g.auth_max_failures,
+                g.auth_failure_window_s,
+                g.auth_ban_s,
+                address_max_failures=g.auth_address_max_failures,
+            ),
             window=g.window,
             max_packet=g.max_packet,
             audit_start_timeout_s=g.audit_start_timeout_s,

@@ -16,6 +16,7 @@ gateway behaves the same whatever directory it is started from.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 import tomllib
@@ -83,6 +84,13 @@ def _key_line(value: str) -> str:
     return value.strip()
 
 
+def _network(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=False))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address or CIDR network") from None
+
+
 def _account(value: str) -> str:
     if value != "*" and not _ACCOUNT.fullmatch(value):
         raise ValueError(f"{value!r} is not an account name (or '*')")
@@ -123,6 +131,9 @@ def _forward_port(value: object) -> object:
 
 
 ForwardPort = Annotated[int | str, BeforeValidator(_forward_port)]
+
+
+Network = Annotated[str, AfterValidator(_network)]
 Residency = Annotated[
     str,
     _matching(re.compile(f"{_COUNTRY.pattern}|{_SLUG.pattern}"), "a country code or region name"),
@@ -163,6 +174,13 @@ class GatewaySettings(BaseModel):
     """Address the HTTP API listens on."""
     api_port: ListenPort = 8080
     """Port the HTTP API listens on (0 picks a free one, for tests)."""
+    api_trusted_proxies: list[Network] = []
+    """Addresses or CIDR networks of reverse proxies (TLS terminators) in front of the
+    API. Only a request from one of these has its ``X-Forwarded-For`` read: the client
+    is the rightmost address there that is not a trusted proxy. Empty: never read."""
+    api_max_body_bytes: Annotated[Int, Field(ge=1024, le=64 * 1024**2)] = 1024**2
+    """Largest HTTP API request body, checked before routing, parsing or authentication
+    (by Content-Length and while streaming); a larger one is answered 413."""
     storage_url: SecretStr = SecretStr("sqlite:///gpuhop.db")
     """Audit/identity store: ``sqlite:///relative.db``, ``sqlite:////abs.db`` or
     ``postgresql://user:password@host/db``. Secret because it may hold a password."""
@@ -248,8 +266,10 @@ class GatewaySettings(BaseModel):
     max_forwards_per_session: Annotated[Int, Field(ge=1, le=10_000)] = 64
     """Most forwards (``-L``/``-W``/``-D`` connections and ``-R`` listeners) open at once in
     one recorded ``ssh -J`` session; more are refused with a reason and audited."""
-    metrics_require_token: bool = False
-    """Ask for an admin API token on ``/metrics`` (off: scrape it from a private network)."""
+    metrics_require_token: bool = True
+    """``/metrics`` needs a ``metrics`` (or ``admin``) API token, sent by Prometheus as
+    ``authorization: {credentials: gph_...}``; false opens it to anyone who can reach
+    the API port (only for a private network)."""
     audit_start_timeout_s: PositiveSeconds = 10.0
     """How long a new session waits for its start to be audited (e.g. while PostgreSQL
     restarts) before it is refused; live sessions never wait on the audit log."""
@@ -260,11 +280,16 @@ class GatewaySettings(BaseModel):
     cert_max_validity_s: Annotated[Int, Field(ge=60)] = 43200
     """Longest validity a user certificate may be signed for."""
     auth_max_failures: Annotated[Int, Field(ge=1)] = 10
-    """Failed authentications from one source, within the window, before it is banned."""
+    """Failed authentications of one user (SSH) or token (API) from one address, within
+    the window, before that pair is banned. A ban never refuses a valid key, certificate
+    or token: failures under it are refused cheaply and no longer audited one by one."""
+    auth_address_max_failures: Annotated[Int, Field(ge=1)] = 100
+    """Failed authentications from one address, whatever the user or token, within the
+    window, before the whole address is banned (same meaning of a ban)."""
     auth_failure_window_s: PositiveSeconds = 60.0
     """Window over which authentication failures are counted."""
     auth_ban_s: Seconds = 60.0
-    """How long a banned source is refused."""
+    """How long a ban lasts."""
     login_timeout_s: PositiveSeconds = 30.0
     """Time a client has to authenticate before it is disconnected."""
     max_startups: Annotated[Int, Field(ge=1)] = 256

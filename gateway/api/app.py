@@ -12,8 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gateway import __version__
+from gateway.api.bodylimit import BodyLimit
 from gateway.api.context import ApiContext
 from gateway.api.errors import ERROR_RESPONSES, install_handlers
 from gateway.api.routes import (
@@ -57,14 +59,32 @@ def build_app() -> FastAPI:
     return app
 
 
+#: Routes whose bodies may be larger than ``api_max_body_bytes`` (path prefix -> bytes).
+#: None need it today: every JSON body the API takes is a few KiB at most.
+ROUTE_BODY_CAPS: dict[str, int] = {}
+
+
 def create_app(ctx: ApiContext) -> FastAPI:
-    """The app serving ``ctx``'s gateway."""
+    """The app serving ``ctx``'s gateway.
+
+    Middleware, outermost first: the client address from a trusted proxy (only
+    when ``api_trusted_proxies`` names one), request timing, then the body cap,
+    so no route, parser or dependency ever sees more than its cap.
+    """
     app = build_app()
     g = ctx.settings.gateway
     app.state.ctx = ctx
-    app.state.limiter = FailureLimiter(g.auth_max_failures, g.auth_failure_window_s, g.auth_ban_s)
+    app.state.limiter = FailureLimiter(
+        g.auth_max_failures,
+        g.auth_failure_window_s,
+        g.auth_ban_s,
+        address_max_failures=g.auth_address_max_failures,
+    )
+    app.add_middleware(BodyLimit, default=g.api_max_body_bytes, routes=ROUTE_BODY_CAPS)
     if ctx.metrics is not None:
         app.add_middleware(ApiTiming, metrics=ctx.metrics)
+    if g.api_trusted_proxies:
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(g.api_trusted_proxies))
     return app
 
 

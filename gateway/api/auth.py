@@ -2,9 +2,12 @@
 
 Every refusal is audited: a 401 as ``api.auth_fail``, a 403 as
 ``api.forbidden``, each with the reason, path and source address. Failed
-authentications also count against the source in a ``FailureLimiter``; a
-banned source gets 429 without touching storage, so a scan cannot fill the
-audit log (the ban itself is audited once, as ``api.ratelimited``).
+authentications also count in a ``FailureLimiter`` against the pair (client
+address, token): the token's id when storage knows it, else the secret's first
+characters, or ``anonymous`` for none. A failure under a ban is answered 429
+and not audited, so a scan cannot fill the audit log (the ban itself is audited
+once, as ``api.ratelimited``); a valid token is never refused by a ban, so
+abuse from a shared address (a TLS proxy, NAT) locks out no one else.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from gateway.api.errors import ApiError
 from gateway.api.schemas import ErrorCode
 from gateway.errors import GatewayError
 from gateway.models import Principal
-from gateway.ssh.ratelimit import FailureLimiter
+from gateway.ssh.ratelimit import ANONYMOUS, FailureLimiter
 from gateway.storage import Scope, Token, TokenRejected
 
 log = structlog.get_logger("gpuhop.api")
@@ -78,23 +81,49 @@ async def audit_quietly(ctx: ApiContext, kind: str, actor: str, data: dict[str, 
         log.error("audit write failed", kind=kind, error=str(exc))
 
 
+def subject_of(secret: str | None, token: Token | None = None) -> str:
+    """What a failed authentication counts against besides the address.
+
+    >>> subject_of(None), subject_of("gph_abcdefgh" + "x" * 35)
+    ('anonymous', 'secret:gph_abcdefgh')
+    """
+    if token is not None:
+        return f"token:{token.id}"
+    if not secret:
+        return ANONYMOUS
+    return f"secret:{secret[:SUBJECT_CHARS]}"
+
+
+SUBJECT_CHARS = 12  # "gph_" and 8 random characters: 48 bits, never enough to use
+
+
 async def _unauthorized(
-    request: Request, code: ErrorCode, message: str, token: Token | None = None
+    request: Request,
+    code: ErrorCode,
+    message: str,
+    subject: str,
+    token: Token | None = None,
 ) -> NoReturn:
     ctx = get_ctx(request)
-    data: dict[str, object] = {
-        "reason": code,
-        "detail": message,
-        "method": request.method,
-        "path": request.url.path,
-        "source": source_of(request),
-    }
-    if token is not None:
-        data.update(token_id=token.id, user=token.user)
-    await audit_quietly(ctx, "api.auth_fail", token.user if token else "anonymous", data)
+    limiter = _limiter(request)
     address = _address(request)
-    if _limiter(request).record_failure(address):
-        await audit_quietly(ctx, "api.ratelimited", "anonymous", {"source": address})
+    quiet = limiter.banned(address, subject)
+    if not quiet:
+        data: dict[str, object] = {
+            "reason": code,
+            "detail": message,
+            "method": request.method,
+            "path": request.url.path,
+            "source": source_of(request),
+        }
+        if token is not None:
+            data.update(token_id=token.id, user=token.user)
+        await audit_quietly(ctx, "api.auth_fail", token.user if token else ANONYMOUS, data)
+    if limiter.record_failure(address, subject):
+        ban: dict[str, object] = {"source": address, "subject": subject}
+        await audit_quietly(ctx, "api.ratelimited", ANONYMOUS, ban)
+    if quiet:
+        raise ApiError(429, "rate_limited", "too many failed authentications; try again later")
     raise ApiError(401, code, message, {"WWW-Authenticate": "Bearer"})
 
 
@@ -124,22 +153,22 @@ async def authenticate(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Caller:
-    """The caller a bearer token names, or a 401 (audited) / 429."""
+    """The caller a bearer token names, or a 401 (audited) / 429 (a failure under a ban)."""
     ctx = get_ctx(request)
-    address = _address(request)
-    if _limiter(request).banned(address):
-        raise ApiError(429, "rate_limited", "too many failed authentications; try again later")
     if credentials is None:
-        await _unauthorized(request, "token_missing", "send Authorization: Bearer gph_...")
+        message = "send Authorization: Bearer gph_..."
+        await _unauthorized(request, "token_missing", message, ANONYMOUS)
+    secret = credentials.credentials
     try:
-        token = await ctx.tokens.verify(credentials.credentials)
+        token = await ctx.tokens.verify(secret)
     except TokenRejected as exc:
-        await _unauthorized(request, _CODES.get(exc.code, "token_unknown"), str(exc), exc.token)
+        code = _CODES.get(exc.code, "token_unknown")
+        await _unauthorized(request, code, str(exc), subject_of(secret, exc.token), exc.token)
     user = ctx.inventory.user(token.user)
-    if user is None and token.scope is not Scope.ADMIN:
+    if user is None and token.scope not in (Scope.ADMIN, Scope.METRICS):
         message = f"user {token.user!r} is no longer declared in the gateway's inventory"
-        await _unauthorized(request, "user_unknown", message, token)
-    _limiter(request).record_success(address)
+        await _unauthorized(request, "user_unknown", message, subject_of(secret, token), token)
+    _limiter(request).record_success(_address(request), subject_of(secret, token))
     principal = None
     source = source_of(request)
     if user is not None:
@@ -163,7 +192,8 @@ def require(*scopes: Scope) -> Callable[..., Awaitable[Caller]]:
     return dependency
 
 
-AnyCaller = Annotated[Caller, Depends(authenticate)]
+#: Any token of the JSON API; a ``metrics`` token only scrapes ``/metrics``.
+AnyCaller = Annotated[Caller, Depends(require(Scope.USER, Scope.CI, Scope.ADMIN))]
 UserCaller = Annotated[Caller, Depends(require(Scope.USER, Scope.ADMIN))]
 AdminCaller = Annotated[Caller, Depends(require(Scope.ADMIN))]
 Ctx = Annotated[ApiContext, Depends(get_ctx)]

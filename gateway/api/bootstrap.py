@@ -37,12 +37,12 @@ def check_request(
 
     ``user`` and ``ci`` tokens act as a directory user (declared in the config
     file or added by an admin, in ``stored``), so the user must exist; an
-    ``admin`` token may name an operator who has no SSH access.
+    ``admin`` or ``metrics`` token may name an operator or a scraper with no SSH access.
     """
     if not _USER.fullmatch(user):
         raise ConfigError(f"--user: {user!r} is not a user name")
     known = DirectoryView.build(settings, stored).users
-    if scope is not Scope.ADMIN and user not in known:
+    if scope not in (Scope.ADMIN, Scope.METRICS) and user not in known:
         raise ConfigError(
             f"--user: {user!r} is not declared in [[users]] nor added with "
             f"`admin users add` (needed for {scope})"

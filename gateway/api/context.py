@@ -86,8 +86,8 @@ class ApiContext:
     """Probes, leases, running costs and placement; None in API-only tests."""
     metrics: GatewayMetrics | None = None
     """Served at ``GET /metrics`` and timing every request; None: no ``/metrics``."""
-    metrics_token_required: bool = False
-    """``/metrics`` needs a valid API token (any scope) instead of being open."""
+    metrics_token_required: bool = True
+    """``/metrics`` needs a ``metrics`` or ``admin`` API token; False opens it."""
     directory: DirectoryService | None = None
     """Admin changes to users, keys, roles, ...; None: ``/v1/admin`` answers 503."""
 

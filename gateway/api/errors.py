@@ -107,8 +107,9 @@ def described(description: str) -> dict[str, Any]:
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: described("Missing, unknown, expired or revoked token"),
     403: described("The token's scope does not allow this"),
+    413: described("The request body is larger than this route accepts"),
     422: described("The request is not valid"),
-    429: described("Too many failed authentications from this address"),
+    429: described("Too many failed authentications with this token from this address"),
     503: described("Storage is unavailable"),
 }
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: described("No such resource")}

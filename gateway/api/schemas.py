@@ -29,6 +29,7 @@ ErrorCode = Literal[
     "method_not_allowed",
     "session_not_live",
     "rate_limited",
+    "body_too_large",
     "storage_unavailable",
     "internal_error",
     "bad_constraints",
@@ -311,6 +312,8 @@ class TokenOut(BaseModel):
     expires_at: float
     revoked_at: float | None
     last_used_at: float | None
+    parent_id: str | None = None
+    """The token this one was minted with (revoking it revokes this); None: an operator's."""
 
     @classmethod
     def of(cls, token: Token, now: float) -> TokenOut:
@@ -324,6 +327,7 @@ class TokenOut(BaseModel):
             expires_at=token.expires_at,
             revoked_at=token.revoked_at,
             last_used_at=token.last_used_at,
+            parent_id=token.parent_id,
         )
 
 

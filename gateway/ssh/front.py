@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import ipaddress
 import socket
 import time
 import uuid
@@ -189,7 +190,6 @@ class FrontServer(asyncssh.SSHServer):
         self._method = ""
         self._key_line = ""
         self.principal: Principal | None = None
-        self._refused = False
         self._fixed: tuple[str, str] | None = None
         self._revoked = ""
 
@@ -201,21 +201,21 @@ class FrontServer(asyncssh.SSHServer):
         self._address = str(peer[0])
         self._source = f"{peer[0]}:{peer[1]}"
         self._ctx.connections.add(self)
-        if self._ctx.limiter.banned(self._address):
-            self._refused = True
-            conn.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._ctx.connections.discard(self)
         self._ctx.audit_scope_closed(self._source)
-        if self.principal is None and self._username and not self._refused:
-            reasons = self._failures or ["no acceptable key or certificate offered"]
-            self._ctx.audit_soon(
-                "auth.fail",
-                self._username,
-                {"user": self._username, "source": self._source, "reasons": reasons},
-            )
-            if self._ctx.limiter.record_failure(self._address):
+        if self.principal is None and self._username:
+            # Under a ban failures are counted, not audited one by one; see ratelimit.py.
+            limiter = self._ctx.limiter
+            if not limiter.banned(self._address, self._username):
+                reasons = self._failures or ["no acceptable key or certificate offered"]
+                self._ctx.audit_soon(
+                    "auth.fail",
+                    self._username,
+                    {"user": self._username, "source": self._source, "reasons": reasons},
+                )
+            if limiter.record_failure(self._address, self._username):
                 self._ctx.audit_soon(
                     "auth.ratelimited",
                     self._username,
@@ -276,6 +276,10 @@ class FrontServer(asyncssh.SSHServer):
             validate(CERT_TYPE_USER, username)
         except ValueError as exc:
             return f"certificate rejected: {str(exc).lower()} for {username}"
+        allowed = getattr(cert, "options", {}).get("source-address")
+        if allowed and not _allowed_from(self._address, allowed):
+            shown = ",".join(str(n) for n in allowed)
+            return f"certificate not valid from {self._address} (source-address {shown})"
         key_id = str(getattr(cert, "_key_id", ""))
         if key_id_user(key_id) != username:
             return f"certificate key id {key_id!r} does not name user {username}"
@@ -297,7 +301,7 @@ class FrontServer(asyncssh.SSHServer):
             cert_id=self._cert_id,
             source=self._source,
         )
-        self._ctx.limiter.record_success(self._address)
+        self._ctx.limiter.record_success(self._address, self._username)
         if isinstance(self._conn, FrontConnection):
             self._conn.authenticated()
         self._ctx.audit_soon(
@@ -644,6 +648,15 @@ def split_login(login: str) -> tuple[str, tuple[str, str] | None]:
     if len(parts) == 3 and all(parts):
         return parts[0], (parts[1], parts[2])
     return login, None
+
+
+def _allowed_from(address: str, networks: Any) -> bool:
+    """Whether ``address`` is in one of a certificate's ``source-address`` networks."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
 
 
 def _strip_comment(line: str) -> str:

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 
 from gateway.errors import StorageError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 metadata = sa.MetaData()
 
@@ -40,9 +40,11 @@ api_tokens = sa.Table(
     sa.Column("expires_at", sa.Double, nullable=False),
     sa.Column("revoked_at", sa.Double, nullable=True),
     sa.Column("last_used_at", sa.Double, nullable=True),
-    sa.CheckConstraint("scope IN ('user', 'ci', 'admin')", name="api_tokens_scope"),
+    sa.Column("parent_id", sa.String(32), nullable=True),  # the token that minted this one
+    sa.CheckConstraint("scope IN ('user', 'ci', 'admin', 'metrics')", name="api_tokens_scope"),
     sa.Index("api_tokens_hash", "token_hash", unique=True),
     sa.Index("api_tokens_user", "user", "created_at"),
+    sa.Index("api_tokens_parent", "parent_id"),
 )
 
 session_records = sa.Table(

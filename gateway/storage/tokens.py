@@ -5,6 +5,12 @@ SHA-256 is stored: the secret is high-entropy, so a fast hash is enough, and a
 unique index on it makes ``verify`` one lookup. The secret is returned once,
 by ``create``, and never again.
 
+Tokens never outlive the token that minted them: a token made with another
+(``parent``) expires no later than it, and revoking a token revokes every token
+it minted, and theirs, in the same transaction. Minting re-reads the parent
+inside its write transaction (row-locked on PostgreSQL), so a child cannot slip
+in beside a revocation.
+
 Refusals form one branch of the gateway's exception tree::
 
     GatewayError
@@ -43,11 +49,13 @@ TokenState = Literal["active", "expired", "revoked"]
 
 
 class Scope(StrEnum):
-    """What a token may do: ``user`` (a person), ``ci`` (a runner), ``admin`` (everything)."""
+    """What a token may do: ``user`` (a person), ``ci`` (a runner), ``admin`` (everything),
+    ``metrics`` (scrape ``/metrics``, nothing else)."""
 
     USER = "user"
     CI = "ci"
     ADMIN = "admin"
+    METRICS = "metrics"
 
 
 class TokenRejected(GatewayError):
@@ -80,6 +88,8 @@ class Token:
     expires_at: float
     revoked_at: float | None = None
     last_used_at: float | None = None
+    parent_id: str | None = None
+    """The token this one was minted with; None when an operator made it."""
 
     def state(self, now: float) -> TokenState:
         """``revoked``, ``expired`` or ``active`` at ``now``."""
@@ -102,6 +112,7 @@ def _token(row: Any) -> Token:
         expires_at=row.expires_at,
         revoked_at=row.revoked_at,
         last_used_at=row.last_used_at,
+        parent_id=row.parent_id,
     )
 
 
@@ -115,8 +126,14 @@ class TokenStore:
         self._db = db
         self._clock = clock
 
-    async def create(self, user: str, scope: Scope, name: str, ttl_s: float) -> tuple[Token, str]:
+    async def create(
+        self, user: str, scope: Scope, name: str, ttl_s: float, parent: Token | None = None
+    ) -> tuple[Token, str]:
         """Store a new token and return it with its secret (shown once, never stored).
+
+        With ``parent`` (the token the request came with) the new token expires no
+        later than the parent and is revoked with it; ``TokenRejected`` when the
+        parent is no longer usable by the time the row is written.
 
         >>> import asyncio
         >>> from gateway.storage import open_storage
@@ -138,7 +155,10 @@ class TokenStore:
             raise ValueError("token lifetime must be positive")
         now = self._clock()
         secret = SECRET_PREFIX + secrets.token_urlsafe(32)
-        token = Token(secrets.token_hex(8), user, scope, name, now, now + ttl_s)
+        parent_id = parent.id if parent is not None else None
+        token = Token(
+            secrets.token_hex(8), user, scope, name, now, now + ttl_s, parent_id=parent_id
+        )
         row = {
             "id": token.id,
             "user": user,
@@ -147,9 +167,27 @@ class TokenStore:
             "token_hash": hash_secret(secret),
             "created_at": token.created_at,
             "expires_at": token.expires_at,
+            "parent_id": parent_id,
         }
-        await self._db.write(lambda conn: conn.execute(api_tokens.insert().values(**row)))
-        return token, secret
+
+        def insert(conn: Connection) -> Token:
+            minted = token
+            if parent_id is not None:
+                query = sa.select(*_COLUMNS).where(api_tokens.c.id == parent_id).with_for_update()
+                found = conn.execute(query).first()
+                if found is None:
+                    raise TokenRejected("the token minting this one is unknown")
+                current = _token(found)
+                if current.revoked_at is not None:
+                    raise TokenRevoked(f"token {current.id} was revoked", current)
+                if now >= current.expires_at:
+                    raise TokenExpired(f"token {current.id} expired", current)
+                if current.expires_at < minted.expires_at:
+                    minted = dataclasses.replace(minted, expires_at=current.expires_at)
+            conn.execute(api_tokens.insert().values(**{**row, "expires_at": minted.expires_at}))
+            return minted
+
+        return await self._db.write(insert), secret
 
     async def verify(self, secret: str) -> Token:
         """The token a bearer secret names, if usable now; ``TokenRejected`` (or a subclass) if not.
@@ -195,19 +233,49 @@ class TokenStore:
         return None if row is None else _token(row)
 
     async def revoke(self, token_id: str) -> Token | None:
-        """Revoke a token (idempotent: the first revocation time stays); None if unknown."""
+        """Revoke a token and all it minted (idempotent: the first revocation time stays);
+        None if unknown. ``revoke_tree`` also says which descendants it revoked."""
+        revoked = await self.revoke_tree(token_id)
+        return None if revoked is None else revoked[0]
+
+    async def revoke_tree(self, token_id: str) -> tuple[Token, builtins.list[Token]] | None:
+        """Revoke ``token_id`` and every live token minted from it, at any depth, in one
+        transaction; the token and the descendants this call revoked (None if unknown).
+
+        Each round revokes at least one live token, so the walk ends within as many
+        rounds as there are tokens.
+        """
         now = self._clock()
 
-        def run(conn: Connection) -> Any:
+        def run(conn: Connection) -> tuple[Any, builtins.list[Any]]:
             conn.execute(
                 api_tokens.update()
                 .where(api_tokens.c.id == token_id, api_tokens.c.revoked_at.is_(None))
                 .values(revoked_at=now)
             )
-            return conn.execute(sa.select(*_COLUMNS).where(api_tokens.c.id == token_id)).first()
+            root = conn.execute(sa.select(*_COLUMNS).where(api_tokens.c.id == token_id)).first()
+            descendants: builtins.list[Any] = []
+            frontier = [token_id] if root is not None else []
+            while frontier:
+                live = sa.select(*_COLUMNS).where(
+                    api_tokens.c.parent_id.in_(frontier), api_tokens.c.revoked_at.is_(None)
+                )
+                children = conn.execute(live).all()
+                frontier = [c.id for c in children]
+                if frontier:
+                    conn.execute(
+                        api_tokens.update()
+                        .where(api_tokens.c.id.in_(frontier))
+                        .values(revoked_at=now)
+                    )
+                    descendants += children
+            return root, descendants
 
-        row = await self._db.write(run)
-        return None if row is None else _token(row)
+        root, descendants = await self._db.write(run)
+        if root is None:
+            return None
+        revoked = [dataclasses.replace(_token(r), revoked_at=now) for r in descendants]
+        return _token(root), revoked
 
     async def list(self, user: str | None = None) -> builtins.list[Token]:
         """Tokens (revoked and expired included), oldest first; all users when ``user`` is None."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -42,14 +43,27 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayStack]:
     s = build_stack(tmp_path_factory.mktemp("metrics"))
     try:
         s.start_gateway()
+        # /metrics needs a metrics token by default: scrape as Prometheus would.
+        create = [sys.executable, "-m", "gateway.cli", "token", "create"]
+        created = subprocess.run(
+            [*create, "--config", str(s.config), "--user", "prometheus", "--scope", "metrics"],
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+        SCRAPER[s.api_port] = {"Authorization": f"Bearer {created.stdout.decode().strip()}"}
         yield s
     finally:
         s.close()
 
 
+SCRAPER: dict[int, dict[str, str]] = {}  # API port -> the scraper's Authorization header
+
+
 def scrape(port: int, headers: dict[str, str] | None = None) -> tuple[httpx.Response, Samples]:
+    sent = SCRAPER.get(port, {}) if headers is None else headers
     response = httpx.get(
-        f"http://127.0.0.1:{port}/metrics", headers=headers, trust_env=False, timeout=10
+        f"http://127.0.0.1:{port}/metrics", headers=sent, trust_env=False, timeout=10
     )
     out: Samples = {}
     if response.status_code == 200:

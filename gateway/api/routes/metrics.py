@@ -1,17 +1,20 @@
 """``GET /metrics``: Prometheus text exposition of the gateway's metrics.
 
-Open by default, as Prometheus scrapers expect; with
-``ApiContext.metrics_token_required`` it takes any valid API token
-(``Authorization: Bearer gph_...``, Prometheus' ``authorization`` scrape
-setting). Not in the OpenAPI document: it is not part of the JSON API.
+Needs a ``metrics`` (or ``admin``) API token by default
+(``ApiContext.metrics_token_required``, the ``metrics_require_token`` setting):
+Prometheus sends it with ``authorization: {type: Bearer, credentials_file: ...}``
+in its scrape config. Metrics name users, hosts and session counts, so they are
+not for anyone who can reach the port; the setting's opt-out is for a private
+network. Not in the OpenAPI document: it is not part of the JSON API.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from gateway.api.auth import authenticate, bearer, get_ctx
+from gateway.api.auth import authenticate, bearer, forbid, get_ctx
 from gateway.api.errors import ApiError
+from gateway.storage import Scope
 
 router = APIRouter(include_in_schema=False)
 
@@ -24,6 +27,10 @@ async def metrics(request: Request) -> Response:
     if ctx.metrics is None:
         raise ApiError(404, "not_found", "metrics are not enabled on this gateway")
     if ctx.metrics_token_required:
-        await authenticate(request, await bearer(request))
+        caller = await authenticate(request, await bearer(request))
+        if caller.scope not in (Scope.METRICS, Scope.ADMIN):
+            await forbid(
+                request, caller, f"needs a metrics or admin token; this one is {caller.scope}"
+            )
     body, content_type = ctx.metrics.render(request.headers.get("accept", ""))
     return Response(body, headers={"Content-Type": content_type})

@@ -1,8 +1,14 @@
 """``/v1/tokens``: create, list and revoke API tokens.
 
-Admin tokens manage anyone's tokens, of any scope. A user token manages its
-own user's tokens and may create ``user`` and ``ci`` ones. A ci token manages
-none. Creation and revocation are audited (``token.created``, ``token.revoked``).
+Admin tokens manage anyone's tokens, of any scope; only they make ``admin``
+and ``metrics`` tokens (a ``metrics`` token, for a scraper, may name a user who
+is not in the inventory). A user token manages its own user's tokens and may
+create ``user`` and ``ci`` ones. A ci token manages none.
+
+A token made here is minted by the caller's token: it expires no later than
+that token and is revoked with it (see ``gateway.storage.tokens``). Creation
+and each revocation are audited (``token.created``, ``token.revoked``; a
+revocation that reached a minted token says ``cascade_from``).
 """
 
 from __future__ import annotations
@@ -13,9 +19,9 @@ from fastapi import APIRouter, Path, Query, Request
 
 from gateway.api.auth import Caller, Ctx, UserCaller, forbid
 from gateway.api.errors import NOT_FOUND, ApiError
-from gateway.api.schemas import TokenCreate, TokenCreated, TokenList, TokenOut
+from gateway.api.schemas import ErrorCode, TokenCreate, TokenCreated, TokenList, TokenOut
 from gateway.errors import GatewayError
-from gateway.storage import Scope, Token
+from gateway.storage import Scope, Token, TokenRejected
 
 router = APIRouter(tags=["tokens"])
 
@@ -29,6 +35,7 @@ def _audit_data(caller: Caller, token: Token) -> dict[str, object]:
         "scope": token.scope.value,
         "name": token.name,
         "expires_at": token.expires_at,
+        "parent_id": token.parent_id,
         "by": caller.user,
         "by_token": caller.token.id,
         "source": caller.source,
@@ -44,11 +51,18 @@ async def create_token(
     if caller.scope is not Scope.ADMIN:
         if target != caller.user:
             await forbid(request, caller, "a user token may create tokens only for its own user")
-        if body.scope is Scope.ADMIN:
-            await forbid(request, caller, "only an admin token may create admin tokens")
-    if body.scope is not Scope.ADMIN and ctx.inventory.user(target) is None:
+        if body.scope in (Scope.ADMIN, Scope.METRICS):
+            await forbid(request, caller, f"only an admin token may create {body.scope} tokens")
+    needs_user = body.scope not in (Scope.ADMIN, Scope.METRICS)
+    if needs_user and ctx.inventory.user(target) is None:
         raise ApiError(422, "invalid_request", f"user {target!r} is not in the gateway's inventory")
-    token, secret = await ctx.tokens.create(target, body.scope, body.name, body.ttl_s)
+    try:
+        token, secret = await ctx.tokens.create(
+            target, body.scope, body.name, body.ttl_s, parent=caller.token
+        )
+    except TokenRejected as exc:  # the caller's token was revoked meanwhile
+        code: ErrorCode = "token_revoked" if exc.code == "token_revoked" else "token_expired"
+        raise ApiError(401, code, str(exc), {"WWW-Authenticate": "Bearer"}) from exc
     try:
         await ctx.audit.append("token.created", caller.user, _audit_data(caller, token))
     except GatewayError:
@@ -79,8 +93,12 @@ async def revoke_token(ctx: Ctx, caller: UserCaller, token_id: TokenId) -> Token
     token = await ctx.tokens.get(token_id)
     if token is None or (caller.scope is not Scope.ADMIN and token.user != caller.user):
         raise ApiError(404, "not_found", "no such token")
-    revoked = await ctx.tokens.revoke(token_id)
-    assert revoked is not None  # tokens are never deleted
+    tree = await ctx.tokens.revoke_tree(token_id)
+    assert tree is not None  # tokens are never deleted
+    revoked, minted = tree
     if token.revoked_at is None:
         await ctx.audit.append("token.revoked", caller.user, _audit_data(caller, revoked))
+    for child in minted:
+        data = {**_audit_data(caller, child), "cascade_from": token_id}
+        await ctx.audit.append("token.revoked", caller.user, data)
     return TokenOut.of(revoked, ctx.clock())
