@@ -165,6 +165,16 @@ class GatewaySettings(BaseModel):
     """CA key that signs the host certificates presented in recorded mode."""
     upstream_key: Path = Path("keys/gateway_upstream")
     """Key the gateway uses to log in to hosts when it re-originates a session."""
+    upstream_ca_key: Path = Path("keys/upstream_ca")
+    """CA key that signs only the gateway's own logins to hosts (recorded sessions, probes,
+    KRL pushes); never handed to users. Hosts trust its ``.pub`` beside the user CA's."""
+    krl_command: Annotated[str, Field(max_length=1024)] = "gpuhop-install-krl"
+    """Command run on each host (as ``probe_account``) with the revocation list of removed
+    users' keys on stdin; it installs the host's ``RevokedKeys`` file (docs/hosts.md).
+    Empty: the gateway does not push revocations."""
+    krl_push_interval_s: PositiveSeconds = 10.0
+    """How often the revocation list is rebuilt and pushed to hosts that lack it (it is
+    also pushed at once on each directory change)."""
     recordings_dir: Path = Path("recordings")
     """Where recorded sessions are written (asciicast v2, one file per channel)."""
     record_input: bool = False
@@ -196,7 +206,8 @@ class GatewaySettings(BaseModel):
     probe_gpu_interval_s: PositiveSeconds = 5.0
     """How often nvidia-smi is queried on each host."""
     probe_account: Account = "root"
-    """Remote account the gateway probes hosts as (with a certificate from the user CA)."""
+    """Remote account the gateway probes hosts (and pushes revocations) as, with a
+    certificate from the upstream CA."""
     idle_gpu_util_pct: Annotated[float, Field(ge=0, le=100)] = 5.0
     """A session holding GPUs is idle while their utilisation stays under this..."""
     idle_timeout_s: Seconds = 0.0
@@ -223,6 +234,9 @@ class GatewaySettings(BaseModel):
     """Validity of a user certificate when the request names none."""
     cert_max_validity_s: Annotated[Int, Field(ge=60)] = 43200
     """Longest validity a user certificate may be signed for."""
+    cert_passthrough_max_validity_s: Annotated[Int, Field(ge=60)] = 1800
+    """Longest validity of a user certificate that opens accounts on hosts (passthrough
+    principals ``ACCOUNT@HOST``): it works at hosts without the gateway, so keep it short."""
     auth_max_failures: Annotated[Int, Field(ge=1)] = 10
     """Failed authentications from one source, within the window, before it is banned."""
     auth_failure_window_s: PositiveSeconds = 60.0
@@ -485,7 +499,14 @@ class Settings(BaseSettings):
         gw = self.gateway
         update: dict[str, object] = {
             name: _under(base, getattr(gw, name))
-            for name in ("host_key", "user_ca_key", "host_ca_key", "upstream_key", "recordings_dir")
+            for name in (
+                "host_key",
+                "user_ca_key",
+                "host_ca_key",
+                "upstream_key",
+                "upstream_ca_key",
+                "recordings_dir",
+            )
         }
         if gw.catalog is not None:
             update["catalog"] = _under(base, gw.catalog)
