@@ -15,6 +15,7 @@ from gateway.inventory.hosts import Inventory
 from gateway.keys import UserCA
 from gateway.models import Mode
 from gateway.ssh.envstage import StagePolicy
+from gateway.ssh.passadmit import PassthroughHolds
 from gateway.ssh.ratelimit import FailureLimiter
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ class FrontContext:
     inner_options: Any = None  # asyncssh.SSHServerConnectionOptions for recorded jumps
     host_certificate: Callable[[str], tuple[asyncssh.SSHKey, asyncssh.SSHCertificate]] | None = None
     env_stage: StagePolicy = field(default_factory=StagePolicy)
+    passthrough_holds: PassthroughHolds = field(default_factory=PassthroughHolds)
     _pending: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def audit_soon(self, kind: str, actor: str, data: Mapping[str, object]) -> None:
