@@ -69,6 +69,7 @@ class KrlPublisher:
         self._version = 0
         self.krl = b""
         self._pushed: dict[str, tuple[int, float]] = {}  # host -> (version, when)
+        self._warned: dict[str, int] = {}  # host -> version a failure was logged for
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -145,19 +146,22 @@ class KrlPublisher:
                 finally:
                     self._pool.release(entry)
         except (TimeoutError, GatewayError, OSError) as exc:
-            log.warning("revocation push failed", host=host.name, error=str(exc) or "timed out")
+            self._failed(host, version, str(exc) or "timed out")
             return
         except Exception as exc:  # asyncssh errors: the host refused the login or channel
-            log.warning("revocation push failed", host=host.name, error=str(exc))
+            self._failed(host, version, str(exc))
             return
         if result.exit_status != 0:
             err = result.stderr if isinstance(result.stderr, bytes) else b""
-            log.warning(
-                "revocation push refused by host",
-                host=host.name,
-                exit_status=result.exit_status,
-                stderr=err.decode(errors="replace")[:200],
-            )
+            status = f"{self._command} exited {result.exit_status}"
+            self._failed(host, version, f"{status}: {err.decode(errors='replace')[:200]}")
             return
+        self._warned.pop(host.name, None)
         self._pushed[host.name] = (version, self._clock())
         log.debug("revocation list pushed", host=host.name, version=version)
+
+    def _failed(self, host: Host, version: int, error: str) -> None:
+        """Log a failed push once per host and list version; it is retried every round."""
+        if self._warned.get(host.name) != version:
+            self._warned[host.name] = version
+            log.warning("revocation push failed", host=host.name, version=version, error=error)

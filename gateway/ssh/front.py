@@ -433,6 +433,8 @@ class FrontServer(asyncssh.SSHServer):
             "gpus": len(admitted.gpus),
             "gpu_indices": list(admitted.gpus),
         }
+        if admitted.budget_warning:  # passthrough has no channel to tell the user itself
+            common["budget_warning"] = admitted.budget_warning
         ctx = self._ctx
 
         def on_close(stats: RelayStats) -> None:

@@ -126,3 +126,12 @@ def test_krl_is_read_by_ssh_keygen(tmp_path: Path) -> None:
     assert (
         "kept.pub" in check.stdout and ": ok" in check.stdout.split("kept.pub")[1].splitlines()[0]
     )
+
+
+def test_revocation_list_is_bounded_keeping_the_longest_lived(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("gateway.krl.MAX_ENTRIES", 2)
+    fps = [f"SHA256:{c * 43}" for c in "ABC"]
+    issued = [IssuedCert("erin", fp, 2000.0 + i) for i, fp in enumerate(fps)]
+    assert revoked_fingerprints(issued, set(), now=1000.0) == (fps[1], fps[2])
