@@ -358,7 +358,10 @@ def bench_env(
         ca = stack.ca()
         cleanup.callback(stack.close)
         target = PinnedSshd(
-            TARGET_NAME, stack.root / "hosts" / TARGET_NAME, gpus=4, user_ca_pub=ca.public_line
+            TARGET_NAME,
+            stack.root / "hosts" / TARGET_NAME,
+            gpus=4,
+            user_ca_pub=stack.host_ca_lines(),
         )
         stack.hosts[TARGET_NAME] = target.start()
         dial_port = target_via(target.port) if target_via is not None else target.port

@@ -118,7 +118,7 @@ def far_push(args: argparse.Namespace) -> None:
             host = SshdHost(
                 name=name,
                 directory=root / "hosts" / name,
-                user_ca_pub=stack.ca().public_line,
+                user_ca_pub=stack.host_ca_lines(),
                 extra_env={"DOCKER_HOST": daemons[name].base_url},
             )
             host.start()

@@ -120,11 +120,14 @@ def ca() -> None:
 @CONFIG_OPTION
 @one_line_errors
 def ca_show(config_path: Path) -> None:
-    """Print the trusted user CA keys (for hosts' TrustedUserCAKeys), current first."""
-    from gateway.server import load_user_ca
+    """Print what hosts put in TrustedUserCAKeys: the user CA keys, current first, then
+    the upstream CA (the gateway's own logins). See docs/hosts.md."""
+    from gateway.server import load_upstream_ca, load_user_ca
 
-    for line in load_user_ca(load_settings(config_path)).trusted_lines_current_first():
+    settings = load_settings(config_path)
+    for line in load_user_ca(settings).trusted_lines_current_first():
         click.echo(line)
+    click.echo(load_upstream_ca(settings).public_line)
 
 
 @ca.command("rotate")
@@ -240,13 +243,16 @@ def ca_sign(
 ) -> None:
     """Sign a short-lived certificate for a registered user's key.
 
-    Principals are the user's name and the accounts their roles allow on hosts.
+    Principals are the user's name and ACCOUNT@HOST for each (host, account) pair
+    their roles grant in passthrough; such a certificate is capped at
+    cert_passthrough_max_validity_s.
     """
     from gateway.admindir import view_of
+    from gateway.api.routes.certificates import certificate_validity
     from gateway.audit.store import open_store
     from gateway.keys import parse_public_key
     from gateway.models import Principal
-    from gateway.policy.rules import allowed_accounts
+    from gateway.policy.passthrough import host_principals
     from gateway.server import load_user_ca
 
     settings = load_settings(config_path)
@@ -263,9 +269,9 @@ def ca_sign(
         raise ConfigError(f"--validity: must be between 1s and {g.cert_max_validity_s}s")
     key = parse_public_key(pubkey.read_text())
     principal = Principal(user=user.name, roles=inv.roles_of(user), team=user.team)
-    issued = load_user_ca(settings).sign(
-        key, user=user.name, accounts=allowed_accounts(principal), validity_s=seconds
-    )
+    scoped = host_principals(principal, inv.hosts)
+    seconds = certificate_validity(seconds, scoped, g)
+    issued = load_user_ca(settings).sign(key, user=user.name, accounts=scoped, validity_s=seconds)
     target = out or pubkey.with_name(pubkey.name.removesuffix(".pub") + "-cert.pub")
     try:
         target.write_text(issued.openssh_line() + "\n")

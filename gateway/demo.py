@@ -22,6 +22,7 @@ from typing import Any
 
 from gateway.errors import GatewayError
 from gateway.keys import UserCA, ensure_private_key, public_line
+from gateway.policy.passthrough import host_principal
 from gateway.settings import load_settings
 from gateway.storage import Scope
 
@@ -61,6 +62,8 @@ def _config_text(state: Path, hosts: list[dict[str, Any]], user_key: str, admin_
         'user_ca_key = "keys/user_ca"',
         'host_ca_key = "keys/host_ca"',
         'upstream_key = "keys/gateway_upstream"',
+        'upstream_ca_key = "keys/upstream_ca"',
+        "krl_push_interval_s = 5.0",
         'recordings_dir = "recordings"',
         "drain_timeout_s = 5.0",
         "",
@@ -159,6 +162,9 @@ async def _run(state: Path, ready_file: Path) -> None:
     state.mkdir(parents=True, exist_ok=True)
     keys = state / "keys"
     ca = UserCA.from_paths(keys / "user_ca")
+    # Hosts trust the user CA (passthrough) and the gateway's own upstream CA (recorded).
+    upstream_ca = UserCA.from_paths(keys / "upstream_ca", comment="gpuhop upstream CA")
+    trusted = f"{ca.public_line}\n{upstream_ca.public_line}"
     user_key = ensure_private_key(keys / DEMO_USER, f"{DEMO_USER}@gpuhop-demo")
     admin_key = ensure_private_key(keys / "admin", "admin@gpuhop-demo")
     started: list[Any] = []
@@ -172,7 +178,7 @@ async def _run(state: Path, ready_file: Path) -> None:
                 directory=state / "hosts" / r.host,
                 gpus=r.gpus,
                 gpu_model=r.gpu_model,
-                user_ca_pub=ca.public_line,
+                user_ca_pub=trusted,
                 authorized_keys=[],
             )
             await asyncio.to_thread(sim.start)
@@ -210,7 +216,10 @@ async def _run(state: Path, ready_file: Path) -> None:
         known.append(f"@cert-authority {names} {public_line(host_ca)}")
         known += [f"{h['name']} {h['host_key']}" for h in hosts]
         (state / "known_hosts").write_text("\n".join(known) + "\n")
-        issued = ca.sign(user_key, user=DEMO_USER, accounts=[DEMO_ACCOUNT], validity_s=12 * 3600)
+        # The demo user's passthrough grants, host by host (ACCOUNT@HOST); a demo lasts
+        # an afternoon, so its certificate outlives cert_passthrough_max_validity_s.
+        scoped = [host_principal(DEMO_ACCOUNT, h["name"]) for h in hosts]
+        issued = ca.sign(user_key, user=DEMO_USER, accounts=scoped, validity_s=12 * 3600)
         (keys / f"{DEMO_USER}-cert.pub").write_text(issued.openssh_line() + "\n")
         (state / "ssh_config").write_text(_ssh_config(state, port, hosts))
         assert gateway.storage is not None

@@ -184,8 +184,10 @@ class UserCA:
         self._trusted = {public_line(k) for k in keys}
 
     @classmethod
-    def from_paths(cls, signer: Path, extra_trusted: Iterable[Path] = ()) -> UserCA:
-        keys = [ensure_private_key(signer, "gpuhop user CA")]
+    def from_paths(
+        cls, signer: Path, extra_trusted: Iterable[Path] = (), comment: str = "gpuhop user CA"
+    ) -> UserCA:
+        keys = [ensure_private_key(signer, comment)]
         keys += [load_private_key(p) for p in extra_trusted]
         return cls(keys)
 
@@ -214,10 +216,13 @@ class UserCA:
     ) -> IssuedCert:
         """Sign a short-lived user certificate.
 
-        Principals are the gpuhop user name (for the gateway) plus the remote
-        accounts the user's roles allow (for hosts, which trust this CA through
-        ``TrustedUserCAKeys``). The key id ``gpuhop:USER:SERIAL`` names the user
-        so the gateway and the hosts' own logs can tell who it was.
+        Principals are the gpuhop user name (for the gateway) plus ``accounts``,
+        the host-scoped principals ``ACCOUNT@HOST`` (see
+        ``gateway.policy.passthrough.host_principal``) the certificate may open
+        on hosts, which trust this CA through ``TrustedUserCAKeys`` and map
+        logins with ``AuthorizedPrincipals*``. The
+        key id ``gpuhop:USER:SERIAL`` names the user so the gateway and the
+        hosts' own logs can tell who it was.
         """
         if validity_s <= 0:
             raise KeyMaterialError("certificate validity must be positive")

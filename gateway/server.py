@@ -54,10 +54,12 @@ from gateway.keys import (
     previous_keys,
     public_line,
 )
+from gateway.krlpush import KrlPublisher
 from gateway.live import LiveState
 from gateway.metering.meter import rate_for
 from gateway.metrics import GatewayMetrics, InstrumentedAuditStore
 from gateway.placement.golden import GoldenLimits, GoldenRunner
+from gateway.policy.passthrough import host_principal
 from gateway.settings import Settings
 from gateway.ssh.algorithms import connection_algorithms
 from gateway.ssh.authority import enforce
@@ -99,6 +101,7 @@ class Gateway:
         self._api_ctx: ApiContext | None = None
         self.directory: DirectoryService | None = None
         self._directory_watch: asyncio.Task[None] | None = None
+        self.krl: KrlPublisher | None = None
 
     async def startup(self) -> None:
         g = self.settings.gateway
@@ -113,6 +116,7 @@ class Gateway:
             upstream_key = await asyncio.to_thread(
                 ensure_private_key, g.upstream_key, "gpuhop gateway upstream"
             )
+            upstream_ca = await asyncio.to_thread(load_upstream_ca, self.settings)
         except BaseException:
             await self.audit.close()
             raise
@@ -168,7 +172,7 @@ class Gateway:
             coalescer=AuditCoalescer(g.audit_events_per_connection_s),
         )
         ctx.pool = UpstreamPool(
-            user_ca,
+            upstream_ca,
             upstream_key,
             target_rate=g.upstream_target_rate,
             max_packet=g.max_packet,
@@ -190,7 +194,7 @@ class Gateway:
         )
         ctx.session_store = self.storage.sessions
         self.live = await asyncio.to_thread(
-            build_live_state, self.settings, inventory, user_ca, upstream_key, view
+            build_live_state, self.settings, inventory, upstream_ca, upstream_key, view
         )
         self.live.session_store = self.storage.sessions
         ctx.live = self.live
@@ -275,6 +279,16 @@ class Gateway:
         self.api = await start_api(self._api_ctx, g.api_host, g.api_port, sock=self._api_sock)
         self.api_port = self.api.port
         await self.live.start()
+        if g.krl_command:
+            self.krl = KrlPublisher(
+                self.audit,
+                ctx.pool,
+                inventory,
+                account=g.probe_account,
+                command=g.krl_command,
+                interval_s=g.krl_push_interval_s,
+            )
+            self.krl.start()
         self._directory_watch = asyncio.get_running_loop().create_task(self.directory.watch())
         await self.audit.append(
             "gateway.start",
@@ -300,6 +314,8 @@ class Gateway:
             self._api_ctx.swap_inventory(inventory)
         if self.live is not None:
             self.live.update(inventory, view.dataset_list(), view.budget_limits())
+        if self.krl is not None:
+            self.krl.update(inventory)  # a removed user's certificates are revoked now
         if self.ctx is not None:
             log.info(
                 "directory loaded",
@@ -337,7 +353,8 @@ class Gateway:
         if self._api_ctx is not None:
             self._api_ctx.ssh_keys.lines = tuple(public_line(k) for k in host_keys)
         if ctx.pool is not None:
-            ctx.pool.user_ca = ctx.user_ca
+            with contextlib.suppress(GatewayError, ValueError):
+                ctx.pool.upstream_ca = load_upstream_ca(self.settings)
         log.info("keys reloaded", user_cas=len(ctx.user_ca.trusted_lines()))
         ctx.audit_soon(
             "gateway.keys_reloaded",
@@ -360,6 +377,8 @@ class Gateway:
             await self.api.stop()
         if self.live is not None:
             await self.live.stop()
+        if self.krl is not None:
+            await self.krl.stop()
         ctx = self.ctx
         if ctx is not None:
             # Connections with no live session have nothing to drain.
@@ -419,21 +438,33 @@ def load_user_ca(settings: Settings) -> UserCA:
     return UserCA.from_paths(g.user_ca_key, previous)
 
 
+def load_upstream_ca(settings: Settings) -> UserCA:
+    """The CA of the gateway's own logins to hosts; users never get its certificates."""
+    return UserCA.from_paths(settings.gateway.upstream_ca_key, comment="gpuhop upstream CA")
+
+
 def build_live_state(
     settings: Settings,
     inventory: Inventory,
-    user_ca: UserCA,
+    upstream_ca: UserCA,
     upstream_key: asyncssh.SSHKey,
     view: DirectoryView | None = None,
 ) -> LiveState:
-    """Probes log in with the gateway's upstream key and a long-lived probe certificate.
+    """Probes log in with the gateway's upstream key and a day-long certificate per host
+    from the upstream CA (principal ``PROBE_ACCOUNT@HOST``).
 
     Data sets and budgets come from ``view`` (config and admin entries) when given,
     else from the config file alone."""
     g = settings.gateway
-    probe_cert = user_ca.sign(
-        upstream_key, user="gateway-probe", accounts=[g.probe_account], validity_s=30 * 86400
-    )
+
+    def probe_cert(host: str) -> asyncssh.SSHCertificate:
+        return upstream_ca.sign(
+            upstream_key,
+            user="gateway-probe",
+            accounts=[host_principal(g.probe_account, host)],
+            validity_s=86400,
+        ).cert
+
     rates = {}
     if g.catalog is not None:
         catalog = load_catalog(g.catalog)
@@ -451,7 +482,7 @@ def build_live_state(
     )
     live = LiveState(
         inventory,
-        ProbeCredentials(g.probe_account, upstream_key, probe_cert.cert),
+        ProbeCredentials(g.probe_account, upstream_key, certificate_for=probe_cert),
         interval_s=g.probe_interval_s,
         timeout_s=g.probe_timeout_s,
         gpu_interval_s=g.probe_gpu_interval_s,

@@ -198,6 +198,16 @@ class GatewaySettings(BaseModel):
     audit_anchor_file: Path = Path("keys/audit_anchor.json")
     """The newest signed audit checkpoint, kept outside the database so that cutting or
     emptying the log is caught by ``audit verify``; copy it off the machine to keep more."""
+    upstream_ca_key: Path = Path("keys/upstream_ca")
+    """CA key that signs only the gateway's own logins to hosts (recorded sessions, probes,
+    KRL pushes); never handed to users. Hosts trust its ``.pub`` beside the user CA's."""
+    krl_command: Annotated[str, Field(max_length=1024)] = "gpuhop-install-krl"
+    """Command run on each host (as ``probe_account``) with the revocation list of removed
+    users' keys on stdin; it installs the host's ``RevokedKeys`` file (docs/hosts.md).
+    Empty: the gateway does not push revocations."""
+    krl_push_interval_s: PositiveSeconds = 10.0
+    """How often the revocation list is rebuilt and pushed to hosts that lack it (it is
+    also pushed at once on each directory change)."""
     recordings_dir: Path = Path("recordings")
     """Where recorded sessions are written (asciicast v2, one file per channel)."""
     record_input: bool = False
@@ -243,7 +253,8 @@ class GatewaySettings(BaseModel):
     probe_gpu_interval_s: PositiveSeconds = 5.0
     """How often nvidia-smi is queried on each host."""
     probe_account: Account = "root"
-    """Remote account the gateway probes hosts as (with a certificate from the user CA)."""
+    """Remote account the gateway probes hosts (and pushes revocations) as, with a
+    certificate from the upstream CA."""
     idle_gpu_util_pct: Annotated[float, Field(ge=0, le=100)] = 5.0
     """A session holding GPUs is idle while their utilisation stays under this..."""
     idle_timeout_s: Seconds = 0.0
@@ -279,6 +290,9 @@ class GatewaySettings(BaseModel):
     """Validity of a user certificate when the request names none."""
     cert_max_validity_s: Annotated[Int, Field(ge=60)] = 43200
     """Longest validity a user certificate may be signed for."""
+    cert_passthrough_max_validity_s: Annotated[Int, Field(ge=60)] = 1800
+    """Longest validity of a user certificate that opens accounts on hosts (passthrough
+    principals ``ACCOUNT@HOST``): it works at hosts without the gateway, so keep it short."""
     auth_max_failures: Annotated[Int, Field(ge=1)] = 10
     """Failed authentications of one user (SSH) or token (API) from one address, within
     the window, before that pair is banned. A ban never refuses a valid key, certificate
@@ -609,6 +623,7 @@ class Settings(BaseSettings):
                 "upstream_key",
                 "audit_checkpoint_key",
                 "audit_anchor_file",
+                "upstream_ca_key",
                 "recordings_dir",
             )
         }

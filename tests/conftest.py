@@ -97,8 +97,10 @@ def sim_host(
     """Start OpenSSH hosts: ``sim_host("sg-1", gpus=2, gpu_model="H100")``.
 
     A host trusts ``user_ca`` (unless ``trust_ca=False``) and ``user_key``
-    (unless other ``authorized_keys`` are given). All hosts are stopped, with
-    their sessions, at teardown.
+    (unless other ``authorized_keys`` are given). Its certificates open any
+    account their principals name, unless ``scoped_principals=True`` (a gpuhop
+    host: ACCOUNT needs ``ACCOUNT@NAME``). All hosts are stopped, with their
+    sessions, at teardown.
     """
     require("sshd")
     stops = contextlib.ExitStack()  # stops every host even if one stop fails
@@ -111,6 +113,7 @@ def sim_host(
         trust_ca: bool = True,
         authorized_keys: Sequence[str] | None = None,
         port: int = 0,
+        scoped_principals: bool = False,
     ) -> SshdHost:
         host = SshdHost(
             name,
@@ -120,6 +123,7 @@ def sim_host(
             user_ca_pub=user_ca.public_line if trust_ca else None,
             authorized_keys=[user_key.public_line] if authorized_keys is None else authorized_keys,
             port=port,
+            scoped_principals=scoped_principals,
         )
         stops.callback(host.stop)
         return host.start()

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncssh
@@ -56,6 +57,8 @@ class ProbeCredentials:
     username: str
     client_key: asyncssh.SSHKey
     certificate: asyncssh.SSHCertificate | None = None
+    # Or one per host: certificates whose principal names the host (ACCOUNT@HOST).
+    certificate_for: Callable[[str], asyncssh.SSHCertificate] | None = None
 
 
 async def _open_socket(address: str, port: int, timeout_s: float) -> tuple[socket.socket, float]:
@@ -167,10 +170,11 @@ async def connect_host(
     except KeyMaterialError as exc:
         raise UpstreamError(str(exc)) from None
     sock, connect_ms = await _open_socket(host.address, host.port, timeout_s)
+    cert = credentials.certificate
+    if credentials.certificate_for is not None:
+        cert = credentials.certificate_for(host.name)
     key: asyncssh.SSHKey | tuple[asyncssh.SSHKey, asyncssh.SSHCertificate] = (
-        credentials.client_key
-        if credentials.certificate is None
-        else (credentials.client_key, credentials.certificate)
+        credentials.client_key if cert is None else (credentials.client_key, cert)
     )
     try:
         async with asyncio.timeout(timeout_s):

@@ -22,7 +22,7 @@ import asyncssh
 from gateway.sim import procs
 from gateway.sim.embedded_session import report_exit, run_in_pty, run_piped
 from gateway.sim.gpustate import FakeGpu, write_state
-from gateway.sim.host import HostDir, SimHost, SimHostError, known_hosts_line
+from gateway.sim.host import HostDir, SimHost, SimHostError, known_hosts_line, principals_for
 from gateway.sim.loopthread import LoopThread
 from gateway.sim.ports import is_loopback
 from gateway.sim.sshd import SshdHost, sshd_path
@@ -62,6 +62,14 @@ class _Server(asyncssh.SSHServer):
         if self._conn is not None:
             self._host.connections.discard(self._conn)
 
+    def begin_auth(self, username: str) -> bool:
+        # Keys are chosen per login: with scoped principals a certificate must name
+        # USERNAME@HOST, as OpenSSH's AuthorizedPrincipalsCommand makes sshd ask.
+        keys = self._host.client_keys(username)
+        if self._conn is not None and keys is not None:
+            self._conn.set_authorized_keys(keys)
+        return True
+
     def auth_completed(self) -> None:
         self._host.log("authenticated")
 
@@ -88,8 +96,10 @@ class EmbeddedHost:
         user_ca_pub: str | None = None,
         authorized_keys: Sequence[str] = (),
         port: int = 0,
+        scoped_principals: bool = True,
     ) -> None:
         self.name = name
+        self.scoped_principals = scoped_principals
         self.directory = Path(directory)
         self.files = HostDir(self.directory)
         self.gpus, self.gpu_model = gpus, gpu_model
@@ -135,7 +145,7 @@ class EmbeddedHost:
         """Trust one more client key, for connections accepted from now on."""
         self.files.authorize(key_line)
         if self._thread is not None and self._acceptor is not None:
-            acceptor, keys = self._acceptor, self._client_keys()
+            acceptor, keys = self._acceptor, self.client_keys()
             self._thread.call(lambda: acceptor.update(authorized_client_keys=keys))
 
     def set_gpus(self, gpus: Sequence[FakeGpu]) -> None:
@@ -198,11 +208,20 @@ class EmbeddedHost:
         key.write_public_key(str(path.with_suffix(".pub")))
         return key
 
-    def _client_keys(self) -> asyncssh.SSHAuthorizedKeys | None:
-        """Plain keys plus the CA; None (nobody may log in) when there are neither."""
+    def client_keys(self, username: str = "") -> asyncssh.SSHAuthorizedKeys | None:
+        """Plain keys plus the CAs; None (nobody may log in) when there are neither.
+
+        With scoped principals a certificate opens ``username`` only if it names
+        ``username@NAME``; without a username (before any login) no CA is trusted.
+        """
         lines = [line for line in self.files.authorized_keys.read_text().splitlines() if line]
-        if self.user_ca_pub is not None:
-            lines.append(f"cert-authority {self.user_ca_pub.strip()}")
+        cas = [ca for ca in (self.user_ca_pub or "").splitlines() if ca.strip()]
+        for ca in cas:
+            if not self.scoped_principals:
+                lines.append(f"cert-authority {ca.strip()}")
+            elif username and '"' not in username and "," not in username:
+                scoped = principals_for(username, self.name)
+                lines.append(f'cert-authority,principals="{scoped}" {ca.strip()}')
         return asyncssh.import_authorized_keys("\n".join(lines) + "\n") if lines else None
 
     async def _listen(self) -> asyncssh.SSHAcceptor:
@@ -211,7 +230,7 @@ class EmbeddedHost:
             self._port,
             server_factory=lambda: _Server(self),
             server_host_keys=[self._host_key()],
-            authorized_client_keys=self._client_keys(),
+            authorized_client_keys=self.client_keys(),
             process_factory=self._session,
             sftp_factory=asyncssh.SFTPServer,
             allow_scp=True,
@@ -296,7 +315,27 @@ def make_host(
     user_ca_pub: str | None = None,
     authorized_keys: Sequence[str] = (),
     port: int = 0,
+    scoped_principals: bool = True,
 ) -> SimHost:
     """An ``SshdHost`` where OpenSSH's sshd is installed, else an ``EmbeddedHost``."""
-    kind = SshdHost if sshd_path() is not None else EmbeddedHost
-    return kind(name, directory, gpus, gpu_model, user_ca_pub, authorized_keys, port)
+    if sshd_path() is not None:
+        return SshdHost(
+            name,
+            directory,
+            gpus,
+            gpu_model,
+            user_ca_pub,
+            authorized_keys,
+            port,
+            scoped_principals=scoped_principals,
+        )
+    return EmbeddedHost(
+        name,
+        directory,
+        gpus,
+        gpu_model,
+        user_ca_pub,
+        authorized_keys,
+        port,
+        scoped_principals=scoped_principals,
+    )

@@ -5,21 +5,35 @@ share one layout under the host's directory, so the demo, tests and benchmarks
 treat them alike through the ``SimHost`` protocol::
 
     <dir>/host_ed25519(.pub)  host key          <dir>/authorized_keys  plain client keys
-    <dir>/user_ca.pub         trusted user CA   <dir>/gpus.json        fake GPU state
+    <dir>/user_ca.pub         trusted user CAs  <dir>/gpus.json        fake GPU state
     <dir>/bin/nvidia-smi      fake tool         <dir>/home             $HOME of sessions
+    <dir>/revoked.krl         RevokedKeys       <dir>/bin/gpuhop-install-krl  installs it
+
+A host trusts certificates the way a gpuhop host must (docs/hosts.md): a login
+as ACCOUNT needs the principal ``ACCOUNT@NAME`` (:func:`principals_for`), and
+keys in ``revoked.krl`` (which the gateway pushes) are refused.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from gateway.errors import GatewayError
+from gateway.krl import build_krl
 from gateway.sim.gpustate import FakeGpu, default_gpus, install_nvidia_smi, write_state
 
 SESSION_PATH_TAIL = "/usr/local/bin:/usr/bin:/bin"
+KRL_TOOL = Path(__file__).with_name("bin") / "gpuhop-install-krl"
+
+
+def principals_for(account: str, host: str) -> str:
+    """The one certificate principal a simulated host accepts for ``account``."""
+    return f"{account}@{host}"
 
 
 class SimHostError(GatewayError):
@@ -89,6 +103,10 @@ class HostDir:
     def user_ca(self) -> Path:
         return self.root / "user_ca.pub"
 
+    @property
+    def revoked_keys(self) -> Path:
+        return self.root / "revoked.krl"
+
     def prepare(
         self,
         name: str,
@@ -104,6 +122,13 @@ class HostDir:
         if reset_gpus or not self.gpu_state.exists():
             write_state(self.gpu_state, default_gpus(name, gpus, gpu_model))
         install_nvidia_smi(self.bin)
+        tool = self.bin / KRL_TOOL.name
+        shutil.copyfile(KRL_TOOL, tool)
+        tool.chmod(0o755)
+        if not self.revoked_keys.exists():  # sshd refuses every key when it cannot read it
+            tmp = self.revoked_keys.with_name(".revoked.krl.tmp")
+            tmp.write_bytes(build_krl((), version=0, generated=0, comment="empty"))
+            os.replace(tmp, self.revoked_keys)
         self.authorized_keys.write_text("".join(f"{k.strip()}\n" for k in authorized_keys))
         if user_ca_pub is not None:
             self.user_ca.write_text(user_ca_pub.strip() + "\n")
@@ -114,6 +139,7 @@ class HostDir:
             "HOME": str(self.home),
             "PATH": f"{self.bin}:{SESSION_PATH_TAIL}",
             "GPUHOP_FAKE_GPUS": str(self.gpu_state),
+            "GPUHOP_KRL": str(self.revoked_keys),
         }
 
     def host_key_line(self) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -33,6 +34,7 @@ _PORT_ATTEMPTS = 5
 # fail authentication on purpose.
 _OPTIONAL = ("PerSourcePenalties no",)
 _accepted_optional: dict[str, tuple[str, ...]] = {}
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
 def sshd_path() -> str | None:
@@ -71,6 +73,7 @@ class SshdHost:
         port: int = 0,
         extra_env: Mapping[str, str] | None = None,
         extra_config: Sequence[str] = (),
+        scoped_principals: bool = True,
     ) -> None:
         self.name = name
         self.directory = Path(directory)
@@ -80,6 +83,8 @@ class SshdHost:
         self.authorized_keys = list(authorized_keys)
         self.extra_env = dict(extra_env or {})  # more session variables, e.g. DOCKER_HOST
         self.extra_config = list(extra_config)  # more sshd_config lines, e.g. HostCertificate
+        # A certificate opens ACCOUNT here only with the principal ACCOUNT@NAME (docs/hosts.md).
+        self.scoped_principals = scoped_principals
         self._want_port = port
         self._port = port
         self._gpus_set = False
@@ -218,8 +223,16 @@ class SshdHost:
             *optional,
             *self.extra_config,
         ]
+        lines.append(f"RevokedKeys {_quote(self.files.revoked_keys)}")
         if self.user_ca_pub is not None:
             lines.append(f"TrustedUserCAKeys {_quote(self.files.user_ca)}")
+            if self.scoped_principals:
+                if not _SAFE_NAME.fullmatch(self.name):
+                    raise SimHostError(f"host name {self.name!r} cannot name principals")
+                lines += [
+                    f"AuthorizedPrincipalsCommand /bin/echo %u@{self.name}",
+                    "AuthorizedPrincipalsCommandUser nobody",
+                ]
         return "\n".join(lines) + "\n"
 
     def _write_config(self, sshd: str, port: int) -> None:

@@ -19,6 +19,7 @@ from gateway.models import Mode, Principal
 from gateway.ssh.authority import recheck
 from gateway.ssh.envstage import StagePolicy
 from gateway.ssh.limits import StartupLimiter
+from gateway.ssh.passadmit import PassthroughHolds
 from gateway.ssh.ratelimit import FailureLimiter
 
 if TYPE_CHECKING:
@@ -99,6 +100,7 @@ class FrontContext:
     max_env: int = 64  # per session channel
     max_resizes_per_s: int = 20  # per channel
     coalescer: AuditCoalescer = field(default_factory=lambda: AuditCoalescer(20))
+    passthrough_holds: PassthroughHolds = field(default_factory=PassthroughHolds)
     _pending: set[asyncio.Task[Any]] = field(default_factory=set)
     _summary_timer: asyncio.TimerHandle | None = None
 

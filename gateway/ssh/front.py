@@ -26,12 +26,14 @@ from asyncssh.public_key import CERT_TYPE_USER, decode_ssh_certificate
 from gateway.errors import UpstreamError
 from gateway.keys import key_id_user, public_line
 from gateway.models import AccessRequest, Host, Mode, Principal
+from gateway.policy.passthrough import passthrough_request
 from gateway.policy.rules import evaluate
 from gateway.ssh.agenthook import AgentRequestHook
 from gateway.ssh.authority import DISCONNECT_GRACE_S
 from gateway.ssh.context import JUMP_PREFIX, ActiveSession, FrontContext
 from gateway.ssh.inner import Jump, resolver_for, run_inner
 from gateway.ssh.limits import Refused, Startup, channel_refusal, limit_env, turn_away_bytes
+from gateway.ssh.passadmit import PassthroughAdmission, admit_passthrough
 from gateway.ssh.passthrough import PassthroughSession, RelayStats
 from gateway.ssh.recorded import RecordedSession
 from gateway.ssh.restrictions import LoginRestrictions
@@ -452,15 +454,23 @@ class FrontServer(asyncssh.SSHServer):
         recorded = evaluate(principal, AccessRequest(host, Mode.RECORDED))
         if recorded.allowed and self._ctx.host_certificate is not None:
             return await self._open_recorded_jump(principal, host, dest, generation)
-        decision = evaluate(principal, AccessRequest(host, Mode.PASSTHROUGH))
+        # Passthrough asks for the whole host (see gateway.policy.passthrough).
+        decision = evaluate(principal, passthrough_request(host))
         if not decision.allowed:
             await self._deny("direct-tcpip", dest, decision.reason, host)
-        relay, start = self._open_passthrough(principal, host, dest, decision.role, generation)
-        session_id = str(start["session_id"])
+        session_id = uuid.uuid4().hex[:16]
+        admitted = await admit_passthrough(self._ctx, principal, host, session_id)
+        if isinstance(admitted, str):
+            await self._deny("direct-tcpip", dest, admitted, host)
+        assert isinstance(admitted, PassthroughAdmission)
+        relay, start = self._open_passthrough(
+            principal, host, dest, decision.role, admitted, generation
+        )
         try:
             await relay.connect(host.address, host.port, self._ctx.connect_timeout_s)
         except UpstreamError as exc:
             self._ctx.sessions.pop(session_id, None)
+            admitted.end(self._ctx, 0)
             await self._audit_deny("direct-tcpip", dest, str(exc), host, kind="session.fail")
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(exc)) from exc
         # The start event is durable before any byte reaches the user: fail closed.
@@ -468,6 +478,7 @@ class FrontServer(asyncssh.SSHServer):
             await self._ctx.start_session(principal.user, start)
         except Exception as exc:
             self._ctx.sessions.pop(session_id, None)
+            admitted.end(self._ctx, 0)
             relay.abandon()
             log.error("audit write failed; refusing session", error=str(exc))
             raise asyncssh.ChannelOpenError(
@@ -587,9 +598,15 @@ class FrontServer(asyncssh.SSHServer):
         raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, reason)
 
     def _open_passthrough(
-        self, principal: Principal, host: Host, dest: str, role: str, generation: int
+        self,
+        principal: Principal,
+        host: Host,
+        dest: str,
+        role: str,
+        admitted: PassthroughAdmission,
+        generation: int,
     ) -> tuple[PassthroughSession, dict[str, object]]:
-        session_id = uuid.uuid4().hex[:16]
+        session_id = admitted.session_id
         common: dict[str, object] = {
             "session_id": session_id,
             "user": principal.user,
@@ -602,12 +619,21 @@ class FrontServer(asyncssh.SSHServer):
             "cert_id": principal.cert_id,
             "role": role,
             "dest": dest,
+            # The host holds the login to these: the certificate's ACCOUNT@HOST principals.
+            "accounts": list(admitted.accounts),
+            "gpus": len(admitted.gpus),
+            "gpu_indices": list(admitted.gpus),
         }
+        if admitted.budget_warning:  # passthrough has no channel to tell the user itself
+            common["budget_warning"] = admitted.budget_warning
         ctx = self._ctx
 
         def on_close(stats: RelayStats) -> None:
             ctx.sessions.pop(session_id, None)
             end = dict(common)
+            cost = admitted.end(ctx, stats.bytes_down)
+            if cost is not None:
+                end["cost_usd"] = cost
             end.update(
                 bytes_up=stats.bytes_up,
                 bytes_down=stats.bytes_down,
@@ -632,6 +658,7 @@ class FrontServer(asyncssh.SSHServer):
                 self._source,
                 time.time(),
                 close,
+                gpus=host.gpu_count,  # as policy saw it (passthrough_request)
                 authority=self,
             ),
             generation,

@@ -2,8 +2,10 @@
 
 Each connection verifies the host's pinned key from the inventory (a
 mismatch is refused, never trusted on first use) and logs in with a
-short-lived certificate from the gateway's user CA whose key id names the
-gpuhop user, so the host's own logs say who it was. Connections are kept and
+short-lived certificate from the gateway's *upstream* CA, a CA of its own that
+signs nothing for users, whose one principal ``ACCOUNT@HOST`` opens that
+account on that host only and whose key id names the gpuhop user, so the
+host's own logs say who it was. Connections are kept and
 reused for the same (user, host, account) while they have channels, and for
 ``idle_s`` after, because a fresh key exchange to a far region is the most
 expensive part of opening a session.
@@ -28,6 +30,7 @@ import structlog
 from gateway.errors import KeyMaterialError, UpstreamError
 from gateway.keys import UserCA, host_trust
 from gateway.models import Host
+from gateway.policy.passthrough import host_principal
 from gateway.ssh.algorithms import connection_algorithms
 
 log = structlog.get_logger("gpuhop.upstream")
@@ -59,7 +62,7 @@ class _Entry:
 class UpstreamPool:
     def __init__(
         self,
-        user_ca: UserCA,
+        upstream_ca: UserCA,
         client_key: asyncssh.SSHKey,
         *,
         target_rate: int = 256_000_000,
@@ -69,7 +72,7 @@ class UpstreamPool:
         connect_timeout_s: float = 10.0,
         on_lost: Callable[[str, str], None] | None = None,
     ) -> None:
-        self.user_ca = user_ca
+        self.upstream_ca = upstream_ca  # never the user CA: see the module docstring
         self._key = client_key
         self._target_rate = target_rate
         self._max_packet = max_packet
@@ -148,8 +151,11 @@ class UpstreamPool:
             sock.close()
             raise UpstreamError(f"{host.name} unreachable: {exc or 'timed out'}") from exc
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        issued = self.user_ca.sign(
-            self._key, user=user, accounts=[account], validity_s=CERT_VALIDITY_S
+        issued = self.upstream_ca.sign(
+            self._key,
+            user=user,
+            accounts=[host_principal(account, host.name)],
+            validity_s=CERT_VALIDITY_S,
         )
         try:
             trust = host_trust(host)

@@ -75,13 +75,25 @@ class GatewayStack:
     def ca(self) -> UserCA:
         return UserCA.from_paths(self.root / "keys" / "user_ca")
 
+    def upstream_ca(self) -> UserCA:
+        """The CA of the gateway's own logins to hosts (never used for users)."""
+        return UserCA.from_paths(self.root / "keys" / "upstream_ca", comment="gpuhop upstream CA")
+
+    def host_ca_lines(self) -> str:
+        """What a host puts in TrustedUserCAKeys: the user CA and the upstream CA."""
+        return f"{self.ca().public_line}\n{self.upstream_ca().public_line}"
+
+    def host_principals(self, accounts: Sequence[str]) -> list[str]:
+        """``ACCOUNT@HOST`` for every account on every host added so far."""
+        return [f"{a}@{h}" for h in self.hosts for a in accounts]
+
     def add_host(self, name: str, gpus: int = 4, model: str = "NVIDIA A100-SXM4-80GB") -> SshdHost:
         host = SshdHost(
             name=name,
             directory=self.root / "hosts" / name,
             gpus=gpus,
             gpu_model=model,
-            user_ca_pub=self.ca().public_line,
+            user_ca_pub=self.host_ca_lines(),
             authorized_keys=[],
         )
         host.start()
@@ -96,7 +108,8 @@ class GatewayStack:
         key = ensure_private_key(key_path, f"{name}@test")
         user = StackUser(name, key_path)
         if cert:
-            issued = self.ca().sign(key, user=name, accounts=accounts, validity_s=3600)
+            principals = self.host_principals(accounts)
+            issued = self.ca().sign(key, user=name, accounts=principals, validity_s=3600)
             user.cert = key_path.with_name(name + "-cert.pub")
             user.cert.write_text(issued.openssh_line() + "\n")
         self.users[name] = user
@@ -114,6 +127,7 @@ class GatewayStack:
             'user_ca_key = "keys/user_ca"',
             'host_ca_key = "keys/host_ca"',
             'upstream_key = "keys/gateway_upstream"',
+            'upstream_ca_key = "keys/upstream_ca"',
             'recordings_dir = "recordings"',
             "drain_timeout_s = 5.0",
             "auth_max_failures = 50",

@@ -299,7 +299,7 @@ def new_host(stack: GatewayStack) -> Iterator[SshdHost]:
         directory=stack.root / "hosts" / "sg-2",
         gpus=2,
         gpu_model="NVIDIA A100-SXM4-80GB",
-        user_ca_pub=stack.ca().public_line,
+        user_ca_pub=stack.host_ca_lines(),
         authorized_keys=[],
     )
     host.start()
@@ -336,6 +336,18 @@ def test_hosts_add_checks_the_scanned_key(
     with stack.known_hosts.open("a") as fh:
         fh.write(f"sg-2 {new_host.host_key_line}\n")
     alice = stack.users["alice"]
+    # Certificates name the hosts they open (root@sg-2): alice gets a new one, as her
+    # next `gpuhop login` would, before she can use the host just added.
+    assert alice.cert is not None
+    resign = [sys.executable, "-m", "gateway.cli", "ca", "sign", "--config", str(stack.config)]
+    pub = str(alice.key) + ".pub"
+    signed = subprocess.run(
+        [*resign, "--user", "alice", "--pubkey", pub, "--out", str(alice.cert)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert signed.returncode == 0 and "root@sg-2" in signed.stdout, signed.stderr
     done = ssh_ok(stack, alice, "sg-2")
     assert done.returncode == 0, done.stderr
     url = f"http://127.0.0.1:{stack.api_port}/v1/hosts"

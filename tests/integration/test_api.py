@@ -544,7 +544,9 @@ async def test_certificate_for_the_callers_key(
     cert = response.json()
     listing = _keygen_list(cert["certificate"], tmp_path)
     assert "ssh-ed25519-cert-v01@openssh.com user certificate" in listing
-    assert _principals(listing) == ["alice", "root", "ubuntu"] == cert["principals"]
+    # The gateway login, then exactly the (host, account) pairs dev grants in passthrough.
+    scoped = ["alice", "root@my-1", "root@sg-1", "ubuntu@my-1", "ubuntu@sg-1"]
+    assert _principals(listing) == scoped == cert["principals"]
     assert f'Key ID: "{cert["key_id"]}"' in listing and cert["key_id"].startswith("gpuhop:alice:")
     ca_fp = asyncssh.import_public_key(cert["ca_public_key"]).get_fingerprint()
     assert f"Signing CA: ED25519 {ca_fp}" in listing
@@ -552,7 +554,7 @@ async def test_certificate_for_the_callers_key(
     assert cert["valid_before"] - cert["valid_after"] == 600 + 60  # default, plus skew allowance
     [event] = await stack.events("cert.issued")
     assert event.actor == "alice" and event.data["key_id"] == cert["key_id"]
-    assert event.data["via"] == "api" and event.data["principals"] == ["alice", "root", "ubuntu"]
+    assert event.data["via"] == "api" and event.data["principals"] == scoped
 
 
 async def test_certificate_validity_is_capped(stack: Stack) -> None:
@@ -562,11 +564,12 @@ async def test_certificate_validity_is_capped(stack: Stack) -> None:
         headers=stack.auth("alice-ci"),
     )
     cert = response.json()
-    assert cert["valid_before"] - cert["valid_after"] == 3600 + 60
+    # It opens accounts on hosts: capped by cert_passthrough_max_validity_s (1800) too.
+    assert cert["valid_before"] - cert["valid_after"] == 1800 + 60
     bob = await stack.client.post(
         "/v1/certificates", json={"public_key": _key_line()}, headers=stack.auth("bob")
     )
-    assert bob.json()["principals"] == ["bob", "root"]
+    assert bob.json()["principals"] == ["bob", "root@sg-1"]
 
 
 @pytest.mark.parametrize(
@@ -594,10 +597,12 @@ async def test_certificate_logs_in_to_a_real_host(
     require_bin: Callable[[str], str],
     tmp_path: Path,
 ) -> None:
-    """The API signs with the CA a real sshd trusts; the certificate alone gets alice in as root."""
+    """The API signs with the CA a real sshd trusts; the certificate alone gets alice in as
+    root on sg-1, which maps logins to host-scoped principals (root@sg-1) as gpuhop hosts do."""
     ssh = require_bin("ssh")
     stack = await make_stack(ca_key=user_ca.private)
-    host = sim_host("sg-cert", authorized_keys=[])  # no plain keys: only a certificate works
+    # No plain keys: only a certificate works.
+    host = sim_host("sg-1", authorized_keys=[], scoped_principals=True)
     response = await stack.client.post(
         "/v1/certificates", json={"public_key": user_key.public_line}, headers=stack.auth("alice")
     )

@@ -96,7 +96,7 @@ def _add_host(
         directory=stack.root / "hosts" / name,
         gpus=2,
         gpu_model="NVIDIA H100 80GB HBM3",
-        user_ca_pub=stack.ca().public_line,
+        user_ca_pub=stack.host_ca_lines(),
         extra_env=env,
     )
     host.start()

@@ -116,7 +116,7 @@ def _add_host(stack: GatewayStack, name: str, env: dict[str, str]) -> None:
         directory=stack.root / "hosts" / name,
         gpus=4,
         gpu_model="NVIDIA A100-SXM4-80GB",
-        user_ca_pub=stack.ca().public_line,
+        user_ca_pub=stack.host_ca_lines(),
         extra_env=env,
     )
     host.start()

@@ -34,8 +34,10 @@ def test_user_ca_rotation_keeps_live_and_old(fresh_stack: GatewayStack, tmp_path
     assert rotated.returncode == 0, rotated.stderr
     trusted = rotated.stdout.strip().splitlines()
     assert len(trusted) == 2  # the new CA first, then the one rotated out
-    for host in stack.hosts.values():  # hosts trust both while old certificates live
-        (host.directory / "user_ca.pub").write_text("\n".join(trusted) + "\n")
+    # Hosts trust both while old certificates live, and the gateway's upstream CA as before.
+    lines = [*trusted, stack.upstream_ca().public_line]
+    for host in stack.hosts.values():
+        (host.directory / "user_ca.pub").write_text("\n".join(lines) + "\n")
     time.sleep(0.5)
     out, _ = live.communicate(timeout=30)
     assert live.returncode == 0 and out == b"survived\n"

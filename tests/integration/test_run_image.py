@@ -125,7 +125,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             directory=stack.root / "hosts" / HOST,
             gpus=4,
             gpu_model="NVIDIA A100-SXM4-80GB",
-            user_ca_pub=stack.ca().public_line,
+            user_ca_pub=stack.host_ca_lines(),
             extra_env={"DOCKER_HOST": daemons[HOST].base_url},
         )
         host.start()

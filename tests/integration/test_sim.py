@@ -415,7 +415,11 @@ class _Keys:
         self.ca = asyncssh.generate_private_key("ssh-ed25519")
         self.user = asyncssh.generate_private_key("ssh-ed25519")
         self.cert = self.ca.generate_user_certificate(
-            self.user, "embedded-test", principals=["root"], valid_before="+5m"
+            # A gpuhop host opens ACCOUNT only for the principal ACCOUNT@HOST.
+            self.user,
+            "embedded-test",
+            principals=["root@emb-1"],
+            valid_before="+5m",
         )
         self.plain = asyncssh.generate_private_key("ssh-ed25519")
 
@@ -512,7 +516,7 @@ def test_embedded_stop_kills_sessions(embedded: tuple[EmbeddedHost, _Keys]) -> N
 def test_openssh_client_certificate_on_embedded_host(
     tmp_path: Path, ssh: str, user_ca: KeyPair, user_key: KeyPair
 ) -> None:
-    cert = sign_user_key(user_ca, user_key)
+    cert = sign_user_key(user_ca, user_key, principals=("root@emb-2",))
     with EmbeddedHost("emb-2", tmp_path / "emb-2", gpus=1, user_ca_pub=user_ca.public_line) as host:
         argv = ssh_argv(
             ssh, user_key, known_hosts(tmp_path, host.known_hosts_line), host.port, cert

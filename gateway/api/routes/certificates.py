@@ -1,11 +1,17 @@
 """``/v1/certificates``: short-lived SSH user certificates for the caller's own key.
 
-Principals are the caller's user name plus the accounts their roles allow,
-exactly as ``gpuhop-gateway ca sign`` gives them; the certificate is returned
-only once ``cert.issued`` is durably audited.
+Principals are the caller's user name plus ``ACCOUNT@HOST`` for exactly the
+(host, account) pairs their roles grant in passthrough, as ``gpuhop-gateway ca
+sign`` gives them (see :mod:`gateway.policy.passthrough`); a certificate that
+opens accounts on hosts is valid for ``cert_passthrough_max_validity_s`` at
+most. The certificate is returned only once ``cert.issued`` is durably
+audited, which is also what lets the gateway revoke it at hosts when its user
+is removed.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from fastapi import APIRouter, Request
 
@@ -14,7 +20,8 @@ from gateway.api.errors import ApiError
 from gateway.api.schemas import CertificateOut, CertificateRequest
 from gateway.errors import KeyMaterialError
 from gateway.keys import parse_public_key
-from gateway.policy.rules import allowed_accounts
+from gateway.policy.passthrough import host_principals
+from gateway.settings import GatewaySettings
 
 router = APIRouter(tags=["certificates"])
 
@@ -38,6 +45,15 @@ def _check_key_type(algorithm: str, bits: int | None) -> None:
         raise ApiError(422, "invalid_public_key", f"RSA keys need at least {RSA_MIN_BITS} bits")
 
 
+def certificate_validity(asked: int | None, scoped: Sequence[str], g: GatewaySettings) -> int:
+    """The asked validity (else the default), capped by the config; shorter when the
+    certificate opens accounts on hosts, where it works without the gateway."""
+    cap = g.cert_max_validity_s
+    if scoped:
+        cap = min(cap, g.cert_passthrough_max_validity_s)
+    return min(asked or g.cert_default_validity_s, cap)
+
+
 @router.post("/certificates", response_model=CertificateOut)
 async def sign_certificate(
     request: Request, ctx: Ctx, caller: AnyCaller, body: CertificateRequest
@@ -55,11 +71,10 @@ async def sign_certificate(
     pyca = getattr(key, "pyca_key", None)
     _check_key_type(algorithm, getattr(pyca, "key_size", None))
     g = ctx.settings.gateway
-    validity = min(body.validity_s or g.cert_default_validity_s, g.cert_max_validity_s)
+    scoped = host_principals(principal, ctx.inventory.hosts)
+    validity = certificate_validity(body.validity_s, scoped, g)
     try:
-        issued = ctx.user_ca.sign(
-            key, user=principal.user, accounts=allowed_accounts(principal), validity_s=validity
-        )
+        issued = ctx.user_ca.sign(key, user=principal.user, accounts=scoped, validity_s=validity)
     except KeyMaterialError as exc:
         raise ApiError(422, "invalid_public_key", str(exc)) from None
     await ctx.audit.append(

@@ -1,0 +1,81 @@
+"""What passthrough may do, decided so that the host itself can hold to it.
+
+In passthrough the user's SSH session runs end to end inside a forwarded
+channel: the gateway sees neither the remote account nor which GPUs or data
+the session uses. So each promise is moved to where it can be kept:
+
+* **accounts**: the user's certificate carries ``ACCOUNT@HOST`` principals for
+  exactly the (host, account) pairs a role grants in passthrough
+  (:func:`host_principals`); the host maps logins to those names, so it refuses
+  every other account. A role that allows any account (``*``) cannot be written
+  as principals and grants no passthrough account.
+* **GPUs**: a passthrough session may use every GPU on the host, so it *is* a
+  request for all of them (:func:`passthrough_request`): a role capping GPUs
+  below the host's count does not grant it, and the whole host is leased.
+* **residency**: the gateway cannot see which data a passthrough session
+  carries, so passthrough is refused on a host where any declared data set may
+  not be processed (:func:`passthrough_residency`).
+
+Budgets and metering apply as in recorded mode (the leased GPUs' price over
+the session's time, bytes at the host's egress price). Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+
+from gateway.models import AccessRequest, Decision, Host, Mode, Principal
+from gateway.policy.residency import DataSet, check_residency
+from gateway.policy.rules import ANY, evaluate
+
+
+def host_principal(account: str, host: str) -> str:
+    """The certificate principal that opens ``account`` on ``host`` and nowhere else.
+
+    Hosts map a login to it with ``AuthorizedPrincipalsCommand /bin/echo %u@HOST``
+    (or an ``AuthorizedPrincipalsFile``), so a certificate names exactly the
+    (host, account) pairs it may open; see docs/hosts.md.
+    """
+    return f"{account}@{host}"
+
+
+def passthrough_request(host: Host) -> AccessRequest:
+    """A passthrough session as policy sees it: every GPU of the host, account unseen."""
+    return AccessRequest(host, Mode.PASSTHROUGH, gpus=host.gpu_count)
+
+
+def passthrough_accounts(principal: Principal, host: Host) -> tuple[str, ...]:
+    """Accounts on ``host`` that some role grants in passthrough, sorted; never ``*``."""
+    request = passthrough_request(host)
+    found: set[str] = set()
+    for role in principal.roles:
+        alone = dataclasses.replace(principal, roles=(role,))
+        if evaluate(alone, request).allowed:
+            found.update(a for a in role.accounts if a and a != ANY)
+    return tuple(sorted(found))
+
+
+def host_principals(principal: Principal, hosts: Iterable[Host]) -> tuple[str, ...]:
+    """``ACCOUNT@HOST`` for every pair passthrough policy grants: a certificate's principals."""
+    return tuple(
+        sorted(
+            host_principal(account, host.name)
+            for host in hosts
+            for account in passthrough_accounts(principal, host)
+        )
+    )
+
+
+def passthrough_residency(host: Host, datasets: Mapping[str, DataSet]) -> Decision:
+    """Refuse passthrough where any declared data set may not be processed."""
+    for name in sorted(datasets):
+        decision = check_residency(datasets[name], host)
+        if not decision.allowed:
+            return Decision(
+                False,
+                f"passthrough to {host.name} refused: data set {name} may not be processed "
+                "there, and the gateway cannot see which data a passthrough session "
+                "carries (use a recorded session with GPUHOP_DATA)",
+            )
+    return Decision(True, "no declared data set is restricted from this host")
