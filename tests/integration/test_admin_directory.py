@@ -191,7 +191,8 @@ def test_grant_and_revoke_change_policy(stack: GatewayStack, gpuhop: Gpuhop) -> 
     assert ssh_ok(stack, erin, "my-1").returncode != 0  # the role covers region sg only
     assert gpuhop("roles", "revoke", "erin", "sg-rec").returncode == 0
     assert ssh_ok(stack, erin, "sg-1").returncode != 0
-    denies = [e for e in stack.audit_events("channel.deny") if e["user"] == "erin"]
+    # Refusals are audited just after the refusal itself goes out.
+    denies = stack.wait_audit_events("channel.deny", lambda e: e["user"] == "erin", count=3)
     assert len(denies) >= 3
     roles = json.loads(gpuhop("roles", "ls", "--json").stdout)
     assert {r["name"]: r["source"] for r in roles}["sg-rec"] == "admin"
