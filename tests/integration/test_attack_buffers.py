@@ -216,7 +216,8 @@ PRINT_GPU_ENV = "env | grep -E '^(CUDA_|GPUHOP_|NVIDIA_)' | sort"
 
 def _gpu_env(out: bytes) -> dict[str, str]:
     pairs = (line.partition("=") for line in out.decode().splitlines() if "=" in line)
-    return {k: v for k, _, v in pairs if k != "GPUHOP_FAKE_GPUS"}  # the host's own marker
+    host_own = {"GPUHOP_FAKE_GPUS", "GPUHOP_KRL"}  # set by the simulated host itself
+    return {k: v for k, _, v in pairs if k not in host_own}
 
 
 def test_client_sent_cuda_env_never_reaches_the_host(gw: GatewayStack) -> None:
