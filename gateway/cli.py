@@ -252,7 +252,7 @@ def ca_sign(
     from gateway.audit.store import open_store
     from gateway.keys import parse_public_key
     from gateway.models import Principal
-    from gateway.policy.passthrough import host_principals
+    from gateway.policy.passthrough import host_principals, passthrough_agent_forwarding
     from gateway.server import load_user_ca
 
     settings = load_settings(config_path)
@@ -271,7 +271,10 @@ def ca_sign(
     principal = Principal(user=user.name, roles=inv.roles_of(user), team=user.team)
     scoped = host_principals(principal, inv.hosts)
     seconds = certificate_validity(seconds, scoped, g)
-    issued = load_user_ca(settings).sign(key, user=user.name, accounts=scoped, validity_s=seconds)
+    agent = passthrough_agent_forwarding(principal, inv.hosts)
+    issued = load_user_ca(settings).sign(
+        key, user=user.name, accounts=scoped, validity_s=seconds, permit_agent_forwarding=agent
+    )
     target = out or pubkey.with_name(pubkey.name.removesuffix(".pub") + "-cert.pub")
     try:
         target.write_text(issued.openssh_line() + "\n")

@@ -213,6 +213,7 @@ class UserCA:
         accounts: Sequence[str],
         validity_s: int,
         now: float | None = None,
+        permit_agent_forwarding: bool = False,
     ) -> IssuedCert:
         """Sign a short-lived user certificate.
 
@@ -222,7 +223,9 @@ class UserCA:
         on hosts, which trust this CA through ``TrustedUserCAKeys`` and map
         logins with ``AuthorizedPrincipals*``. The
         key id ``gpuhop:USER:SERIAL`` names the user so the gateway and the
-        hosts' own logs can tell who it was.
+        hosts' own logs can tell who it was. ``permit-agent-forwarding`` is off
+        unless asked for (see ``gateway.policy.passthrough.passthrough_agent_forwarding``);
+        X11 forwarding and user rc files are always off.
         """
         if validity_s <= 0:
             raise KeyMaterialError("certificate validity must be positive")
@@ -241,7 +244,7 @@ class UserCA:
             valid_after=start,
             valid_before=end,
             permit_x11_forwarding=False,
-            permit_agent_forwarding=False,
+            permit_agent_forwarding=permit_agent_forwarding,
             permit_user_rc=False,
         )
         return IssuedCert(cert, key_id, serial, principals, start, end)

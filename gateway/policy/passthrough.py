@@ -9,6 +9,10 @@ the session uses. So each promise is moved to where it can be kept:
   (:func:`host_principals`); the host maps logins to those names, so it refuses
   every other account. A role that allows any account (``*``) cannot be written
   as principals and grants no passthrough account.
+* **agent forwarding**: the host, not the gateway, sees ``ssh -A`` in
+  passthrough, and it reads ``permit-agent-forwarding`` from the certificate;
+  one certificate carries every pair, so it permits agent forwarding only when
+  every role granting one of them allows it (:func:`passthrough_agent_forwarding`).
 * **GPUs**: a passthrough session may use every GPU on the host, so it *is* a
   request for all of them (:func:`passthrough_request`): a role capping GPUs
   below the host's count does not grant it, and the whole host is leased.
@@ -65,6 +69,19 @@ def host_principals(principal: Principal, hosts: Iterable[Host]) -> tuple[str, .
             for account in passthrough_accounts(principal, host)
         )
     )
+
+
+def passthrough_agent_forwarding(principal: Principal, hosts: Iterable[Host]) -> bool:
+    """Whether a certificate with :func:`host_principals` may say ``permit-agent-forwarding``:
+    only when some role grants a passthrough account and every such role allows it."""
+    granting = []
+    for host in hosts:
+        request = passthrough_request(host)
+        for role in principal.roles:
+            alone = dataclasses.replace(principal, roles=(role,))
+            if any(a and a != ANY for a in role.accounts) and evaluate(alone, request).allowed:
+                granting.append(role)
+    return bool(granting) and all(role.agent_forwarding for role in granting)
 
 
 def passthrough_residency(host: Host, datasets: Mapping[str, DataSet]) -> Decision:

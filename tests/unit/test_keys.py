@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import asyncssh
 import pytest
 
 from gateway import keys
@@ -52,3 +53,14 @@ def test_offered_host_keys_replace_the_tables_new_connections_use() -> None:
     assert options.server_host_keys is not before  # live connections keep the old table
     assert options.server_host_keys[b"ssh-ed25519"].public_data == b.public_data
     assert set(options.all_server_host_keys) == {a.public_data, b.public_data}
+
+
+def test_user_certificates_permit_agent_forwarding_only_when_asked() -> None:
+    ca = keys.UserCA([asyncssh.generate_private_key("ssh-ed25519")])
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    plain = ca.sign(key, user="u", accounts=["root@sg-1"], validity_s=60)
+    agent = ca.sign(
+        key, user="u", accounts=["root@sg-1"], validity_s=60, permit_agent_forwarding=True
+    )
+    assert b"permit-agent-forwarding" not in plain.cert.public_data  # the signed blob
+    assert b"permit-agent-forwarding" in agent.cert.public_data

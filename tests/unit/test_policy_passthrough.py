@@ -13,6 +13,7 @@ from gateway.models import Host, Mode, Principal, Role
 from gateway.policy.passthrough import (
     host_principals,
     passthrough_accounts,
+    passthrough_agent_forwarding,
     passthrough_request,
     passthrough_residency,
 )
@@ -135,3 +136,28 @@ def test_revocation_list_is_bounded_keeping_the_longest_lived(
     fps = [f"SHA256:{c * 43}" for c in "ABC"]
     issued = [IssuedCert("erin", fp, 2000.0 + i) for i, fp in enumerate(fps)]
     assert revoked_fingerprints(issued, set(), now=1000.0) == (fps[1], fps[2])
+
+
+AGENT_PT = Role("agent-pt", ("name:sg-1",), ("root",), PT, agent_forwarding=True)
+PLAIN_PT = Role("plain-pt", ("name:my-1",), ("root",), PT)
+AGENT_REC = Role("agent-rec", ("*",), ("root",), REC, agent_forwarding=True)
+
+
+@pytest.mark.parametrize(
+    ("roles", "permitted"),
+    [
+        ((AGENT_PT,), True),
+        ((PLAIN_PT,), False),
+        # One granting role without it: the one certificate carries both, so no.
+        ((AGENT_PT, PLAIN_PT), False),
+        # Recorded roles grant no principal: they neither permit nor forbid.
+        ((AGENT_PT, Role("r", ("*",), ("root",), REC)), True),
+        ((AGENT_REC,), False),  # no passthrough at all: nothing to permit
+        ((Role("any", ("*",), ("*",), PT, agent_forwarding=False), AGENT_PT), True),
+        ((), False),
+    ],
+)
+def test_certificate_permits_agent_forwarding_only_if_every_granting_role_does(
+    roles: tuple[Role, ...], permitted: bool
+) -> None:
+    assert passthrough_agent_forwarding(_p(*roles), (SG, MY, CPU)) is permitted

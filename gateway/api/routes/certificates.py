@@ -4,9 +4,10 @@ Principals are the caller's user name plus ``ACCOUNT@HOST`` for exactly the
 (host, account) pairs their roles grant in passthrough, as ``gpuhop-gateway ca
 sign`` gives them (see :mod:`gateway.policy.passthrough`); a certificate that
 opens accounts on hosts is valid for ``cert_passthrough_max_validity_s`` at
-most. The certificate is returned only once ``cert.issued`` is durably
-audited, which is also what lets the gateway revoke it at hosts when its user
-is removed.
+most. It permits agent forwarding only when every role granting one of those
+pairs allows it (the host enforces ``ssh -A`` in passthrough). The certificate
+is returned only once ``cert.issued`` is durably audited, which is also what
+lets the gateway revoke it at hosts when its user is removed.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from gateway.api.errors import ApiError
 from gateway.api.schemas import CertificateOut, CertificateRequest
 from gateway.errors import KeyMaterialError
 from gateway.keys import parse_public_key
-from gateway.policy.passthrough import host_principals
+from gateway.policy.passthrough import host_principals, passthrough_agent_forwarding
 from gateway.settings import GatewaySettings
 
 router = APIRouter(tags=["certificates"])
@@ -73,8 +74,15 @@ async def sign_certificate(
     g = ctx.settings.gateway
     scoped = host_principals(principal, ctx.inventory.hosts)
     validity = certificate_validity(body.validity_s, scoped, g)
+    agent = passthrough_agent_forwarding(principal, ctx.inventory.hosts)
     try:
-        issued = ctx.user_ca.sign(key, user=principal.user, accounts=scoped, validity_s=validity)
+        issued = ctx.user_ca.sign(
+            key,
+            user=principal.user,
+            accounts=scoped,
+            validity_s=validity,
+            permit_agent_forwarding=agent,
+        )
     except KeyMaterialError as exc:
         raise ApiError(422, "invalid_public_key", str(exc)) from None
     await ctx.audit.append(
@@ -85,6 +93,7 @@ async def sign_certificate(
             "key_id": issued.key_id,
             "serial": issued.serial,
             "principals": list(issued.principals),
+            "agent_forwarding": agent,
             "valid_after": issued.valid_after,
             "valid_before": issued.valid_before,
             "fingerprint": key.get_fingerprint(),
