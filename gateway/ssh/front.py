@@ -16,6 +16,7 @@ import ipaddress
 import socket
 import time
 import uuid
+import weakref
 from collections.abc import Awaitable
 from typing import Any
 
@@ -35,7 +36,7 @@ from gateway.ssh.inner import Jump, resolver_for, run_inner
 from gateway.ssh.limits import Refused, Startup, channel_refusal, limit_env, turn_away_bytes
 from gateway.ssh.passadmit import PassthroughAdmission, admit_passthrough
 from gateway.ssh.passthrough import PassthroughSession, RelayStats
-from gateway.ssh.recorded import RecordedSession
+from gateway.ssh.recorded import NO_AGENT_HERE, RecordedSession
 from gateway.ssh.restrictions import LoginRestrictions
 
 log = structlog.get_logger("gpuhop.ssh")
@@ -194,6 +195,9 @@ class FrontServer(asyncssh.SSHServer):
         self.principal: Principal | None = None
         self._fixed: tuple[str, str] | None = None
         self._revoked = ""
+        self._sessions: weakref.WeakKeyDictionary[
+            asyncssh.SSHServerChannel[bytes], RecordedSession
+        ] = weakref.WeakKeyDictionary()  # by channel, for ssh -A
 
     # -- connection lifecycle --
 
@@ -399,6 +403,7 @@ class FrontServer(asyncssh.SSHServer):
         chan: asyncssh.SSHServerChannel[bytes] = self._conn.create_server_channel()
         limit_env(chan, self._ctx.max_env, lambda r: self._audit_refusal("env", "", r))
         session = RecordedSession(self._ctx, None, resolver_for(self._ctx, self, self._fixed))
+        self._sessions[chan] = session
         return chan, session
 
     def _refuse_channel(self, request: str, dest: str, reason: str) -> None:
@@ -571,13 +576,13 @@ class FrontServer(asyncssh.SSHServer):
         self._ctx.spawn(self._audit_deny("streamlocal", dest_path, reason))
         raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, reason)
 
-    def agent_requested(self) -> None:
-        """``ssh -A`` to the gateway itself (OpenSSH wants no reply; the refusal is audited)."""
-        self._ctx.spawn(
-            self._refuse_async(
-                "auth-agent", "", "agent forwarding is not relayed for sessions on the gateway"
-            )
-        )
+    def agent_requested(self, chan: asyncssh.SSHServerChannel[bytes] | None) -> None:
+        """``ssh -A`` on ``chan``: its recorded session decides once it knows its host."""
+        session = self._sessions.get(chan) if chan is not None else None
+        if session is not None:
+            session.agent_requested()
+            return
+        self._ctx.spawn(self._refuse_async("auth-agent", "", NO_AGENT_HERE))
 
     async def _refuse_async(self, request: str, dest: str, reason: str) -> bool:
         await self._audit_deny(request, dest, reason)

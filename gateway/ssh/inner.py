@@ -15,8 +15,9 @@ never the host's SSH port), and audited as open/close with bytes each way. A
 forward opens only once its ``forward.open`` event is durable (fail closed).
 Remote forwards (``-R``) the role allows are opened on the host over the same
 connection (``forward.listen``/``forward.unlisten``, each accepted connection a
-forward like ``-L``). Agent and UNIX socket forwards are refused here with their
-reason, and audited.
+forward like ``-L``). ``ssh -A`` is decided by the session it was asked on
+(:class:`gateway.ssh.recorded.RecordedSession`: relayed when the role allows it).
+UNIX socket forwards are refused here with their reason, and audited.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -47,8 +49,6 @@ from gateway.ssh.recorded import RecordedSession, Resolution, Target
 from gateway.ssh.restrictions import LoginRestrictions
 
 log = structlog.get_logger("gpuhop.inner")
-
-NOT_RELAYED = "not relayed in recorded mode yet"
 
 
 class _Pipe(asyncssh.SSHTCPSession[bytes]):
@@ -214,6 +214,9 @@ class InnerServer(asyncssh.SSHServer):
         self._principal = jump.principal  # the latest answer of jump.authority, for audit
         self._host = host
         self._account = ""
+        self._sessions: weakref.WeakKeyDictionary[
+            asyncssh.SSHServerChannel[bytes], RecordedSession
+        ] = weakref.WeakKeyDictionary()  # by channel, for ssh -A
 
     def begin_auth(self, username: str) -> bool:
         self._account = username
@@ -274,7 +277,8 @@ class InnerServer(asyncssh.SSHServer):
         assert self._conn is not None
         chan: asyncssh.SSHServerChannel[bytes] = self._conn.create_server_channel()
         limit_env(chan, self._ctx.max_env, self._env_refused)
-        return chan, RecordedSession(self._ctx, target)
+        session = self._sessions[chan] = RecordedSession(self._ctx, target)
+        return chan, session
 
     def _env_refused(self, reason: str) -> None:
         p = self._principal
@@ -527,12 +531,14 @@ class InnerServer(asyncssh.SSHServer):
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, reason) from exc
         return fwd.up
 
-    def agent_requested(self) -> None:
-        """``ssh -A``: refused (OpenSSH asks without wanting a reply; the reason is audited)."""
+    def agent_requested(self, chan: asyncssh.SSHServerChannel[bytes] | None) -> None:
+        """``ssh -A`` on ``chan``: its recorded session decides; on any other channel refused."""
+        session = self._sessions.get(chan) if chan is not None else None
+        if session is not None:
+            session.agent_requested()
+            return
         decision = self._forward_decision(ForwardKind.AGENT, "", 0)
-        reason = decision.reason
-        if decision.allowed:
-            reason = f"{reason}, but agent forwarding is {NOT_RELAYED}"
+        reason = decision.reason if not decision.allowed else "no recorded session asked for it"
         self._audit_refusal(ForwardKind.AGENT, "", reason)
 
     def unix_connection_requested(self, dest_path: str) -> bool:
@@ -652,15 +658,19 @@ def resolver_for(ctx: FrontContext, authority: Authority, fixed: tuple[str, str]
             words = (command or "").split(maxsplit=1)
             if words and words[0] == ENV_COMMAND:  # image pushes, fanned out here
                 args = words[1] if len(words) > 1 else ""
-                return Resolution(service=EnvSession(ctx, principal, args, default_account))
+                service = EnvSession(ctx, principal, args, default_account)
+                return Resolution(service=service, principal=principal)
             if not words or ctx.inventory.host(words[0]) is None:
-                return Resolution(message=menu_text(ctx, principal, words[0] if words else ""))
+                menu = menu_text(ctx, principal, words[0] if words else "")
+                return Resolution(message=menu, principal=principal)
             host_name, account = words[0], ""
             rest = words[1] if len(words) > 1 else None
         host = ctx.inventory.host(host_name)
         if host is None:
             return Resolution(
-                message=f"gpuhop: denied: unknown host {host_name}\n", exit_status=255
+                message=f"gpuhop: denied: unknown host {host_name}\n",
+                exit_status=255,
+                principal=principal,
             )
         if not account:
             account = default_account(principal, host)
@@ -680,7 +690,9 @@ def resolver_for(ctx: FrontContext, authority: Authority, fixed: tuple[str, str]
                 },
                 scope=principal.source,
             )
-            return Resolution(message=f"gpuhop: denied: {decision.reason}\n", exit_status=255)
+            return Resolution(
+                message=f"gpuhop: denied: {decision.reason}\n", exit_status=255, principal=principal
+            )
         target = Target(
             principal,
             host,

@@ -11,6 +11,12 @@ end to end: a full window on one side pauses reading on the other.
 A recording that cannot be created refuses the session: never unrecorded. Output
 is recorded before it is forwarded; when the recording cannot go on (write error,
 size cap, free-space reserve) the data is dropped and the session ends.
+
+``ssh -A``: a session whose user asked for the agent relays it when a role that
+grants the session allows agent forwarding (``session.agent``, durable before the
+relay opens), over a connection to the host of its own and a socket of its own
+(:mod:`gateway.ssh.agentrelay`), both closed with the session. Otherwise the
+refusal is audited and the user's stderr says why, once, as the session starts.
 """
 
 from __future__ import annotations
@@ -26,11 +32,14 @@ import asyncssh
 import structlog
 
 from gateway.audit.recording import Recording, RecordingError, check_free
+from gateway.audit.store import append_within
 from gateway.errors import GatewayError, StorageError
 from gateway.inventory.leases import Lease, LeaseRefused, host_environment
 from gateway.live import IdleWatch
 from gateway.models import AccessRequest, Host, Mode, Principal
+from gateway.policy.forwards import ForwardKind, ForwardRequest, decide_forward, ssh_ports_of
 from gateway.policy.rules import evaluate
+from gateway.ssh.agentrelay import AgentRelay
 from gateway.ssh.context import ActiveSession, Authority, FrontContext
 from gateway.ssh.limits import ResizeThrottle
 from gateway.ssh.sftpaudit import SftpAuditor
@@ -39,6 +48,7 @@ log = structlog.get_logger("gpuhop.recorded")
 
 STDERR = asyncssh.EXTENDED_DATA_STDERR
 SPACE_CHECK_S = 2.0  # how often an idle recorded session reads the free space
+NO_AGENT_HERE = "agent forwarding is not relayed for sessions on the gateway"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +103,7 @@ class Resolution:
     message: str = ""  # shown when there is no target (a menu or a refusal)
     exit_status: int = 0
     service: asyncssh.SSHServerSession[bytes] | None = None  # the gateway answers itself
+    principal: Principal | None = None  # who asked, when known (to audit a refused ssh -A)
 
 
 Resolver = Callable[[str | None], Awaitable[Resolution]]
@@ -139,6 +150,8 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
         self._last_activity = time.monotonic()
         self._space_timer: asyncio.TimerHandle | None = None
         self._resizes = ResizeThrottle(self._resize, ctx.max_resizes_per_s)
+        self._agent_wanted = False  # the user asked for ssh -A on this channel
+        self._agent: AgentRelay | None = None
 
     @property
     def target(self) -> Target:
@@ -168,6 +181,10 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
             return False
         self._subsystem = subsystem
         return True
+
+    def agent_requested(self) -> None:
+        """``ssh -A`` on this channel: decided in :meth:`_open`, once the host is known."""
+        self._agent_wanted = True
 
     def session_started(self) -> None:
         assert self._chan is not None
@@ -209,6 +226,8 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
         ctx = self._ctx
         if self._resolver is not None:
             res = await self._resolver(self._command)
+            if self._agent_wanted and res.target is None:  # a menu, a refusal or a service
+                self._refuse_agent(NO_AGENT_HERE, res.principal, tell=res.service is None)
             if res.service is not None:
                 self._hand_over(res.service)
                 return
@@ -269,11 +288,23 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
         )
         if self._chan is None or self._error:
             return  # revoked as it registered
+        if self._agent_wanted:
+            await self._relay_agent(chan)
+            if self._finished:
+                return
         assert ctx.pool is not None
         try:
-            entry = await ctx.pool.acquire(
-                self.target.principal.user, self.target.host, self.target.account
-            )
+            if self._agent is not None:  # never a shared connection: see upstream.py
+                entry = await ctx.pool.acquire_private(
+                    self.target.principal.user,
+                    self.target.host,
+                    self.target.account,
+                    agent_path=str(self._agent.path),
+                )
+            else:
+                entry = await ctx.pool.acquire(
+                    self.target.principal.user, self.target.host, self.target.account
+                )
         except GatewayError as exc:
             self._error = str(exc)
             await self._audit("upstream.fail", {"reason": str(exc)})
@@ -317,6 +348,69 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
             )
         if not self._host_full:  # a host that is already full resumes the user itself
             chan.resume_reading()
+
+    async def _relay_agent(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
+        """``ssh -A``: open this session's agent relay when policy allows, else say why."""
+        t = self.target
+        ports = ssh_ports_of(t.host, tuple(self._ctx.inventory.hosts))
+        request = ForwardRequest(ForwardKind.AGENT, t.host, ssh_ports=ports)
+        decision = decide_forward(t.principal, t.account, request)
+        if not decision.allowed:
+            self._refuse_agent(decision.reason, t.principal)
+            return
+        try:
+            relay = await AgentRelay.open(chan.get_connection())
+        except OSError as exc:
+            self._refuse_agent(f"agent socket unavailable: {exc.strerror or exc}", t.principal)
+            return
+        data: dict[str, object] = {
+            "session_id": self.session_id,
+            "user": t.principal.user,
+            "source": t.principal.source,
+            "host": t.host.name,
+            "account": t.account,
+            "role": decision.role,
+            "via": t.via,
+            "socket": str(relay.path),
+        }
+        if t.jump:
+            data["jump_id"] = t.jump
+        try:  # durable before the host can reach the agent: fail closed
+            timeout = self._ctx.audit_start_timeout_s
+            await append_within(self._ctx.audit, "session.agent", t.principal.user, data, timeout)
+        except Exception as exc:
+            relay.close()
+            log.error("audit write failed; not relaying the agent", error=str(exc))
+            self._tell("agent forwarding refused: audit log unavailable")
+            return
+        if self._finished:
+            relay.close()
+            return
+        self._agent = relay
+
+    def _refuse_agent(self, reason: str, principal: Principal | None, tell: bool = True) -> None:
+        """Audit a refused ``ssh -A`` with its reason and tell the user (OpenSSH shows nothing)."""
+        if principal is not None:
+            data: dict[str, object] = {
+                "user": principal.user,
+                "source": principal.source,
+                "request": ForwardKind.AGENT.value,
+                "dest": "",
+                "reason": reason,
+            }
+            if self._t is not None:
+                data.update(
+                    session_id=self.session_id, host=self._t.host.name, account=self._t.account
+                )
+            self._ctx.audit_soon("channel.deny", principal.user, data, scope=principal.source)
+        log.info("agent forwarding refused", reason=reason)
+        if tell:
+            self._tell(f"agent forwarding refused: {reason}")
+
+    def _tell(self, message: str) -> None:
+        if self._chan is not None:
+            with contextlib.suppress(OSError):
+                self._chan.write(f"gpuhop: {message}\r\n".encode(), STDERR)
 
     def _hand_over(self, service: asyncssh.SSHServerSession[bytes]) -> None:
         """Let a service on the gateway itself answer this channel; it audits its own work."""
@@ -614,6 +708,8 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
         ctx.sessions.pop(self.session_id, None)
         if self._entry is not None and ctx.pool is not None:
             ctx.pool.release(self._entry)  # type: ignore[arg-type]
+        if self._agent is not None:
+            self._agent.close()
         end = self._common()
         if self._metered and ctx.live is not None:
             cost = ctx.live.stop_meter(self.session_id)

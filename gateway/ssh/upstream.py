@@ -10,6 +10,11 @@ reused for the same (user, host, account) while they have channels, and for
 ``idle_s`` after, because a fresh key exchange to a far region is the most
 expensive part of opening a session.
 
+A session that relays the user's agent (``ssh -A``) gets a connection of its
+own (:meth:`UpstreamPool.acquire_private`), never a pooled one: every session
+on an agent-forwarding connection asks the host for the agent, so sharing it
+would hand one session's agent to another. It is closed when released.
+
 Receive windows are sized from the round trip measured when the connection
 was made (the bandwidth-delay product), so a download from a host 120 ms away
 is not capped by a 2 MiB window.
@@ -57,6 +62,7 @@ class _Entry:
     window: int
     users: int = 0
     idle_since: float = field(default_factory=time.monotonic)
+    private: bool = False  # one session's own (agent forwarding): closed on release
 
 
 class UpstreamPool:
@@ -123,7 +129,21 @@ class UpstreamPool:
         entry = await self._connect((user, host.name, account), user, host, account)
         return entry.conn
 
+    async def acquire_private(
+        self, user: str, host: Host, account: str, *, agent_path: str
+    ) -> _Entry:
+        """A connection for one session only, forwarding the host's agent requests to
+        ``agent_path`` (the session's relay to the user's agent); :meth:`release` closes it."""
+        entry = await self._connect((user, host.name, account), user, host, account, agent_path)
+        entry.private = True
+        entry.users = 1
+        return entry
+
     def release(self, entry: _Entry) -> None:
+        if entry.private:
+            entry.users = 0
+            entry.conn.close()
+            return
         entry.users = max(0, entry.users - 1)
         if entry.users == 0:
             entry.idle_since = time.monotonic()
@@ -136,7 +156,12 @@ class UpstreamPool:
         entry.conn.close()
 
     async def _connect(
-        self, key: tuple[str, str, str], user: str, host: Host, account: str
+        self,
+        key: tuple[str, str, str],
+        user: str,
+        host: Host,
+        account: str,
+        agent_path: str | None = None,
     ) -> _Entry:
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in host.address else socket.AF_INET
@@ -156,6 +181,7 @@ class UpstreamPool:
             user=user,
             accounts=[host_principal(account, host.name)],
             validity_s=CERT_VALIDITY_S,
+            permit_agent_forwarding=agent_path is not None,  # the host checks it for ssh -A
         )
         try:
             trust = host_trust(host)
@@ -170,7 +196,8 @@ class UpstreamPool:
                     username=account,
                     client_keys=[(self._key, issued.cert)],
                     known_hosts=trust,
-                    agent_path=None,
+                    agent_path=None,  # never the user's agent for the gateway's own login
+                    agent_forwarding=agent_path or False,
                     config=None,
                     keepalive_interval=self._keepalive_s,
                     keepalive_count_max=3,
