@@ -343,8 +343,8 @@ def test_allowed_remote_forward_is_relayed_and_audited(
     ("user", "form", "reason"),
     [
         ("rita", "jump", "role rec does not allow agent forwarding"),
-        ("vic", "jump", "not relayed in recorded mode yet"),
-        ("vic", "direct", "agent forwarding is not relayed for sessions on the gateway"),
+        ("rita", "direct", "role rec does not allow agent forwarding"),
+        # vic's role allows it: relayed, see test_attack_agent.py
     ],
 )
 def test_agent_forwarding_is_refused_and_audited(
