@@ -203,7 +203,9 @@ def roles_ls(as_json: bool) -> None:
 @click.option(
     "--forward-port", "forward_ports", multiple=True, help="Port or LOW-HIGH range; repeatable."
 )
-@click.option("--agent-forwarding", is_flag=True, help="Allow ssh -A (refused: not relayed yet).")
+@click.option(
+    "--agent-forwarding", is_flag=True, help="Allow ssh -A (relayed per session, audited)."
+)
 @click.option("--remote-forwarding", is_flag=True, help="Allow ssh -R on the forward ports.")
 def roles_add(
     name: str,

@@ -447,8 +447,12 @@ class RoleConfig(BaseModel):
     random port). The host's SSH ports (22, its inventory port, those of other inventory
     hosts at the same address) are always refused."""
     agent_forwarding: bool = False
-    """Allow ``ssh -A`` in recorded sessions (not relayed yet: an allowed request is still
-    refused with a reason saying so, and audited)."""
+    """Allow ``ssh -A``. Recorded sessions relay the user's agent to the host for that
+    session only (its own socket and host connection, audited as ``session.agent``); in
+    passthrough the certificate says ``permit-agent-forwarding`` only when every role
+    granting passthrough allows it. Root on the host can use the agent while the session
+    lasts, as with any agent forwarding: off by default, refusals audited and told to the
+    user."""
     remote_forwarding: bool = False
     """Allow ``ssh -R`` listeners on the host's loopback, on ``forward_ports`` only, in
     recorded sessions (relayed over the gateway's connection to the host, audited)."""
