@@ -26,6 +26,7 @@ from pathlib import Path
 
 import asyncssh
 import structlog
+from asyncssh.channel import SSHAgentChannel
 from asyncssh.connection import SSHConnection
 
 log = structlog.get_logger("gpuhop.agent")
@@ -60,7 +61,8 @@ class AgentRelay:
         self.directory = directory
         self.path = directory / SOCKET_NAME
         self._server: asyncio.AbstractServer | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._open: set[asyncio.StreamWriter] = set()  # one per agent connection
+        self._channels: set[SSHAgentChannel] = set()
         self._closed = False
 
     @classmethod
@@ -77,28 +79,29 @@ class AgentRelay:
         return relay
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if self._closed or task is None or len(self._tasks) >= MAX_AGENT_CONNECTIONS:
+        if self._closed or len(self._open) >= MAX_AGENT_CONNECTIONS:
             writer.close()
             return
-        self._tasks.add(task)
+        self._open.add(writer)
         try:
             await self._relay(reader, writer)
         except (asyncssh.Error, OSError) as exc:
             log.info("agent connection ended", error=str(exc))
         finally:
-            self._tasks.discard(task)
+            self._open.discard(writer)
             writer.close()
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         chan = self._conn.create_agent_channel()
-        await chan.open(lambda: _ToSocket(writer))
+        self._channels.add(chan)
         try:
-            while data := await reader.read(65536):
+            await chan.open(lambda: _ToSocket(writer))
+            while not self._closed and (data := await reader.read(65536)):
                 chan.write(data)  # agent messages are small; the channel window bounds them
             chan.write_eof()
             await chan.wait_closed()
         finally:
+            self._channels.discard(chan)
             chan.close()
 
     def close(self) -> None:
@@ -108,6 +111,8 @@ class AgentRelay:
         self._closed = True
         if self._server is not None:
             self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
+        for chan in list(self._channels):
+            chan.close()  # its relay task then ends by itself
+        for writer in list(self._open):
+            writer.close()
         shutil.rmtree(self.directory, ignore_errors=True)

@@ -112,8 +112,14 @@ async def test_hook_names_the_channel_and_the_relay_reaches_the_clients_agent(
             await asyncio.wait_for(fake.ended.wait(), 10)
             writer.close()
             await writer.wait_closed()
-            relay.close()
+            reader, writer = await asyncio.open_unix_connection(str(relay.path))
+            writer.write(b"again")
+            assert await asyncio.wait_for(reader.readexactly(11), 10) == b"agent:again"
+            relay.close()  # the session ended: its open agent connections end too
             assert not relay.directory.exists()
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+            writer.close()
+            await writer.wait_closed()
             chan.close()
             await chan.wait_closed()
     finally:
