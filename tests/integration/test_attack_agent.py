@@ -27,6 +27,7 @@ import httpx
 import pytest
 
 from gateway.keys import ensure_private_key, public_line
+from gateway.sim import procs
 from tests.integration.conftest import need_openssh
 from tests.integration.gwstack import GatewayStack, StackUser
 
@@ -144,6 +145,19 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.communicate(timeout=10)
 
 
+def _host_agent_sockets(stack: GatewayStack, host: str) -> set[str]:
+    """Agent sockets the host's sshd made for sessions now open (``/tmp/ssh-*/agent.PID``,
+    PID a session process of this host's sshd; other sshds on the machine are not ours)."""
+    pid = int((stack.hosts[host].directory / "sshd.pid").read_text())
+    ours = procs.descendants(pid)
+    found = set()
+    for path in Path("/tmp").glob("ssh-*/agent.*"):
+        suffix = path.name.removeprefix("agent.")
+        if suffix.isdigit() and int(suffix) in ours:
+            found.add(str(path))
+    return found
+
+
 def _read_until(proc: subprocess.Popen[bytes], needle: bytes, timeout: float = 20.0) -> bytes:
     """Read the process's stdout until ``needle`` shows up, EOF, or ``timeout``."""
     assert proc.stdout is not None
@@ -212,7 +226,7 @@ def test_agent_reaches_only_the_session_that_forwarded_it(
     with -A again. Only the -A sessions see an agent, each through a socket of its own."""
     seen = len(_agent_events(stack, "ada", count=0))
     first = subprocess.Popen(
-        [*_jump(stack, "ada", "-A"), f"{LIST}; echo listed; sleep 30"],
+        [*_jump(stack, "ada", "-A"), f"{LIST}; echo listed; sleep 60"],
         env=agent,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -221,12 +235,32 @@ def test_agent_reaches_only_the_session_that_forwarded_it(
     try:
         out = _read_until(first, b"listed")
         assert KEY_COMMENT.encode() in out, out
+        host_sock = out.split(b"sock=", 1)[1].split(b"\n", 1)[0].decode()
+        assert _host_agent_sockets(stack, "sg-1") == {host_sock}
         [event] = _agent_events(stack, "ada", count=seen + 1)[seen:]
         socket_path = Path(event["socket"])
         assert stat.S_ISSOCK(socket_path.stat().st_mode)
         assert stat.S_IMODE(socket_path.stat().st_mode) == 0o600
         assert stat.S_IMODE(socket_path.parent.stat().st_mode) == 0o700
         without = "echo sock=${SSH_AUTH_SOCK:-none}; ssh-add -l; echo rc=$?"
+        # Sessions without -A open beside it: the host made an agent socket for ada's only.
+        beside = [
+            subprocess.Popen(
+                [*_form(stack, form, user, "-a"), "echo ready; sleep 60"],
+                env=agent,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            for user, form in (("ada", "jump"), ("ada", "direct"), ("bob", "jump"))
+        ]
+        try:
+            for proc in beside:
+                assert b"ready" in _read_until(proc, b"ready")
+            assert _host_agent_sockets(stack, "sg-1") == {host_sock}
+        finally:
+            for proc in beside:
+                _stop(proc)
         for user in ("ada", "bob"):
             for form in ("jump", "direct"):
                 # The agent is in the environment too, so a leak could not hide behind -a.
