@@ -127,6 +127,8 @@ def _direct(stack: GatewayStack, user: str, *args: str) -> list[str]:
 
 
 def _form(stack: GatewayStack, form: str, user: str, *args: str) -> list[str]:
+    if form == "command":  # ssh gw HOST COMMAND: the host is known once the command is
+        return ["ssh", "-F", str(stack.ssh_config(stack.users[user])), *args, "gw", "sg-1"]
     return _jump(stack, user, *args) if form == "jump" else _direct(stack, user, *args)
 
 
@@ -174,7 +176,7 @@ def _read_until(proc: subprocess.Popen[bytes], needle: bytes, timeout: float = 2
     return buf
 
 
-@pytest.mark.parametrize("form", ["jump", "direct"])
+@pytest.mark.parametrize("form", ["jump", "direct", "command"])
 def test_allowed_role_relays_the_agent_in_recorded_mode(
     stack: GatewayStack, agent: dict[str, str], form: str
 ) -> None:
@@ -187,7 +189,7 @@ def test_allowed_role_relays_the_agent_in_recorded_mode(
     events = _agent_events(stack, "ada", count=seen + 1)
     event = events[-1]
     assert (event["host"], event["account"], event["role"]) == ("sg-1", "root", "agents")
-    assert event["via"] == ("jump" if form == "jump" else "direct")
+    assert event["via"] == ("jump" if form == "jump" else "direct")  # both gateway forms
     starts = stack.wait_audit_events(
         "session.start", lambda e: e.get("session_id") == event["session_id"]
     )
