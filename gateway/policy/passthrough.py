@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 
-from gateway.models import AccessRequest, Decision, Host, Mode, Principal
+from gateway.models import AccessRequest, Decision, Host, Mode, Principal, Role
 from gateway.policy.residency import DataSet, check_residency
 from gateway.policy.rules import ANY, evaluate
 
@@ -49,15 +49,25 @@ def passthrough_request(host: Host) -> AccessRequest:
     return AccessRequest(host, Mode.PASSTHROUGH, gpus=host.gpu_count)
 
 
+def passthrough_roles(principal: Principal, host: Host) -> tuple[Role, ...]:
+    """The roles that on their own grant a passthrough account on ``host`` (a role
+    allowing only ``*`` grants none: it cannot be written as principals)."""
+    request = passthrough_request(host)
+    return tuple(
+        role
+        for role in principal.roles
+        if any(a and a != ANY for a in role.accounts)
+        and evaluate(dataclasses.replace(principal, roles=(role,)), request).allowed
+    )
+
+
 def passthrough_accounts(principal: Principal, host: Host) -> tuple[str, ...]:
     """Accounts on ``host`` that some role grants in passthrough, sorted; never ``*``."""
-    request = passthrough_request(host)
-    found: set[str] = set()
-    for role in principal.roles:
-        alone = dataclasses.replace(principal, roles=(role,))
-        if evaluate(alone, request).allowed:
-            found.update(a for a in role.accounts if a and a != ANY)
-    return tuple(sorted(found))
+    return tuple(
+        sorted(
+            {a for role in passthrough_roles(principal, host) for a in role.accounts} - {"", ANY}
+        )
+    )
 
 
 def host_principals(principal: Principal, hosts: Iterable[Host]) -> tuple[str, ...]:
@@ -74,13 +84,7 @@ def host_principals(principal: Principal, hosts: Iterable[Host]) -> tuple[str, .
 def passthrough_agent_forwarding(principal: Principal, hosts: Iterable[Host]) -> bool:
     """Whether a certificate with :func:`host_principals` may say ``permit-agent-forwarding``:
     only when some role grants a passthrough account and every such role allows it."""
-    granting = []
-    for host in hosts:
-        request = passthrough_request(host)
-        for role in principal.roles:
-            alone = dataclasses.replace(principal, roles=(role,))
-            if any(a and a != ANY for a in role.accounts) and evaluate(alone, request).allowed:
-                granting.append(role)
+    granting = [role for host in hosts for role in passthrough_roles(principal, host)]
     return bool(granting) and all(role.agent_forwarding for role in granting)
 
 
