@@ -212,12 +212,30 @@ def under(path: str, roots: Sequence[str]) -> bool:
     return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
 
 
+# Every path-valued [gateway] setting (tests/unit/test_deploycheck.py keeps this in step with
+# the settings model).
+GATEWAY_PATH_KEYS = (
+    "host_key",
+    "user_ca_key",
+    "host_ca_key",
+    "upstream_key",
+    "upstream_ca_key",
+    "audit_checkpoint_key",
+    "audit_anchor_file",
+    "recordings_dir",
+)
+
+
 def gateway_paths(config: Path) -> dict[str, str]:
-    """Files and directories the gateway writes, by [gateway] key, from a config file."""
+    """Files and directories the gateway reads or writes, by [gateway] key, from a config
+    file. Each must be set: the defaults are relative to the working directory, which in a
+    deployment is nowhere the operator chose (and, for the keys, differs between replicas)."""
     with config.open("rb") as fh:
         gw = tomllib.load(fh).get("gateway", {})
-    keys = ("host_key", "user_ca_key", "host_ca_key", "upstream_key", "recordings_dir")
-    paths = {k: str(gw[k]) for k in keys if k in gw}
+    missing = [k for k in GATEWAY_PATH_KEYS if k not in gw]
+    if missing:
+        raise Failed(f"{config.name} does not set {', '.join(missing)}")
+    paths = {k: str(gw[k]) for k in GATEWAY_PATH_KEYS}
     url = str(gw.get("storage_url", ""))
     if url.startswith("sqlite:////"):
         paths["storage_url"] = url.removeprefix("sqlite:///")

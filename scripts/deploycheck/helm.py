@@ -10,12 +10,14 @@ from typing import Any
 
 from deploycheck.common import (
     CHART,
+    GATEWAY_PATH_KEYS,
     K8S_VERSIONS,
     PLACEHOLDER_URL,
     Failed,
     Missing,
     Run,
     run_tool,
+    under,
 )
 
 HELM_HELPER = """
@@ -130,8 +132,31 @@ def _chart_invariants(values: dict[str, Any], docs: list[dict[str, Any]]) -> Non
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     if mounts.get("keys", {}).get("readOnly") is not True:
         problems.append("keys are not mounted read-only")
+    problems += _path_problems(tomllib.loads(toml_text)["gateway"], pod, mounts)
     if problems:
         raise Failed("; ".join(problems))
+
+
+def _path_problems(
+    gw: dict[str, Any], pod: dict[str, Any], mounts: dict[str, dict[str, Any]]
+) -> list[str]:
+    """Keys come from the keys Secret (mounted whole, so staged rotation files reach every
+    pod); the other paths lie on a writable volume."""
+    problems = []
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    if "items" in volumes.get("keys", {}).get("secret", {}):
+        problems.append("the keys Secret is mounted by items: rotation files would not reach pods")
+    keys_dir = [mounts["keys"]["mountPath"]] if "keys" in mounts else []
+    writable = [m["mountPath"] for m in mounts.values() if not m.get("readOnly")]
+    for key in GATEWAY_PATH_KEYS:
+        path = gw.get(key)
+        if path is None:
+            problems.append(f"gateway.toml does not set {key}")
+        elif key.endswith("_key") and not under(str(path), keys_dir):
+            problems.append(f"gateway.toml {key} = {path} is not in the keys Secret")
+        elif not key.endswith("_key") and not under(str(path), writable):
+            problems.append(f"gateway.toml {key} = {path} is not on a writable volume")
+    return problems
 
 
 def check(run: Run) -> None:

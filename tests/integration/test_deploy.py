@@ -107,6 +107,28 @@ def repo_copy(tmp_path: Path) -> Path:
             "gateway.workers",
         ),
         (
+            "compose",
+            "deploy/compose/gateway.toml",
+            'upstream_ca_key = "/run/secrets/upstream_ca_key"\n',
+            "",
+            "gateway.toml does not set upstream_ca_key",
+        ),
+        (
+            "helm",
+            "deploy/helm/gpuhop/templates/_helpers.tpl",
+            'audit_checkpoint_key = "{{ include "gpuhop.keysDir" . }}/audit_checkpoint"',
+            'audit_checkpoint_key = "/var/lib/gpuhop/keys/audit_checkpoint"',
+            "is not in the keys Secret",
+        ),
+        (
+            "helm",
+            "deploy/helm/gpuhop/templates/deployment.yaml",
+            "            defaultMode: 0440\n",
+            "            defaultMode: 0440\n            items:\n              - key: user_ca\n"
+            "                path: user_ca\n",
+            "mounted by items",
+        ),
+        (
             "docker",
             "deploy/docker/Dockerfile",
             "USER ${GPUHOP_UID}:${GPUHOP_UID}",

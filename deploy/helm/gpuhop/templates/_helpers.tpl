@@ -74,6 +74,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* Where things live inside the container (see deploy/docker/Dockerfile). */}}
 {{- define "gpuhop.configDir" -}}/etc/gpuhop/config{{- end }}
 {{- define "gpuhop.keysDir" -}}/etc/gpuhop/keys{{- end }}
+
+{{/* The key files the keys Secret must hold, one per [gateway] key path. */}}
+{{- define "gpuhop.keyFiles" -}}
+gateway_host_ed25519 user_ca host_ca gateway_upstream upstream_ca audit_checkpoint
+{{- end }}
+
+{{/* Writable per-pod state (the audit anchor file). */}}
+{{- define "gpuhop.stateDir" -}}/var/lib/gpuhop/state{{- end }}
 {{- define "gpuhop.recordingsDir" -}}/var/lib/gpuhop/recordings{{- end }}
 
 {{/*
@@ -98,7 +106,7 @@ as floats), booleans as is. Lists and tables belong in config.inventory.
 
 {{/* The [gateway] keys the chart owns; config.gateway may not set them. */}}
 {{- define "gpuhop.ownedKeys" -}}
-ssh_host ssh_port api_host api_port storage_url host_key user_ca_key host_ca_key upstream_key recordings_dir workers drain_timeout_s log_level log_format
+ssh_host ssh_port api_host api_port storage_url host_key user_ca_key host_ca_key upstream_key upstream_ca_key audit_checkpoint_key audit_anchor_file recordings_dir workers drain_timeout_s log_level log_format
 {{- end }}
 
 {{- define "gpuhop.config" -}}
@@ -113,6 +121,9 @@ host_key = "{{ include "gpuhop.keysDir" . }}/gateway_host_ed25519"
 user_ca_key = "{{ include "gpuhop.keysDir" . }}/user_ca"
 host_ca_key = "{{ include "gpuhop.keysDir" . }}/host_ca"
 upstream_key = "{{ include "gpuhop.keysDir" . }}/gateway_upstream"
+upstream_ca_key = "{{ include "gpuhop.keysDir" . }}/upstream_ca"
+audit_checkpoint_key = "{{ include "gpuhop.keysDir" . }}/audit_checkpoint"
+audit_anchor_file = "{{ include "gpuhop.stateDir" . }}/audit_anchor.json"
 recordings_dir = "{{ include "gpuhop.recordingsDir" . }}"
 workers = 1
 drain_timeout_s = {{ include "gpuhop.tomlValue" .Values.config.drainTimeoutSeconds }}
