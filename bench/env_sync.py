@@ -47,8 +47,8 @@ from client.envs.engine import DockerEngine
 from client.envs.remote import push_via_gateway
 from client.envs.spec import load_env
 from client.envs.sync import push
-from gateway.sim.delayproxy import ThreadedDelayProxy
-from gateway.sim.sshd import SshdHost
+from gpuhop_sim.delayproxy import ThreadedDelayProxy
+from gpuhop_sim.sshd import SshdHost
 from tests.integration.dockerd import Dockerd, import_busybox
 from tests.integration.gwstack import GatewayStack
 from tests.integration.test_env_push_gateway import gateway_connector

@@ -1,6 +1,6 @@
 """A download from a far host (120 ms away): recorded mode vs OpenSSH ProxyJump.
 
-The target sshd sits behind a userspace delay proxy (``gateway.sim.delayproxy``)
+The target sshd sits behind a userspace delay proxy (``gpuhop_sim.delayproxy``)
 adding 120 ms of round trip; the gateway's inventory and the reference jump
 host both dial the proxy, so they reach the same target through the same
 proxy. The client runs ``ssh -J gwr|ojump root@sg-1 'head -c SIZE /dev/zero'``
@@ -56,7 +56,7 @@ from _harness import (
 from _harness import median as med
 from jump_throughput import CHUNK, _big_pipe, parse_size
 
-from gateway.sim.delayproxy import MAX_IN_FLIGHT, ThreadedDelayProxy
+from gpuhop_sim.delayproxy import MAX_IN_FLIGHT, ThreadedDelayProxy
 
 TARGET = Target("ratio", ">=", 2.0)
 

@@ -55,8 +55,8 @@ class _Group(click.Group):
             ctx.exit(exc.exit_code)
 
 
-def _gateway_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "gateway.cli", *args]
+def _demo_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "gpuhop_sim.demo", *args]
 
 
 def _settings() -> ClientSettings:
@@ -975,20 +975,20 @@ def demo(ctx: click.Context, state_dir: Path | None, detach: bool) -> None:
     prints how to connect."""
     if ctx.invoked_subcommand is not None:
         return
-    args = ["demo"]
+    args: list[str] = []
     if state_dir is not None:
         args += ["--state-dir", str(state_dir)]
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     if detach or not interactive:
         if not detach:
             click.echo("no terminal: running the demo in the foreground (Ctrl-C stops it)")
-        sys.exit(subprocess.call(_gateway_cmd(*args, *(["--detach"] if detach else []))))
+        sys.exit(subprocess.call(_demo_cmd(*args, *(["--detach"] if detach else []))))
     import json
 
     import platformdirs
 
     state = (state_dir or Path(platformdirs.user_state_dir("gpuhop")) / "demo").resolve()
-    started = subprocess.call(_gateway_cmd("demo", "--state-dir", str(state), "--detach"))
+    started = subprocess.call(_demo_cmd("--state-dir", str(state), "--detach"))
     if started != 0:
         sys.exit(started)
     info = json.loads((state / "demo.json").read_text())
@@ -1002,7 +1002,7 @@ def demo(ctx: click.Context, state_dir: Path | None, detach: bool) -> None:
     try:
         code = run_tui(info["api_url"], info["user_token"])
     finally:
-        subprocess.call(_gateway_cmd("demo", "stop", "--state-dir", str(state)))
+        subprocess.call(_demo_cmd("stop", "--state-dir", str(state)))
     sys.exit(code)
 
 
@@ -1010,10 +1010,10 @@ def demo(ctx: click.Context, state_dir: Path | None, detach: bool) -> None:
 @click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
 def demo_stop(state_dir: Path | None) -> None:
     """Stop a demo started with --detach."""
-    args = ["demo", "stop"]
+    args = ["stop"]
     if state_dir is not None:
         args += ["--state-dir", str(state_dir)]
-    sys.exit(subprocess.call(_gateway_cmd(*args), env=os.environ.copy()))
+    sys.exit(subprocess.call(_demo_cmd(*args), env=os.environ.copy()))
 
 
 if __name__ == "__main__":

@@ -488,47 +488,5 @@ def _attach_admin_commands() -> None:
 _attach_admin_commands()
 
 
-def _default_demo_dir() -> Path:
-    import platformdirs
-
-    return Path(platformdirs.user_state_dir("gpuhop")) / "demo"
-
-
-@main.group(invoke_without_command=True)
-@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
-@click.option("--detach", is_flag=True, help="Start in the background; return once ready.")
-@click.pass_context
-@one_line_errors
-def demo(ctx: click.Context, state_dir: Path | None, detach: bool) -> None:
-    """A gateway with three simulated regions on loopback (Singapore, Kuala Lumpur, Abu Dhabi)."""
-    if ctx.invoked_subcommand is not None:
-        return
-    from gateway import demo as demo_mod
-
-    state = (state_dir or _default_demo_dir()).resolve()
-    if detach:
-        info = demo_mod.start_detached(state)
-        click.echo(f"demo running (pid {info['pid']}); details in {state / 'demo.json'}")
-        click.echo(f"  ssh -F {info['ssh_config']} {info['hosts'][0]['name']} nvidia-smi")
-        click.echo(f"  stop with: gpuhop demo stop --state-dir {state}")
-        return
-    click.echo(f"starting the gpuhop demo in {state} (Ctrl-C stops it) ...")
-    demo_mod.run_foreground(state)
-
-
-@demo.command("stop")
-@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
-@one_line_errors
-def demo_stop(state_dir: Path | None) -> None:
-    """Stop a demo started with --detach, and everything it started."""
-    from gateway import demo as demo_mod
-
-    state = (state_dir or _default_demo_dir()).resolve()
-    if demo_mod.stop_detached(state):
-        click.echo("demo stopped")
-    else:
-        click.echo("no demo running in " + str(state))
-
-
 if __name__ == "__main__":
     main()

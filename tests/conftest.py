@@ -3,7 +3,7 @@
 A peer that is missing (``ssh``, ``sshd``, ``docker``…) skips a test on a
 developer's machine but fails it under ``CI=true``: call ``require`` (import it
 as ``tests.conftest.require``) or the ``require_bin`` fixture. Key and
-certificate helpers live in ``gateway.sim.keys``.
+certificate helpers live in ``tests.sshkeys``.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import NoReturn
 
 import pytest
 
-from gateway.sim.delayproxy import ThreadedDelayProxy
-from gateway.sim.keys import KeyPair, make_keypair, sign_user_key
-from gateway.sim.sshd import SshdHost, sshd_path
+from gpuhop_sim.delayproxy import ThreadedDelayProxy
+from gpuhop_sim.sshd import SshdHost, sshd_path
+from tests.sshkeys import KeyPair, make_keypair, sign_user_key
 
 _SBIN = ("/usr/sbin", "/sbin", "/usr/local/sbin")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.keys import UserCA, ensure_private_key, public_line
-from gateway.sim.sshd import SshdHost
+from gpuhop_sim.sshd import SshdHost
 
 KEX = "curve25519-sha256"
 

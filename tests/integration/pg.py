@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from gateway.sim.ports import free_loopback_port
+from gpuhop_sim.ports import free_loopback_port
 
 STORAGE_BACKEND = os.environ.get("GPUHOP_TEST_STORAGE", "sqlite").strip().lower() or "sqlite"
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")

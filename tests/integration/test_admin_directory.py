@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from gateway.keys import ensure_private_key, public_line
-from gateway.sim.sshd import SshdHost
+from gpuhop_sim.sshd import SshdHost
 from tests.integration.conftest import build_stack
 from tests.integration.gwstack import GatewayStack, StackUser
 from tests.integration.pg import PgServer

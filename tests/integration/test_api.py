@@ -31,10 +31,10 @@ from gateway.errors import ConfigError
 from gateway.keys import UserCA
 from gateway.models import Mode
 from gateway.settings import Settings
-from gateway.sim.keys import KeyPair
-from gateway.sim.sshd import SshdHost
 from gateway.storage import Scope, Storage, TokenStore, open_storage
+from gpuhop_sim.sshd import SshdHost
 from tests.integration.gwstack import new_storage_url
+from tests.sshkeys import KeyPair
 
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 DOCUMENT: dict[str, Any] = json.loads(DOC_PATH.read_text())

@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from gateway.keys import ensure_private_key, public_line
-from gateway.sim import procs
+from gpuhop_sim import procs
 from tests.integration.conftest import need_openssh
 from tests.integration.gwstack import GatewayStack, StackUser
 

@@ -24,8 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.sim.delayproxy import ThreadedDelayProxy
 from gateway.ssh.envprotocol import stage_key
+from gpuhop_sim.delayproxy import ThreadedDelayProxy
 from tests.integration.conftest import need_openssh
 from tests.integration.gwstack import GatewayStack
 

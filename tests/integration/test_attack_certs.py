@@ -21,10 +21,10 @@ import httpx
 import pytest
 
 from gateway.keys import ensure_private_key, public_line
-from gateway.sim.embedded import EmbeddedHost
-from gateway.sim.keys import make_keypair, sign_user_key
+from gpuhop_sim.embedded import EmbeddedHost
 from tests.integration.conftest import need_openssh
 from tests.integration.gwstack import GatewayStack, StackUser
+from tests.sshkeys import make_keypair, sign_user_key
 
 pytestmark = pytest.mark.openssh
 

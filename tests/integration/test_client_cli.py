@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.sim.delayproxy import ThreadedDelayProxy
+from gpuhop_sim.delayproxy import ThreadedDelayProxy
 from tests.integration.conftest import ROLES, need_openssh
 from tests.integration.gwstack import GatewayStack, read_until
 

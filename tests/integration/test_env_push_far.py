@@ -29,9 +29,9 @@ from client.envs.engine import DockerEngine
 from client.envs.remote import push_via_gateway
 from client.envs.spec import load_env
 from client.envs.sync import PushReport
-from gateway.sim.delayproxy import ThreadedDelayProxy
-from gateway.sim.sshd import SshdHost
 from gateway.ssh.envprotocol import stage_key
+from gpuhop_sim.delayproxy import ThreadedDelayProxy
+from gpuhop_sim.sshd import SshdHost
 from tests.conftest import missing_peer
 from tests.integration.conftest import need_openssh
 from tests.integration.dockerd import Dockerd, import_busybox, need_dockerd

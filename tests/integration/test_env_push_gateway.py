@@ -37,7 +37,7 @@ from client.envs.remote import env_status, push_via_gateway
 from client.envs.spec import load_env
 from client.envs.sync import LINK, Progress, PushReport
 from client.errors import SyncFailed
-from gateway.sim.sshd import SshdHost
+from gpuhop_sim.sshd import SshdHost
 from tests.integration.conftest import need_openssh
 from tests.integration.dockerd import Dockerd, import_busybox, need_dockerd
 from tests.integration.gwstack import GatewayStack

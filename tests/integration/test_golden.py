@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.sim.delayproxy import ThreadedDelayProxy
+from gpuhop_sim.delayproxy import ThreadedDelayProxy
 from tests.integration.conftest import ROLES, build_stack
 from tests.integration.test_client_cli import Client, Env
 

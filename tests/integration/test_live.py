@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.sim.delayproxy import ThreadedDelayProxy
+from gpuhop_sim.delayproxy import ThreadedDelayProxy
 from tests.integration.conftest import need_openssh
 from tests.integration.gwstack import GatewayStack
 
@@ -260,7 +260,7 @@ def test_idle_session_is_warned_then_ended(idle_stack: GatewayStack) -> None:
 
 
 def test_active_shell_or_busy_gpu_is_never_idle(idle_stack: GatewayStack) -> None:
-    from gateway.sim.gpustate import default_gpus, with_load
+    from gpuhop_sim.gpustate import default_gpus, with_load
 
     talking = "for i in $(seq 14); do echo tick; sleep 0.5; done"
     active = idle_stack.run(_direct(idle_stack, "sg-1", talking, GPUHOP_GPUS="1"), timeout=40)

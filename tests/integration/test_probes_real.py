@@ -27,9 +27,9 @@ from gateway.inventory.probes import (
     tcp_connect_ms,
 )
 from gateway.models import Host
-from gateway.sim.delayproxy import ThreadedDelayProxy
-from gateway.sim.keys import KeyPair
-from gateway.sim.sshd import SshdHost
+from gpuhop_sim.delayproxy import ThreadedDelayProxy
+from gpuhop_sim.sshd import SshdHost
+from tests.sshkeys import KeyPair
 
 pytestmark = pytest.mark.openssh
 

@@ -27,7 +27,7 @@ import pytest
 from client.envs.run import gpu_device_requests
 from client.run import RunRequest, image_command
 from client.workdir import Selection
-from gateway.sim.sshd import SshdHost
+from gpuhop_sim.sshd import SshdHost
 from tests.integration.conftest import ROLES, need_openssh
 from tests.integration.dockerd import Dockerd, import_busybox, need_dockerd
 from tests.integration.gwstack import GatewayStack, read_until

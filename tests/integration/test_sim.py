@@ -21,11 +21,11 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from gateway.sim import SimHostError, SshdHost, ThreadedDelayProxy
-from gateway.sim.delayproxy import DelayProxy
-from gateway.sim.embedded import EmbeddedHost, make_host
-from gateway.sim.gpustate import default_gpus, with_load
-from gateway.sim.keys import KeyPair, sign_user_key
+from gpuhop_sim import SimHostError, SshdHost, ThreadedDelayProxy
+from gpuhop_sim.delayproxy import DelayProxy
+from gpuhop_sim.embedded import EmbeddedHost, make_host
+from gpuhop_sim.gpustate import default_gpus, with_load
+from tests.sshkeys import KeyPair, sign_user_key
 
 # ---------------------------------------------------------------- helpers
 
@@ -384,7 +384,7 @@ async def test_refused_upstream_closes_the_client() -> None:
 
 
 def test_command_line(echo_port: int) -> None:
-    module = [sys.executable, "-m", "gateway.sim.delayproxy"]
+    module = [sys.executable, "-m", "gpuhop_sim.delayproxy"]
     with subprocess.Popen(
         [*module, "--target", f"127.0.0.1:{echo_port}", "--rtt", "20"],
         stdout=subprocess.PIPE,
@@ -529,7 +529,7 @@ def test_openssh_client_certificate_on_embedded_host(
 
 
 def test_make_host_falls_back_to_embedded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("gateway.sim.embedded.sshd_path", lambda: None)
+    monkeypatch.setattr("gpuhop_sim.embedded.sshd_path", lambda: None)
     with make_host("fb-1", tmp_path / "fb-1", gpus=1) as host:
         assert isinstance(host, EmbeddedHost)
         assert host.port > 0

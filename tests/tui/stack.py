@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.sim.delayproxy import ThreadedDelayProxy
+from gpuhop_sim.delayproxy import ThreadedDelayProxy
 from tests.integration.gwstack import GatewayStack
 
 INJECTED = {"sg-1": 5.0, "my-1": 40.0, "ae-1": 120.0}

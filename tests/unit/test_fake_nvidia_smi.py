@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.sim.gpustate import (
+from gpuhop_sim.gpustate import (
     NVIDIA_SMI,
     FakeProcess,
     default_gpus,

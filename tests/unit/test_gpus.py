@@ -15,7 +15,7 @@ from gateway.inventory.gpus import (
     gpu_model_matches,
     parse_gpu_query,
 )
-from gateway.sim.gpustate import NVIDIA_SMI, default_gpus, with_load, write_state
+from gpuhop_sim.gpustate import NVIDIA_SMI, default_gpus, with_load, write_state
 
 H100 = "NVIDIA H100 80GB HBM3"
 ROW0 = f"0, GPU-aaaa, {H100}, 81559, 0, 0"

@@ -3,7 +3,7 @@
 Each simulated host has one JSON file, named to its sessions by the
 ``GPUHOP_FAKE_GPUS`` environment variable. Tests change what the host reports
 by rewriting it (atomically, so a concurrent ``nvidia-smi`` never reads half a
-file). The format, read by ``gateway/sim/bin/nvidia-smi``::
+file). The format, read by ``sim/gpuhop_sim/bin/nvidia-smi``::
 
     {"driver_version": "550.54.15", "cuda_version": "12.4",
      "gpus": [{"index": 0, "uuid": "GPU-…", "name": "NVIDIA H100 80GB HBM3",

@@ -25,7 +25,7 @@ from typing import Protocol
 
 from gateway.errors import GatewayError
 from gateway.krl import build_krl
-from gateway.sim.gpustate import FakeGpu, default_gpus, install_nvidia_smi, write_state
+from gpuhop_sim.gpustate import FakeGpu, default_gpus, install_nvidia_smi, write_state
 
 SESSION_PATH_TAIL = "/usr/local/bin:/usr/bin:/bin"
 KRL_TOOL = Path(__file__).with_name("bin") / "gpuhop-install-krl"

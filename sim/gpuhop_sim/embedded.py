@@ -19,13 +19,13 @@ from pathlib import Path
 
 import asyncssh
 
-from gateway.sim import procs
-from gateway.sim.embedded_session import report_exit, run_in_pty, run_piped
-from gateway.sim.gpustate import FakeGpu, write_state
-from gateway.sim.host import HostDir, SimHost, SimHostError, known_hosts_line, principals_for
-from gateway.sim.loopthread import LoopThread
-from gateway.sim.ports import is_loopback
-from gateway.sim.sshd import SshdHost, sshd_path
+from gpuhop_sim import procs
+from gpuhop_sim.embedded_session import report_exit, run_in_pty, run_piped
+from gpuhop_sim.gpustate import FakeGpu, write_state
+from gpuhop_sim.host import HostDir, SimHost, SimHostError, known_hosts_line, principals_for
+from gpuhop_sim.loopthread import LoopThread
+from gpuhop_sim.ports import is_loopback
+from gpuhop_sim.sshd import SshdHost, sshd_path
 
 # Explicit lists: asyncssh's defaults still offer SHA-1 and ssh-rsa.
 ALGORITHMS: dict[str, list[str]] = {

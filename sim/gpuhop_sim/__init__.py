@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from gateway.sim.delayproxy import DelayProxy, ThreadedDelayProxy
-from gateway.sim.gpustate import FakeGpu, FakeProcess, default_gpus, read_state, write_state
-from gateway.sim.host import SimHost, SimHostError
-from gateway.sim.sshd import SshdHost, sshd_path
+from gpuhop_sim.delayproxy import DelayProxy, ThreadedDelayProxy
+from gpuhop_sim.gpustate import FakeGpu, FakeProcess, default_gpus, read_state, write_state
+from gpuhop_sim.host import SimHost, SimHostError
+from gpuhop_sim.sshd import SshdHost, sshd_path
 
 if TYPE_CHECKING:
-    from gateway.sim.embedded import EmbeddedHost, make_host
+    from gpuhop_sim.embedded import EmbeddedHost, make_host
 
 __all__ = [
     "DelayProxy",
@@ -43,7 +43,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # asyncssh costs ~150 ms to import; only the embedded fallback needs it.
     if name in ("EmbeddedHost", "make_host"):
-        from gateway.sim import embedded
+        from gpuhop_sim import embedded
 
         return getattr(embedded, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,11 +21,11 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from gateway.sim import procs
-from gateway.sim.gpustate import FakeGpu, write_state
-from gateway.sim.host import HostDir, SimHostError, known_hosts_line
-from gateway.sim.keys import run_keygen
-from gateway.sim.ports import free_loopback_port, wait_for_banner
+from gpuhop_sim import procs
+from gpuhop_sim.gpustate import FakeGpu, write_state
+from gpuhop_sim.host import HostDir, SimHostError, known_hosts_line
+from gpuhop_sim.keys import run_keygen
+from gpuhop_sim.ports import free_loopback_port, wait_for_banner
 
 START_TIMEOUT = 10.0
 _PORT_ATTEMPTS = 5

@@ -1,19 +1,16 @@
-"""Client keys and user certificates for simulated hosts, made with ``ssh-keygen``.
+"""Client keys and user certificates for the tests, made with ``ssh-keygen``.
 
-The tests, the demo and the benchmarks need a user CA, client keys and
-short-lived certificates exactly as OpenSSH makes them, so these wrap the real
-tool rather than re-implementing it.
+The tests need a user CA, client keys and short-lived certificates exactly as
+OpenSSH makes them, so these wrap the real tool rather than re-implementing it.
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.errors import KeyMaterialError
+from gpuhop_sim.keys import run_keygen
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,20 +25,6 @@ class KeyPair:
     def cert(self) -> Path:
         """Where ``ssh-keygen -s`` writes this key's certificate (and ``ssh -i`` looks)."""
         return self.private.with_name(self.private.name + "-cert.pub")
-
-
-def ssh_keygen_path() -> str | None:
-    return shutil.which("ssh-keygen")
-
-
-def run_keygen(*args: str) -> None:
-    """Run ``ssh-keygen -q ARGS``; failures raise ``KeyMaterialError`` with its message."""
-    keygen = ssh_keygen_path()
-    if keygen is None:
-        raise KeyMaterialError("ssh-keygen is not installed")
-    result = subprocess.run([keygen, "-q", *args], capture_output=True, text=True, timeout=30)
-    if result.returncode != 0:
-        raise KeyMaterialError(f"ssh-keygen {args[0]} failed: {result.stderr.strip()}")
 
 
 def make_keypair(directory: Path, name: str, comment: str = "") -> KeyPair:

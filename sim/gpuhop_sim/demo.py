@@ -20,6 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
+import platformdirs
+
+from gateway.cli import one_line_errors
 from gateway.errors import GatewayError
 from gateway.keys import UserCA, ensure_private_key, public_line
 from gateway.policy.passthrough import host_principal
@@ -156,8 +160,8 @@ def _ssh_config(state: Path, port: int, hosts: list[dict[str, Any]]) -> str:
 
 async def _run(state: Path, ready_file: Path) -> None:
     from gateway.server import Gateway
-    from gateway.sim.delayproxy import DelayProxy
-    from gateway.sim.embedded import make_host
+    from gpuhop_sim.delayproxy import DelayProxy
+    from gpuhop_sim.embedded import make_host
 
     state.mkdir(parents=True, exist_ok=True)
     keys = state / "keys"
@@ -293,7 +297,7 @@ def start_detached(state: Path, timeout_s: float = 60.0) -> dict[str, Any]:
         ready.unlink()
     log = (state / "demo.log").open("ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.demo", "--state-dir", str(state)],
+        [sys.executable, "-m", "gpuhop_sim.demo", "--state-dir", str(state)],
         stdout=log,
         stderr=log,
         stdin=subprocess.DEVNULL,
@@ -349,10 +353,41 @@ def _alive(pid: int) -> bool:
     return True
 
 
-if __name__ == "__main__":
-    import argparse
+def _default_state_dir() -> Path:
+    return Path(platformdirs.user_state_dir("gpuhop")) / "demo"
 
-    parser = argparse.ArgumentParser(prog="python -m gateway.demo")
-    parser.add_argument("--state-dir", type=Path, required=True)
-    args = parser.parse_args()
-    run_foreground(args.state_dir)
+
+@click.group(invoke_without_command=True)
+@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
+@click.option("--detach", is_flag=True, help="Start in the background; return once ready.")
+@click.pass_context
+@one_line_errors
+def main(ctx: click.Context, state_dir: Path | None, detach: bool) -> None:
+    """A gateway with three simulated regions on loopback (Singapore, Kuala Lumpur, Abu Dhabi)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    state = (state_dir or _default_state_dir()).resolve()
+    if detach:
+        info = start_detached(state)
+        click.echo(f"demo running (pid {info['pid']}); details in {state / 'demo.json'}")
+        click.echo(f"  ssh -F {info['ssh_config']} {info['hosts'][0]['name']} nvidia-smi")
+        click.echo(f"  stop with: gpuhop demo stop --state-dir {state}")
+        return
+    click.echo(f"starting the gpuhop demo in {state} (Ctrl-C stops it) ...")
+    run_foreground(state)
+
+
+@main.command("stop")
+@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
+@one_line_errors
+def stop(state_dir: Path | None) -> None:
+    """Stop a demo started with --detach, and everything it started."""
+    state = (state_dir or _default_state_dir()).resolve()
+    if stop_detached(state):
+        click.echo("demo stopped")
+    else:
+        click.echo("no demo running in " + str(state))
+
+
+if __name__ == "__main__":
+    main()

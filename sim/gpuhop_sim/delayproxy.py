@@ -11,7 +11,7 @@ Delays are accurate to about a millisecond. The TCP handshake is not delayed
 (the kernel completes it before the proxy sees the connection), so measure
 latency with a first exchange of data, such as the SSH banner, not connect().
 
-    python -m gateway.sim.delayproxy --target 127.0.0.1:2201 --rtt 40
+    python -m gpuhop_sim.delayproxy --target 127.0.0.1:2201 --rtt 40
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import socket
 from collections import deque
 from typing import cast
 
-from gateway.sim.loopthread import LoopThread
-from gateway.sim.ports import require_loopback
+from gpuhop_sim.loopthread import LoopThread
+from gpuhop_sim.ports import require_loopback
 
 # asyncio reads up to 256 KiB per call; a side's writes count as "full" past this.
 CHUNK = 256 * 1024
@@ -421,7 +421,7 @@ async def _serve(target: tuple[str, int], rtt_ms: float, listen_port: int) -> No
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gateway.sim.delayproxy", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m gpuhop_sim.delayproxy", description=__doc__)
     parser.add_argument("--target", type=_parse_target, required=True, help="HOST:PORT (loopback)")
     parser.add_argument("--rtt", type=float, required=True, help="round-trip time to add, ms")
     parser.add_argument("--listen", type=int, default=0, help="port to listen on (0 = any)")
