@@ -2,7 +2,8 @@
 
 One :class:`LiveState` per gateway process. It runs a probe per inventory host
 (SSH round trip on a kept connection, ``nvidia-smi`` every few seconds), owns
-the GPU lease allocator, and answers the questions the SSH front and the API
+the GPU lease allocator (its leases live in the gateway's database, shared by
+every replica on it), and answers the questions the SSH front and the API
 ask: is this host up, how far is it, which GPUs are free, what does this
 session cost so far, may this user start another session, may this data set
 be processed there, and where should a job run.
@@ -22,7 +23,7 @@ import structlog
 
 from gateway.inventory.hostprobe import HostProbe, HostStatus
 from gateway.inventory.hosts import Inventory
-from gateway.inventory.leases import Lease, LeaseAllocator, LeaseRefused
+from gateway.inventory.leases import Lease, LeaseAllocator, LeaseRefused, LeaseStore
 from gateway.inventory.probes import ProbeCredentials, SshHostLink
 from gateway.metering.budgets import BudgetDecision, BudgetLimits, check, check_all
 from gateway.metering.meter import Cost, Rate, SessionMeter, session_cost
@@ -85,7 +86,10 @@ class LiveState:
         budgets: Mapping[tuple[str, str], BudgetLimits] | None = None,
         rates: Mapping[str, Rate] | None = None,
         clock: Callable[[], float] = time.time,
+        lease_store: LeaseStore | None = None,
     ) -> None:
+        """``lease_store`` is the gateway's database (``Storage.leases``), shared by
+        every replica; unit tests may leave it out for one in memory."""
         self.inventory = inventory
         self._creds = credentials
         self._interval = interval_s
@@ -95,7 +99,7 @@ class LiveState:
         self.budgets = dict(budgets or {})
         self._rates = dict(rates or {})
         self._clock = clock
-        self.leases = LeaseAllocator()
+        self.leases = LeaseAllocator(lease_store)
         self.probes: dict[str, HostProbe] = {}
         self._probe_tasks: dict[str, asyncio.Task[None]] = {}
         self._started = False
@@ -278,8 +282,10 @@ class LiveState:
     # -- sessions: leases, residency, budgets, cost --
 
     async def lease(self, host: Host, session_id: str, gpus: int) -> Lease | LeaseRefused:
+        usable = self.usable_gpus(host)
+        # Each refusal for a conflict means another replica just took a GPU: bounded.
         return await self.leases.acquire(
-            host.name, session_id, gpus, self.usable_gpus(host), at=self._clock()
+            host.name, session_id, gpus, usable, at=self._clock(), tries=len(usable) + 1
         )
 
     async def release(self, session_id: str) -> None:

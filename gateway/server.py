@@ -45,6 +45,7 @@ from gateway.directory.view import DirectoryView
 from gateway.errors import GatewayError
 from gateway.inventory.catalog import load_catalog
 from gateway.inventory.hosts import Inventory
+from gateway.inventory.leases import LeaseStore
 from gateway.inventory.probes import ProbeCredentials
 from gateway.keys import (
     HostCertificates,
@@ -102,6 +103,7 @@ class Gateway:
         self.directory: DirectoryService | None = None
         self._directory_watch: asyncio.Task[None] | None = None
         self.krl: KrlPublisher | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
 
     async def startup(self) -> None:
         g = self.settings.gateway
@@ -122,7 +124,12 @@ class Gateway:
             raise
         try:
             # After the audit store: both may share one SQLite file.
-            self.storage = await open_storage(g.storage_url.get_secret_value(), node=node_name(g))
+            self.storage = await open_storage(
+                g.storage_url.get_secret_value(),
+                node=node_name(g),
+                replica_timeout_s=g.replica_timeout_s,
+            )
+            await self.storage.replicas.heartbeat()  # before any lease: they count while it beats
         except BaseException:
             await self.audit.close()
             raise
@@ -194,7 +201,13 @@ class Gateway:
         )
         ctx.session_store = self.storage.sessions
         self.live = await asyncio.to_thread(
-            build_live_state, self.settings, inventory, upstream_ca, upstream_key, view
+            build_live_state,
+            self.settings,
+            inventory,
+            upstream_ca,
+            upstream_key,
+            view,
+            self.storage.leases,
         )
         self.live.session_store = self.storage.sessions
         ctx.live = self.live
@@ -279,6 +292,7 @@ class Gateway:
         self.api = await start_api(self._api_ctx, g.api_host, g.api_port, sock=self._api_sock)
         self.api_port = self.api.port
         await self.live.start()
+        self._heartbeat = loop.create_task(self.storage.replicas.beat_forever())
         if g.krl_command:
             self.krl = KrlPublisher(
                 self.audit,
@@ -399,6 +413,10 @@ class Gateway:
             if ctx.pool is not None:
                 await ctx.pool.close()
             await ctx.flush()
+        await stop_task(self._heartbeat)
+        if self.storage is not None:
+            with contextlib.suppress(GatewayError):
+                await self.storage.replicas.retire()  # its sessions and leases are done
         if self.audit is not None:
             with contextlib.suppress(Exception):
                 await append_within(self.audit, "gateway.stop", "gateway", {"pid": os.getpid()}, 5)
@@ -449,6 +467,7 @@ def build_live_state(
     upstream_ca: UserCA,
     upstream_key: asyncssh.SSHKey,
     view: DirectoryView | None = None,
+    lease_store: LeaseStore | None = None,
 ) -> LiveState:
     """Probes log in with the gateway's upstream key and a day-long certificate per host
     from the upstream CA (principal ``PROBE_ACCOUNT@HOST``).
@@ -489,6 +508,7 @@ def build_live_state(
         datasets=datasets,
         budgets=budgets,
         rates=rates,
+        lease_store=lease_store,
     )
     live.idle_util_pct = g.idle_gpu_util_pct
     live.idle_timeout_s = g.idle_timeout_s

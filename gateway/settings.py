@@ -270,6 +270,9 @@ class GatewaySettings(BaseModel):
     """This gateway node's name on the session records it brokers (empty: the machine's
     host name). On start a node closes the records it left open when it died, so
     replicas on one machine need different names."""
+    replica_timeout_s: Annotated[float, BeforeValidator(_not_bool), Field(ge=1, le=3600)] = 15.0
+    """A gateway replica whose heartbeat in storage is older than this is dead: its GPU
+    leases are void. Each replica renews its heartbeat every third of it."""
     window: Annotated[Int, Field(ge=64 * 1024, le=1024**3)] = 8 * 1024 * 1024
     """SSH channel receive window in bytes; larger keeps high-RTT bulk transfers busy."""
     max_packet: Annotated[Int, Field(ge=4096, le=1024 * 1024)] = 262144

@@ -47,10 +47,12 @@ class LeaseRefused:
     host: str
     session_id: str
     reason: str
+    conflict: bool = False  # the store refused: another replica claimed a GPU meanwhile
 
 
 class LeaseStore(Protocol):
-    """Where leases live: in memory here, in the gateway's database later."""
+    """Where leases live: the gateway's database (``gateway.storage.leases``), or a
+    dict for unit tests."""
 
     async def leases(self, host: str | None = None) -> tuple[Lease, ...]:
         """Held leases, of one host or of all.
@@ -79,7 +81,7 @@ class LeaseStore(Protocol):
 
 
 class MemoryLeaseStore:
-    """A ``LeaseStore`` in a dict: one gateway process, or tests."""
+    """A ``LeaseStore`` in a dict, for unit tests: it cannot see other replicas."""
 
     def __init__(self) -> None:
         self._leases: dict[str, Lease] = {}
@@ -117,12 +119,25 @@ class LeaseAllocator:
         n: int,
         free_indices: Iterable[int],
         at: float = 0.0,
+        tries: int = 1,
     ) -> Lease | LeaseRefused:
         """Lease ``n`` of ``free_indices`` (the host's usable GPUs) to ``session_id``.
 
         The lowest indices nobody holds are chosen, so the result is
-        deterministic for a given state.
+        deterministic for a given state. When the store refuses because another
+        replica claimed one of them meanwhile, the choice is made again from the
+        store's new state, up to ``tries`` times in all.
         """
+        result = await self._acquire_once(host, session_id, n, free_indices, at)
+        for _ in range(tries - 1):
+            if not isinstance(result, LeaseRefused) or not result.conflict:
+                break
+            result = await self._acquire_once(host, session_id, n, free_indices, at)
+        return result
+
+    async def _acquire_once(
+        self, host: str, session_id: str, n: int, free_indices: Iterable[int], at: float
+    ) -> Lease | LeaseRefused:
 
         def refuse(reason: str) -> LeaseRefused:
             return LeaseRefused(host, session_id, reason)
@@ -144,9 +159,12 @@ class LeaseAllocator:
                 return refuse(_shortage(host, n, usable, available, taken))
             lease = Lease(host, session_id, tuple(available[:n]), at)
             if not await self.store.insert(lease):
-                return refuse(
+                return LeaseRefused(
+                    host,
+                    session_id,
                     f"GPU(s) {_indices(lease.gpus)} on {host} were leased elsewhere "
-                    "at the same moment; try again"
+                    "at the same moment; try again",
+                    conflict=True,
                 )
             return lease
 

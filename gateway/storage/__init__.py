@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 from gateway.storage.directory import DirectoryStore, StoredDirectory
 from gateway.storage.engine import Database, open_database, parse_storage_url
+from gateway.storage.leases import SqlLeaseStore
+from gateway.storage.replicas import REPLICA_TIMEOUT_S, Replica, ReplicaStore
 from gateway.storage.schema import SCHEMA_VERSION, ensure_schema
 from gateway.storage.sessions import SessionRecord, SessionStore
 from gateway.storage.tokens import (
@@ -32,13 +34,17 @@ from gateway.storage.tokens import (
 )
 
 __all__ = [
+    "REPLICA_TIMEOUT_S",
     "SCHEMA_VERSION",
     "SECRET_PREFIX",
     "Database",
     "DirectoryStore",
+    "Replica",
+    "ReplicaStore",
     "Scope",
     "SessionRecord",
     "SessionStore",
+    "SqlLeaseStore",
     "Storage",
     "StoredDirectory",
     "Token",
@@ -61,17 +67,23 @@ class Storage:
     tokens: TokenStore
     sessions: SessionStore
     directory: DirectoryStore
+    replicas: ReplicaStore
+    leases: SqlLeaseStore
 
     async def close(self) -> None:
         await self.db.close()
 
 
 def open_storage_blocking(
-    url: str, clock: Callable[[], float] = time.time, node: str = ""
+    url: str,
+    clock: Callable[[], float] = time.time,
+    node: str = "",
+    replica_timeout_s: float = REPLICA_TIMEOUT_S,
 ) -> Storage:
     """Open (creating or checking the schema) without an event loop; for start-up code.
 
-    ``node`` names this gateway node on the session records it starts."""
+    ``node`` names this gateway node on the session records it starts and on its
+    replica row; a replica silent for ``replica_timeout_s`` is dead."""
     db = open_database(url)
     try:
         db.run(lambda conn: ensure_schema(conn, db.label), True)
@@ -79,13 +91,26 @@ def open_storage_blocking(
         db.engine.dispose()
         raise
     sessions = SessionStore(db, clock, node)
-    return Storage(db, TokenStore(db, clock), sessions, DirectoryStore(db, clock))
+    replicas = ReplicaStore(db, clock, node, replica_timeout_s)
+    return Storage(
+        db,
+        TokenStore(db, clock),
+        sessions,
+        DirectoryStore(db, clock),
+        replicas,
+        SqlLeaseStore(db, replicas),
+    )
 
 
-async def open_storage(url: str, clock: Callable[[], float] = time.time, node: str = "") -> Storage:
+async def open_storage(
+    url: str,
+    clock: Callable[[], float] = time.time,
+    node: str = "",
+    replica_timeout_s: float = REPLICA_TIMEOUT_S,
+) -> Storage:
     """Open the storage a URL names, off the event loop.
 
     ``ConfigError`` for a URL it does not understand; ``StorageError`` when the
     database cannot be opened or holds a schema version this code does not know.
     """
-    return await asyncio.to_thread(open_storage_blocking, url, clock, node)
+    return await asyncio.to_thread(open_storage_blocking, url, clock, node, replica_timeout_s)

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 
 from gateway.errors import StorageError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 metadata = sa.MetaData()
 
@@ -161,6 +161,28 @@ directory_hosts = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("spec", sa.Text, nullable=False),  # HostConfig as JSON
     *_who(),
+)
+
+# Replicas and GPU leases (revision 0005): what several gateways on one database share.
+gateway_replicas = sa.Table(
+    "gateway_replicas",
+    metadata,
+    sa.Column("replica", sa.String(160), primary_key=True),  # node + one id per process start
+    sa.Column("node", sa.String(128), nullable=False),
+    sa.Column("started_at", sa.Double, nullable=False),
+    sa.Column("heartbeat_at", sa.Double, nullable=False),
+)
+
+gpu_leases = sa.Table(
+    "gpu_leases",
+    metadata,
+    sa.Column("host", sa.String(64), primary_key=True),
+    sa.Column("gpu", sa.Integer, primary_key=True, autoincrement=False),  # one holder a GPU
+    sa.Column("session_id", sa.String(64), nullable=False),
+    sa.Column("replica", sa.String(160), nullable=False),
+    sa.Column("acquired_at", sa.Double, nullable=False),
+    sa.Index("gpu_leases_session", "session_id"),
+    sa.Index("gpu_leases_replica", "replica"),
 )
 
 OWN_TABLES = frozenset(t.name for t in metadata.sorted_tables)
