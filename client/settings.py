@@ -17,18 +17,15 @@ plain ``ssh``, and importing pydantic costs more than the whole SSH handshake.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from client import durations
 from client.errors import UsageError
 
 APP = "gpuhop"
 KEYRING_SERVICE = "gpuhop"
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 class Secret:
@@ -115,29 +112,11 @@ def _seconds(env: Mapping[str, str], name: str, default: float, *, minimum: floa
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in ``text``: a plain number of seconds, or units ms/s/m/h/d combined.
-
-    >>> parse_duration("30m"), parse_duration("1h30m"), parse_duration("90"), parse_duration("1.5s")
-    (1800.0, 5400.0, 90.0, 1.5)
-    """
-    raw = text.strip().lower()
+    """Seconds in ``text`` (grammar: :mod:`client.durations`); a UsageError if it is not one."""
     try:
-        value = float(raw)
-    except ValueError:
-        pass
-    else:
-        if value < 0 or value != value or value == float("inf"):
-            raise UsageError(f"not a duration: {text!r}")
-        return value
-    pos, total = 0, 0.0
-    for match in _DURATION.finditer(raw):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _UNITS[match.group(2)]
-        pos = match.end()
-    if pos != len(raw) or not raw:
-        raise UsageError(f"not a duration: {text!r} (use e.g. 90s, 30m, 1h30m)")
-    return total
+        return durations.parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def normalize_url(url: str) -> str:

@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 
 import click
 
+from client.durations import parse_duration
 from gateway import __version__
-from gateway.durations import parse_duration
 from gateway.errors import ConfigError, GatewayError, KeyMaterialError
 from gateway.settings import Settings, load_settings
 
