@@ -31,12 +31,12 @@ if TYPE_CHECKING:
 @contextmanager
 def _api() -> Iterator[Any]:
     from client import credentials
-    from client.api import GatewayApi
+    from client.api.clients import Client
     from client.settings import load_settings
 
     settings = load_settings()
     creds = credentials.resolve(settings)
-    with GatewayApi(creds.url, creds.token, timeout=settings.http_timeout_s) as api:
+    with Client(creds.url, creds.token, timeout=settings.http_timeout_s) as api:
         yield api
 
 

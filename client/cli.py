@@ -21,7 +21,7 @@ from client import __version__
 from client.errors import ClientError, UsageError
 
 if TYPE_CHECKING:
-    from client.api import Golden, HostInfo
+    from client.api.models import Golden, HostView
     from client.envs.remote import GatewayConnect
     from client.identity import Profile
     from client.run import RunSummary
@@ -120,7 +120,7 @@ def login(gateway_url: str, token_stdin: bool, quiet: bool) -> None:
     import getpass
 
     from client import credentials, identity
-    from client.api import GatewayApi
+    from client.api.clients import Client
     from client.settings import Secret, is_loopback_url, normalize_url
 
     settings = _settings()
@@ -134,7 +134,7 @@ def login(gateway_url: str, token_stdin: bool, quiet: bool) -> None:
     token = Secret(raw)
     if url.startswith("http://") and not is_loopback_url(url):
         click.echo(f"gpuhop: warning: {url} is plain HTTP; the token crosses unencrypted", err=True)
-    with GatewayApi(url, token, timeout=settings.http_timeout_s) as api:
+    with Client(url, token, timeout=settings.http_timeout_s) as api:
         me = api.me()
         credentials.store(url, token)
         profile = identity.enroll(api, settings, token, me)
@@ -178,6 +178,7 @@ def hosts(as_json: bool, quiet: bool) -> None:
     import json
 
     from client import credentials, identity
+    from client.api.base import to_json
 
     settings = _settings()
     creds = credentials.resolve(settings)
@@ -185,7 +186,7 @@ def hosts(as_json: bool, quiet: bool) -> None:
         listing = api.hosts()
     _renew_quietly(settings)
     if as_json:
-        click.echo(json.dumps([_host_json(h) for h in listing], indent=2))
+        click.echo(json.dumps([to_json(h) for h in listing], indent=2))
     elif quiet:
         for h in listing:
             click.echo(h.name)
@@ -193,11 +194,7 @@ def hosts(as_json: bool, quiet: bool) -> None:
         _host_table(listing)
 
 
-def _host_json(h: HostInfo) -> dict[str, Any]:
-    return h.model_dump(mode="json")
-
-
-def _host_table(listing: list[HostInfo]) -> None:
+def _host_table(listing: list[HostView]) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -517,18 +514,19 @@ def _env_pair(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _place(settings: ClientSettings, host: str, region: str, gpus: int, data: str = "") -> HostInfo:
+def _place(settings: ClientSettings, host: str, region: str, gpus: int, data: str = "") -> HostView:
     """The host to run on: ``--host``; the best-ranked host for ``--region any``
     (the gateway's placement: cost, latency, residency of ``--data``); else the first
     allowed host with free GPUs in ``--region``."""
     from client import credentials, identity
+    from client.api.models import Constraints
     from client.errors import HostNotFound
 
     creds = credentials.resolve(settings)
     with identity.open_api(creds.url, creds.token, settings) as api:
         listing = api.hosts()
         if region == "any" and not host:
-            result = api.placement(gpus=max(gpus, 1), data=data or None)
+            result = api.placement(Constraints(gpus=max(gpus, 1), data=data))
             if not result.ranked:
                 why = "; ".join(f"{e.name}: {', '.join(e.reasons)}" for e in result.excluded)
                 raise HostNotFound(f"no host qualifies ({why})")
@@ -598,6 +596,8 @@ def pick(
     import time
 
     from client import credentials, identity
+    from client.api.base import to_json
+    from client.api.models import Constraints
     from client.workdir import select_files
 
     try:
@@ -615,7 +615,7 @@ def pick(
             t0 = time.perf_counter()
             api.me()
             samples.append((time.perf_counter() - t0) * 1000)
-        constraints: dict[str, Any] = dict(
+        constraints = Constraints(
             gpus=gpus,
             gpu_model=gpu_model,
             max_latency_ms=max_latency,
@@ -631,18 +631,18 @@ def pick(
         )
         if golden:  # the same ranking, then the job on its best --top hosts
             measured = api.golden(
+                constraints,
                 timeout_s=timeout_s,
                 top=top,
                 command=shlex.join(command) if len(command) > 1 else "".join(command),
-                **constraints,
             )
             _show_golden(measured, as_json)
             if not any(h.status == "ok" for h in measured.hosts):
                 raise SystemExit(1)
             return
-        result = api.placement(**constraints)
+        result = api.placement(constraints)
     if as_json:
-        click.echo(json.dumps(result.model_dump(mode="json"), indent=2))
+        click.echo(json.dumps(to_json(result), indent=2))
         return
     from rich.console import Console
     from rich.table import Table
@@ -674,8 +674,10 @@ def _show_golden(result: Golden, as_json: bool) -> None:
     """The golden test, one host a row: prediction, then what was measured."""
     import json
 
+    from client.api.base import to_json
+
     if as_json:
-        click.echo(json.dumps(result.model_dump(mode="json"), indent=2))
+        click.echo(json.dumps(to_json(result), indent=2))
         return
     from rich.console import Console
     from rich.markup import escape
@@ -718,7 +720,7 @@ def _show_golden(result: Golden, as_json: bool) -> None:
         console.print("[red]no host qualifies[/]; see `gpuhop pick` for the reasons")
 
 
-def _summary_json(summary: RunSummary, info: HostInfo | None, gpus: int) -> dict[str, Any]:
+def _summary_json(summary: RunSummary, info: HostView | None, gpus: int) -> dict[str, Any]:
     return {
         "run_id": summary.run_id,
         "host": summary.host,

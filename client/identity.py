@@ -32,7 +32,8 @@ from client.errors import ClientError, PolicyDenied
 from client.settings import ClientSettings, Secret
 
 if TYPE_CHECKING:
-    from client.api import GatewayApi, Me
+    from client.api.clients import Client
+    from client.api.models import Me
 
 WILDCARDS = frozenset({"", "0.0.0.0", "::", "[::]"})
 PROFILE_VERSION = 1
@@ -152,15 +153,13 @@ def ready(settings: ClientSettings, *, refresh: bool = False) -> Profile:
         return enroll(api, settings, creds.token)
 
 
-def open_api(url: str, token: Secret, settings: ClientSettings) -> GatewayApi:
-    from client.api import GatewayApi
+def open_api(url: str, token: Secret, settings: ClientSettings) -> Client:
+    from client.api.clients import Client
 
-    return GatewayApi(url, token, timeout=settings.http_timeout_s)
+    return Client(url, token, timeout=settings.http_timeout_s)
 
 
-def enroll(
-    api: GatewayApi, settings: ClientSettings, token: Secret, me: Me | None = None
-) -> Profile:
+def enroll(api: Client, settings: ClientSettings, token: Secret, me: Me | None = None) -> Profile:
     """Ask the gateway who we are and where it is, certify our key, write every file."""
     paths = paths_of(settings)
     me = me or api.me()

@@ -1,6 +1,6 @@
 """``gpuhop`` with no arguments: the terminal UI.
 
-The App owns the connection (``GatewayData``), who the token is (``me``),
+The App owns the connection (``AsyncClient``), who the token is (``me``),
 the link status shown on every screen, the shell hand-off, and the one place
 where errors become notifications (``ApiFailed``). Each screen owns the workers
 that poll what it shows; widgets only draw what they are given.
@@ -27,6 +27,8 @@ from textual.binding import Binding
 from textual.reactive import reactive
 from textual.screen import Screen
 
+from client.api.clients import AsyncClient
+from client.api.models import Me
 from client.errors import (
     ClientError,
     CredentialsError,
@@ -35,7 +37,6 @@ from client.errors import (
     TokenRejected,
 )
 from client.settings import is_loopback_url, normalize_url
-from client.tui.data import GatewayData, Me
 from client.tui.envs import env_names, images_dir
 from client.tui.envsync import EnvBackend
 from client.tui.format import RttWindow
@@ -112,7 +113,7 @@ class GpuhopApp(App[None]):
         self._shell_runner = shell_runner or self._run_in_terminal
         self._env_backend = env_backend
         self._last_notice: tuple[str, float] = ("", 0.0)
-        self.data: GatewayData | None = None
+        self.data: AsyncClient | None = None
         self._login_error: ClientError | None = None
         url = gateway or os.environ.get("GPUHOP_GATEWAY", "").strip() or None
         secret = token or os.environ.get("GPUHOP_TOKEN", "").strip() or None
@@ -134,9 +135,9 @@ class GpuhopApp(App[None]):
 
     # -- connection --
 
-    def _client(self, url: str, token: str) -> GatewayData:
+    def _client(self, url: str, token: str) -> AsyncClient:
         """The API client (no I/O yet); a malformed URL is a ``UsageError``."""
-        return GatewayData(normalize_url(url), token, transport=self._transport, timer=self._timer)
+        return AsyncClient(normalize_url(url), token, transport=self._transport, timer=self._timer)
 
     def on_mount(self) -> None:
         if self.data is not None:

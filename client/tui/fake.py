@@ -36,7 +36,7 @@ REGIONS = (("sg", "SG", 35.0), ("my", "MY", 45.0), ("ae", "AE", 120.0), ("jp", "
 
 
 def fixed_rtt_timer(rtt_ms: float) -> Callable[[], float]:
-    """A ``timer`` for ``GatewayData`` that makes every measured round trip ``rtt_ms``."""
+    """A ``timer`` for ``AsyncClient`` that makes every measured round trip ``rtt_ms``."""
     ticks = itertools.count()
     return lambda: next(ticks) * rtt_ms / 1000.0
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 from textual.message import Message
 
+from client.api.models import AuditPage, Golden, HostView, Me, Placement, SessionView
 from client.errors import ClientError
 from client.tui.cast import Cast
-from client.tui.data import AuditPage, Golden, HostView, Me, Placement, SessionView
 from client.tui.envs import EnvRow
 
 

@@ -24,8 +24,8 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from client.api.models import SessionView
 from client.errors import ClientError
-from client.tui.data import SessionView
 
 DEFAULT_GATEWAY_ALIAS = "gpuhop-gateway"
 CLOCK_SKEW_S = 5.0

@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.text import Text
 
-from client.tui.data import AuditEvent, Excluded, GoldenHost, HostView, Ranked, SessionView
+from client.api.models import AuditEvent, Excluded, GoldenHost, HostView, Ranked, SessionView
 from client.tui.format import (
     DASH,
     clip,

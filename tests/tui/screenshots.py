@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from client.api.models import SessionView
 from client.tui.app import GpuhopApp
-from client.tui.data import SessionView
 from client.tui.envs import load_envs
 from client.tui.fake import FakeGateway, ReplayEnvBackend, fixed_rtt_timer
 from client.tui.screens.dialogs import SummaryScreen

@@ -9,9 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from client.api.clients import AsyncClient
+from client.api.models import HostView, SessionView
 from client.errors import ClientError, GatewayUnavailable, PolicyDenied, TokenRejected
 from client.tui.cast import Player, parse_cast
-from client.tui.data import GatewayData, HostView, SessionView
 from client.tui.envs import load_envs
 from client.tui.fake import FakeGateway, fixed_rtt_timer
 from client.tui.format import RttWindow, cost, duration, ms, sparkline
@@ -134,7 +135,7 @@ async def test_errors_become_client_errors() -> None:
         (404, "not_found", ClientError),
     ]
     for status, code, kind in cases:
-        data = GatewayData("http://gw.test", "t", transport=answer(status, code))
+        data = AsyncClient("http://gw.test", "t", transport=answer(status, code))
         with pytest.raises(kind):
             await data.hosts()
         await data.aclose()
@@ -142,12 +143,12 @@ async def test_errors_become_client_errors() -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused", request=request)
 
-    data = GatewayData("http://gw.test", "t", transport=httpx.MockTransport(refuse))
+    data = AsyncClient("http://gw.test", "t", transport=httpx.MockTransport(refuse))
     with pytest.raises(GatewayUnavailable, match="cannot reach"):
         await data.me()
     await data.aclose()
     bad = httpx.MockTransport(lambda _: httpx.Response(200, json=[{"name": 1}]))
-    data = GatewayData("http://gw.test", "t", transport=bad)
+    data = AsyncClient("http://gw.test", "t", transport=bad)
     with pytest.raises(ClientError, match="unexpected response"):
         await data.hosts()
     await data.aclose()
@@ -155,7 +156,7 @@ async def test_errors_become_client_errors() -> None:
 
 async def test_recorded_fixture_parses_and_rtt_is_fixed() -> None:
     fake = FakeGateway.recorded(FIXTURES / "api.json")
-    data = GatewayData(
+    data = AsyncClient(
         "http://gw.test", "t", transport=fake.transport(), timer=fixed_rtt_timer(1.2)
     )
     assert await data.ping() == pytest.approx(1.2)

@@ -15,7 +15,7 @@ import pytest
 from keyring.backend import KeyringBackend
 
 from client import identity
-from client.api import GatewayApi
+from client.api.clients import Client
 from client.errors import PolicyDenied
 from client.settings import ClientSettings, Secret, load_settings
 
@@ -77,8 +77,8 @@ def _settings(tmp_path: Path) -> ClientSettings:
     )
 
 
-def _api(calls: list[str], me: dict[str, object] | None = None) -> GatewayApi:
-    return GatewayApi(
+def _api(calls: list[str], me: dict[str, object] | None = None) -> Client:
+    return Client(
         "http://gw.example:8080",
         Secret("gph_t"),
         transport=httpx.MockTransport(_handler(calls, me or _me())),
@@ -184,5 +184,5 @@ def _fail() -> KeyringBackend:
     return keyring.backends.fail.Keyring()  # type: ignore[no-untyped-call]
 
 
-def _no_network(*args: object) -> GatewayApi:
+def _no_network(*args: object) -> Client:
     raise AssertionError("a fresh certificate needs no API call")

@@ -10,7 +10,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Input, Label, Static
 
-from client.tui.data import AuditEvent
+from client.api.models import AuditEvent
 from client.tui.messages import AuditLoaded
 from client.tui.screens.base import GpuhopScreen
 from client.tui.screens.replay import ReplayScreen

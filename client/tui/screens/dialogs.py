@@ -10,7 +10,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, OptionList, SelectionList, Static
 from textual.widgets.option_list import Option
 
-from client.tui.data import SessionView
+from client.api.models import SessionView
 from client.tui.format import DASH, cost, duration, env_state
 
 HELP = """\

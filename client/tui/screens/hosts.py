@@ -9,7 +9,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Input, Static
 
-from client.tui.data import GatewayData, HostView
+from client.api.clients import AsyncClient
+from client.api.models import HostView
 from client.tui.messages import HostsLoaded
 from client.tui.screens.base import GpuhopScreen
 from client.tui.screens.dialogs import EnvPicker, GpuPrompt
@@ -204,6 +205,6 @@ class HostsScreen(GpuhopScreen):
             self._show_request()
 
 
-async def _round(data: GatewayData) -> tuple[float, list[HostView]]:
+async def _round(data: AsyncClient) -> tuple[float, list[HostView]]:
     hosts = await data.hosts()
     return await data.ping(), hosts  # timed on the connection the first call opened

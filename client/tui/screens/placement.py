@@ -13,7 +13,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Footer, Input, Label, Static
 
-from client.tui.data import Constraints, Golden, Placement
+from client.api.models import Constraints, Golden, Placement
 from client.tui.messages import GoldenLoaded, PlacementLoaded
 from client.tui.screens.base import GpuhopScreen
 from client.tui.views import (

@@ -9,7 +9,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Static
 
-from client.tui.data import GatewayData, HostView, SessionView
+from client.api.clients import AsyncClient
+from client.api.models import HostView, SessionView
 from client.tui.format import cost
 from client.tui.messages import SessionKilled, SessionsLoaded
 from client.tui.screens.base import GpuhopScreen
@@ -143,13 +144,13 @@ class SessionsScreen(GpuhopScreen):
 
 
 async def _round(
-    data: GatewayData, live_only: bool
+    data: AsyncClient, live_only: bool
 ) -> tuple[float, list[SessionView], list[HostView]]:
     sessions = await data.sessions(live=True if live_only else None, limit=100)
     hosts = await data.hosts()
     return await data.ping(), sessions, hosts
 
 
-async def _kill(data: GatewayData, session_id: str) -> bool:
+async def _kill(data: AsyncClient, session_id: str) -> bool:
     await data.kill(session_id)
     return True
