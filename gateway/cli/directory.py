@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import click
 
+from gateway.cli.common import one_line_errors
 from gateway.errors import ConfigError, KeyMaterialError
 from gateway.settings import Settings, load_settings
 
@@ -36,12 +37,6 @@ CONFIG = click.option(
     help="Gateway config file (TOML). Env: GPUHOP_CONFIG.",
 )
 JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-
-
-def _errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    from gateway.cli import one_line_errors
-
-    return one_line_errors(func)
 
 
 def actor_name() -> str:
@@ -147,7 +142,7 @@ def users() -> None:
 @users.command("ls")
 @CONFIG
 @JSON
-@_errors
+@one_line_errors
 def users_ls(config_path: Path, as_json: bool) -> None:
     """Every user, with team, roles, keys and source."""
     view = view_of(config_path)
@@ -174,7 +169,7 @@ def users_ls(config_path: Path, as_json: bool) -> None:
 @click.option("--team", default="", help="A declared team.")
 @click.option("--role", "roles", multiple=True, help="Role to grant; repeatable.")
 @click.option("--key", "keys", multiple=True, help="Public key line or .pub file; repeatable.")
-@_errors
+@one_line_errors
 def users_add(
     config_path: Path, name: str, team: str, roles: tuple[str, ...], keys: tuple[str, ...]
 ) -> None:
@@ -187,7 +182,7 @@ def users_add(
 @users.command("rm")
 @CONFIG
 @click.argument("name")
-@_errors
+@one_line_errors
 def users_rm(config_path: Path, name: str) -> None:
     """Remove user NAME with their keys and grants; their live sessions end."""
     from gateway.directory.changes import RemoveUser
@@ -204,7 +199,7 @@ def keys() -> None:
 @CONFIG
 @click.argument("user")
 @click.argument("key")
-@_errors
+@one_line_errors
 def keys_add(config_path: Path, user: str, key: str) -> None:
     """Register KEY (a public key line or .pub file) to USER."""
     from gateway.directory.changes import AddKey
@@ -216,7 +211,7 @@ def keys_add(config_path: Path, user: str, key: str) -> None:
 @CONFIG
 @click.argument("user")
 @click.argument("key")
-@_errors
+@one_line_errors
 def keys_rm(config_path: Path, user: str, key: str) -> None:
     """Unregister KEY (SHA256 fingerprint, key line or .pub file) from USER."""
     from gateway.directory.changes import RemoveKey
@@ -243,7 +238,7 @@ def roles() -> None:
 @roles.command("ls")
 @CONFIG
 @JSON
-@_errors
+@one_line_errors
 def roles_ls(config_path: Path, as_json: bool) -> None:
     """Every role, what it grants and who holds it."""
     view = view_of(config_path)
@@ -282,7 +277,7 @@ def roles_ls(config_path: Path, as_json: bool) -> None:
     "--agent-forwarding", is_flag=True, help="Allow ssh -A (relayed per session, audited)."
 )
 @click.option("--remote-forwarding", is_flag=True, help="Allow ssh -R on the forward ports.")
-@_errors
+@one_line_errors
 def roles_add(
     config_path: Path,
     name: str,
@@ -318,7 +313,7 @@ def roles_add(
 @roles.command("rm")
 @CONFIG
 @click.argument("name")
-@_errors
+@one_line_errors
 def roles_rm(config_path: Path, name: str) -> None:
     """Remove role NAME (refused while someone holds it)."""
     from gateway.directory.changes import RemoveRole
@@ -330,7 +325,7 @@ def roles_rm(config_path: Path, name: str) -> None:
 @CONFIG
 @click.argument("user")
 @click.argument("role")
-@_errors
+@one_line_errors
 def roles_grant(config_path: Path, user: str, role: str) -> None:
     """Grant ROLE to USER."""
     from gateway.directory.changes import Grant
@@ -342,7 +337,7 @@ def roles_grant(config_path: Path, user: str, role: str) -> None:
 @CONFIG
 @click.argument("user")
 @click.argument("role")
-@_errors
+@one_line_errors
 def roles_revoke(config_path: Path, user: str, role: str) -> None:
     """Revoke ROLE from USER."""
     from gateway.directory.changes import Revoke
@@ -361,7 +356,7 @@ def teams() -> None:
 @teams.command("ls")
 @CONFIG
 @JSON
-@_errors
+@one_line_errors
 def teams_ls(config_path: Path, as_json: bool) -> None:
     view = view_of(config_path)
     items = [{"name": t.name, "members": list(t.members), **_stamp(t)} for t in view.teams.values()]
@@ -372,7 +367,7 @@ def teams_ls(config_path: Path, as_json: bool) -> None:
 @teams.command("add")
 @CONFIG
 @click.argument("name")
-@_errors
+@one_line_errors
 def teams_add(config_path: Path, name: str) -> None:
     from gateway.directory.changes import AddTeam
 
@@ -382,7 +377,7 @@ def teams_add(config_path: Path, name: str) -> None:
 @teams.command("rm")
 @CONFIG
 @click.argument("name")
-@_errors
+@one_line_errors
 def teams_rm(config_path: Path, name: str) -> None:
     from gateway.directory.changes import RemoveTeam
 
@@ -397,7 +392,7 @@ def datasets() -> None:
 @datasets.command("ls")
 @CONFIG
 @JSON
-@_errors
+@one_line_errors
 def datasets_ls(config_path: Path, as_json: bool) -> None:
     view = view_of(config_path)
     items = [
@@ -420,7 +415,7 @@ def datasets_ls(config_path: Path, as_json: bool) -> None:
 @click.argument("name")
 @click.option("--region", "regions", multiple=True, help="Region it may be processed in.")
 @click.option("--country", "countries", multiple=True, help="Country (ISO alpha-2) likewise.")
-@_errors
+@one_line_errors
 def datasets_add(
     config_path: Path, name: str, regions: tuple[str, ...], countries: tuple[str, ...]
 ) -> None:
@@ -435,7 +430,7 @@ def datasets_add(
 @datasets.command("rm")
 @CONFIG
 @click.argument("name")
-@_errors
+@one_line_errors
 def datasets_rm(config_path: Path, name: str) -> None:
     from gateway.directory.changes import RemoveDataset
 
@@ -456,7 +451,7 @@ def budgets() -> None:
 @budgets.command("ls")
 @CONFIG
 @JSON
-@_errors
+@one_line_errors
 def budgets_ls(config_path: Path, as_json: bool) -> None:
     view = view_of(config_path)
     items = [
@@ -480,7 +475,7 @@ def _money(value: float | None) -> str:
 @click.option("--team", default="")
 @click.option("--daily", type=float, default=None, help="USD per UTC day.")
 @click.option("--monthly", type=float, default=None, help="USD per UTC month.")
-@_errors
+@one_line_errors
 def budgets_set(
     config_path: Path, user: str, team: str, daily: float | None, monthly: float | None
 ) -> None:
@@ -498,7 +493,7 @@ def budgets_set(
 @CONFIG
 @click.option("--user", default="")
 @click.option("--team", default="")
-@_errors
+@one_line_errors
 def budgets_rm(config_path: Path, user: str, team: str) -> None:
     from gateway.directory.changes import RemoveBudget
 
@@ -517,7 +512,7 @@ def hosts() -> None:
 @hosts.command("ls")
 @CONFIG
 @JSON
-@_errors
+@one_line_errors
 def hosts_ls(config_path: Path, as_json: bool) -> None:
     view = view_of(config_path)
     items = [{"host": e.config.model_dump(mode="json"), **_stamp(e)} for e in view.hosts.values()]
@@ -547,7 +542,7 @@ def hosts_ls(config_path: Path, as_json: bool) -> None:
 @click.option("--price", "price_per_gpu_hour", type=float, default=0.0, help="Per GPU-hour.")
 @click.option("--egress", "egress_per_gb", type=float, default=0.0, help="Per GB out.")
 @click.option("--label", "labels", multiple=True, help="KEY=VALUE; repeatable.")
-@_errors
+@one_line_errors
 def hosts_add(
     config_path: Path,
     name: str,
@@ -607,7 +602,7 @@ def confirm_key(line: str, found: str, expected: str, yes: bool, name: str) -> s
 @hosts.command("rm")
 @CONFIG
 @click.argument("name")
-@_errors
+@one_line_errors
 def hosts_rm(config_path: Path, name: str) -> None:
     """Remove host NAME (refused while a role names it); live sessions on it end."""
     from gateway.directory.changes import RemoveHost

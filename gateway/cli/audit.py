@@ -1,9 +1,9 @@
-"""``gpuhop-gateway audit ls|show|export|verify-export|replay``: reading the audit log locally.
+"""``gpuhop-gateway audit verify|ls|show|export|verify-export|replay``: the audit log, locally.
 
 Each command takes ``--database URL`` or ``--config FILE`` (as ``audit verify``)
 and reads through the audit store's ``list`` pages, so it works on SQLite and
 PostgreSQL alike while a gateway keeps appending. Errors are one line on
-stderr with the gateway's exit codes (``gateway.cli.one_line_errors``).
+stderr with the gateway's exit codes (``gateway.cli.common.one_line_errors``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast
 
 import click
 
+from gateway.cli.common import one_line_errors
 from gateway.errors import ChainBroken, ConfigError, GatewayError, StorageError
+from gateway.settings import load_settings
 
 if TYPE_CHECKING:  # imported when a command runs: `gpuhop-gateway --help` stays quick
     from gateway.audit.chain import AuditEvent
@@ -34,7 +36,7 @@ DATA_WIDTH = 72  # characters of an event's data shown per row by ``ls``
 
 
 def _one_line_errors(func: F) -> F:
-    """``gateway.cli.one_line_errors``, imported when called: cli.py imports this module."""
+    """``one_line_errors``, and silence when the reader of stdout goes away."""
 
     @functools.wraps(func)
     def quiet_pipe(*args: Any, **kwargs: Any) -> Any:
@@ -46,13 +48,7 @@ def _one_line_errors(func: F) -> F:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(1)
 
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from gateway.cli import one_line_errors
-
-        return one_line_errors(quiet_pipe)(*args, **kwargs)
-
-    return cast(F, wrapper)
+    return one_line_errors(cast(F, quiet_pipe))
 
 
 def _source(func: F) -> F:
@@ -68,8 +64,6 @@ def database_url(database: str | None, config_path: Path | None) -> str:
         return database
     if config_path is None:
         raise ConfigError("give --database URL or --config FILE")
-    from gateway.settings import load_settings
-
     return load_settings(config_path).gateway.storage_url.get_secret_value()
 
 
@@ -119,7 +113,105 @@ def _row(e: AuditEvent) -> tuple[str, str, str, str, str]:
 
 @click.group("audit")
 def audit_commands() -> None:
-    """Read the audit log: list, show, export, replay recordings."""
+    """The tamper-evident audit log."""
+
+
+@audit_commands.command("verify")
+@click.option("--database", default=None, help="Storage URL or SQLite path.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None)
+@click.option(
+    "--checkpoint-key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Audit checkpoint key (private, or its .pub) that signs the chain "
+    "(default: the config's audit_checkpoint_key).",
+)
+@click.option(
+    "--anchor",
+    "anchor_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Anchor file holding the newest signed head (default: the config's audit_anchor_file).",
+)
+@click.option("--no-anchor", is_flag=True, help="Check signatures only, not the anchor file.")
+@click.option(
+    "--expect-head", default=None, metavar="ID:HASH", help="Fail unless the chain holds this event."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result (and the head) as JSON.")
+@one_line_errors
+def audit_verify(
+    database: str | None,
+    config_path: Path | None,
+    checkpoint_key: Path | None,
+    anchor_path: Path | None,
+    no_anchor: bool,
+    expect_head: str | None,
+    as_json: bool,
+) -> None:
+    """Walk the hash chain and check it against its signed checkpoints and anchor.
+
+    Exit 0 when it holds; else one line naming the first problem: a broken link,
+    an event rewritten, events deleted from the end, or events appended without
+    the audit key. Without --config or --checkpoint-key only the links are checked.
+    """
+    from gateway.audit.anchor import TrustedKeys, anchors_for
+    from gateway.audit.checkpoint import parse_head
+    from gateway.audit.store import verify_database
+
+    g = load_settings(config_path).gateway if config_path is not None else None
+    if database is None:
+        if g is None:
+            raise ConfigError("give --database URL or --config FILE")
+        database = g.storage_url.get_secret_value()
+    try:
+        expect = parse_head(expect_head) if expect_head is not None else None
+    except ValueError as exc:
+        raise ConfigError(f"--expect-head: {exc}") from None
+    key_path = checkpoint_key or (g.audit_checkpoint_key if g is not None else None)
+    if anchor_path is None and g is not None and not no_anchor:
+        anchor_path = g.audit_anchor_file
+    anchors = None
+    if key_path is not None:
+        anchor_file = None if no_anchor else anchor_path
+        anchors = anchors_for(
+            TrustedKeys.from_file(key_path), anchor_file, expect, require_anchor=True
+        )
+    elif expect is not None or anchor_path is not None:
+        raise ConfigError("--expect-head and --anchor need --config or --checkpoint-key")
+    result = verify_database(database, anchors)
+    if as_json:
+        anchor = anchors.anchor if anchors is not None else None
+        click.echo(
+            json.dumps(
+                {
+                    "ok": result.ok,
+                    "count": result.count,
+                    "first_broken": result.first_broken,
+                    "reason": result.reason,
+                    "head": {"id": result.head_id, "hash": result.head_hash},
+                    "signed_through": result.signed_through,
+                    "anchor": None
+                    if anchor is None
+                    else {"id": anchor.event_id, "hash": anchor.hash},
+                }
+            )
+        )
+    if not result.ok:
+        raise ChainBroken(
+            f"audit chain broken at event {result.first_broken}: {result.reason}",
+            result.first_broken,
+        )
+    if anchors is None:
+        click.echo(
+            "gpuhop-gateway: note: checkpoints not checked (give --config or --checkpoint-key)",
+            err=True,
+        )
+    if not as_json:
+        signed = (
+            "" if result.signed_through is None else f", signed through {result.signed_through}"
+        )
+        head = f"{result.head_id}:{result.head_hash}"
+        click.echo(f"audit chain ok: {result.count} events, head {head}{signed}")
 
 
 @audit_commands.command("ls")
@@ -285,8 +377,6 @@ def audit_replay(
     if recordings_dir is None:
         if config_path is None:
             raise ConfigError("give --recordings-dir DIR or --config FILE")
-        from gateway.settings import load_settings
-
         recordings_dir = load_settings(config_path).gateway.recordings_dir
     path = recording_path(recordings_dir, session_id)
     stdout = sys.stdout.buffer
@@ -323,7 +413,3 @@ def audit_replay(
         stdout.write(cleaner.feed(decoder.decode(b"", final=True)).encode("utf-8"))
         stdout.write(cleaner.end().encode("utf-8", "replace"))
         stdout.flush()
-
-
-if __name__ == "__main__":
-    audit_commands()

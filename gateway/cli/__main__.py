@@ -1,0 +1,7 @@
+"""``python -m gateway.cli``: the same as ``gpuhop-gateway``."""
+
+from __future__ import annotations
+
+from gateway.cli.root import main
+
+main()
