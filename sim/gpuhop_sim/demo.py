@@ -23,7 +23,7 @@ from typing import Any
 import click
 import platformdirs
 
-from gateway.cli import one_line_errors
+from gateway.cli.common import one_line_errors
 from gateway.errors import GatewayError
 from gateway.keys import UserCA, ensure_private_key, public_line
 from gateway.policy.passthrough import host_principal
