@@ -35,6 +35,7 @@ import structlog
 
 from gateway.audit.store import AuditStore, append_within
 from gateway.metering.meter import Rate, session_cost
+from gateway.sessionevents import SessionEnd, SessionStart
 from gateway.storage import Storage
 from gateway.storage.sessions import SessionRecord, SessionStore
 
@@ -110,32 +111,32 @@ async def _close(
     duration = ended_at - record.started_at
     rate = rate_of(record.host)
     cost = None if rate is None else round(session_cost(rate, record.gpus, duration).total, 6)
-    data: dict[str, object] = {
-        "session_id": record.id,
-        "host": record.host,
-        "region": record.region,
-        "mode": record.mode.value,
-        "account": record.account,
-        "source": record.source,
-        "gpus": record.gpus,
-        "bytes_up": 0,
-        "bytes_down": 0,
-        "duration_s": round(duration, 6),
-        "ended_at": ended_at,
-        "exit_status": None,
-        "error": CRASH_ERROR,
-        "reconciled": True,
-    }
-    if cost is not None:
-        data["cost_usd"] = cost
-    await append_within(audit, "session.end", record.user, data, audit_timeout_s)
-    final = await sessions.record_end(
+    start = SessionStart(
         record.id,
-        bytes_up=0,
-        bytes_down=0,
+        record.user,
+        record.host,
+        record.region,
+        record.mode,
+        source=record.source,
+        account=record.account,
+        gpus=record.gpus,
+    )
+    end = SessionEnd(
+        start,
+        duration_s=duration,
         error=CRASH_ERROR,
         cost_usd=cost,
         ended_at=ended_at,
+        details={"reconciled": True},
+    )
+    await append_within(audit, end.event, end.user, end.audit_data(), audit_timeout_s)
+    final = await sessions.record_end(
+        record.id,
+        bytes_up=end.bytes_up,
+        bytes_down=end.bytes_down,
+        error=end.error,
+        cost_usd=end.cost_usd,
+        ended_at=end.ended_at,
     )
     log.warning(
         "session closed after a gateway crash",

@@ -47,6 +47,7 @@ from gateway.metering.budgets import BudgetDecision
 from gateway.metering.meter import Cost, Rate
 from gateway.models import AccessRequest, Host, Mode, Principal
 from gateway.policy.rules import evaluate
+from gateway.sessionevents import SessionEnd, SessionStart
 from gateway.ssh.context import ActiveSession
 from gateway.ssh.envprotocol import as_bytes
 
@@ -265,22 +266,14 @@ class GoldenRunner:
     ) -> GoldenResult:
         """The run as a session: started (fail closed), live, metered, recorded, ended."""
         ctx, user = self._ctx, principal.user
-        common: dict[str, object] = {
-            "session_id": session_id,
-            "user": user,
-            "source": principal.source,
-            "host": host.name,
-            "region": host.region,
-            "mode": Mode.RECORDED.value,
+        details: dict[str, object] = {
             "via": "golden",
-            "account": account,
             "fingerprint": principal.key_fingerprint,
             "cert_id": principal.cert_id,
             "role": role,
             "request": "golden",
             "command": command,
             "pty": False,
-            "gpus": gpus,
         }
         recording: Recording | None = None
         try:
@@ -292,7 +285,18 @@ class GoldenRunner:
                 title=f"{user} -> {account}@{host.name} (golden)",
                 command=command,
             )
-            await ctx.start_session(user, {**common, "recording": recording.path.name})
+            start = SessionStart(
+                session_id,
+                user,
+                host.name,
+                host.region,
+                Mode.RECORDED,
+                source=principal.source,
+                account=account,
+                gpus=gpus,
+                details={**details, "recording": recording.path.name},
+            )
+            await ctx.start_session(start)
         except Exception as exc:  # fail closed: never an unrecorded or unaudited run
             if recording is not None:
                 recording.close()
@@ -317,21 +321,22 @@ class GoldenRunner:
             recording.close()
         total = round(cost.total, 6) if cost is not None else 0.0
         result = replace(result, cost=total, session_id=session_id)
-        end = {
-            **common,
-            "recording": recording.path.name,
+        end_details: dict[str, object] = {
             "recording_bytes": recording.bytes_written,
-            "cost_usd": total,
-            "bytes_up": 0,
-            "bytes_down": run.bytes_down,
-            "duration_s": round(time.monotonic() - started, 6),
-            "exit_status": result.exit_status,
             "exit_signal": None,
-            "error": result.error if result.status != "ok" else "",
         }
         if recording.failed:
-            end["recording_error"] = recording.failed
-        ctx.end_session(user, end)
+            end_details["recording_error"] = recording.failed
+        end = SessionEnd(
+            start,
+            bytes_down=run.bytes_down,
+            duration_s=time.monotonic() - started,
+            exit_status=result.exit_status,
+            error=result.error if result.status != "ok" else "",
+            cost_usd=total,
+            details=end_details,
+        )
+        ctx.end_session(end)
         return result
 
     async def _execute(

@@ -16,6 +16,7 @@ from gateway.audit.store import AuditStore, append_within
 from gateway.inventory.hosts import Inventory
 from gateway.keys import UserCA
 from gateway.models import Mode, Principal
+from gateway.sessionevents import SessionEnd, SessionStart
 from gateway.ssh.authority import recheck
 from gateway.ssh.envstage import StagePolicy
 from gateway.ssh.limits import StartupLimiter
@@ -166,45 +167,42 @@ class FrontContext:
         except Exception as exc:  # the relay must outlive a storage hiccup; the error is logged
             log.error("audit write failed", kind=kind, error=str(exc))
 
-    async def start_session(self, user: str, data: Mapping[str, object]) -> None:
+    async def start_session(self, start: SessionStart) -> None:
         """Audit a session's start (raises if that fails: the caller fails closed),
         then add it to the session records the API serves."""
-        await append_within(self.audit, "session.start", user, data, self.audit_start_timeout_s)
+        await append_within(
+            self.audit, start.event, start.user, start.audit_data(), self.audit_start_timeout_s
+        )
         if self.session_store is not None:
             try:
                 await self.session_store.record_start(
-                    session_id=str(data["session_id"]),
-                    user=user,
-                    host=str(data["host"]),
-                    region=str(data.get("region", "")),
-                    mode=Mode(str(data["mode"])),
-                    account=str(data.get("account", "")),
-                    source=str(data.get("source", "")),
-                    gpus=int(data.get("gpus", 0) or 0),  # type: ignore[call-overload]
+                    session_id=start.session_id,
+                    user=start.user,
+                    host=start.host,
+                    region=start.region,
+                    mode=start.mode,
+                    account=start.account,
+                    source=start.source,
+                    gpus=start.gpus,
                 )
             except Exception as exc:  # the audit log is the source of truth
                 log.error("session record failed", error=str(exc))
 
-    def end_session(self, user: str, data: Mapping[str, object]) -> None:
+    def end_session(self, end: SessionEnd) -> None:
         """Audit a session's end and close its record, without blocking the caller."""
-        self.audit_soon("session.end", user, data)
+        self.audit_soon(end.event, end.user, end.audit_data())
         if self.session_store is not None:
-            task = asyncio.get_running_loop().create_task(self._record_end(data))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+            self.spawn(self._record_end(self.session_store, end))
 
-    async def _record_end(self, data: Mapping[str, object]) -> None:
-        assert self.session_store is not None
-        status = data.get("exit_status")
-        cost = data.get("cost_usd")
+    async def _record_end(self, store: SessionStore, end: SessionEnd) -> None:
         try:
-            await self.session_store.record_end(
-                str(data["session_id"]),
-                bytes_up=int(data.get("bytes_up", 0) or 0),  # type: ignore[call-overload]
-                bytes_down=int(data.get("bytes_down", 0) or 0),  # type: ignore[call-overload]
-                exit_status=status if isinstance(status, int) else None,
-                error=str(data.get("error") or "") or None,
-                cost_usd=cost if isinstance(cost, int | float) else None,
+            await store.record_end(
+                end.session_id,
+                bytes_up=end.bytes_up,
+                bytes_down=end.bytes_down,
+                exit_status=end.exit_status,
+                error=end.error or None,
+                cost_usd=end.cost_usd,
             )
         except Exception as exc:
             log.error("session record failed", error=str(exc))

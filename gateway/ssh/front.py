@@ -29,6 +29,7 @@ from gateway.keys import key_id_user, public_line
 from gateway.models import AccessRequest, Host, Mode, Principal
 from gateway.policy.passthrough import passthrough_request
 from gateway.policy.rules import evaluate
+from gateway.sessionevents import SessionEnd, SessionStart
 from gateway.ssh.agenthook import AgentRequestHook
 from gateway.ssh.authority import DISCONNECT_GRACE_S
 from gateway.ssh.context import JUMP_PREFIX, ActiveSession, FrontContext
@@ -480,7 +481,7 @@ class FrontServer(asyncssh.SSHServer):
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(exc)) from exc
         # The start event is durable before any byte reaches the user: fail closed.
         try:
-            await self._ctx.start_session(principal.user, start)
+            await self._ctx.start_session(start)
         except Exception as exc:
             self._ctx.sessions.pop(session_id, None)
             admitted.end(self._ctx, 0)
@@ -610,43 +611,43 @@ class FrontServer(asyncssh.SSHServer):
         role: str,
         admitted: PassthroughAdmission,
         generation: int,
-    ) -> tuple[PassthroughSession, dict[str, object]]:
+    ) -> tuple[PassthroughSession, SessionStart]:
         session_id = admitted.session_id
-        common: dict[str, object] = {
-            "session_id": session_id,
-            "user": principal.user,
-            "source": self._source,
-            "host": host.name,
-            "region": host.region,
-            "mode": Mode.PASSTHROUGH.value,
-            "account": "",
+        details: dict[str, object] = {
             "fingerprint": principal.key_fingerprint,
             "cert_id": principal.cert_id,
             "role": role,
             "dest": dest,
             # The host holds the login to these: the certificate's ACCOUNT@HOST principals.
             "accounts": list(admitted.accounts),
-            "gpus": len(admitted.gpus),
             "gpu_indices": list(admitted.gpus),
         }
         if admitted.budget_warning:  # passthrough has no channel to tell the user itself
-            common["budget_warning"] = admitted.budget_warning
+            details["budget_warning"] = admitted.budget_warning
+        start = SessionStart(
+            session_id,
+            principal.user,
+            host.name,
+            host.region,
+            Mode.PASSTHROUGH,
+            source=self._source,
+            gpus=len(admitted.gpus),
+            details=details,
+        )
         ctx = self._ctx
 
         def on_close(stats: RelayStats) -> None:
             ctx.sessions.pop(session_id, None)
-            end = dict(common)
             cost = admitted.end(ctx, stats.bytes_down)
-            if cost is not None:
-                end["cost_usd"] = cost
-            end.update(
+            end = SessionEnd(
+                start,
                 bytes_up=stats.bytes_up,
                 bytes_down=stats.bytes_down,
-                duration_s=round(stats.duration_s, 6),
-                exit_status=None,
+                duration_s=stats.duration_s,
                 error=stats.error,
+                cost_usd=cost,
             )
-            ctx.end_session(principal.user, end)
+            ctx.end_session(end)
 
         relay = PassthroughSession(on_close)
 
@@ -668,7 +669,7 @@ class FrontServer(asyncssh.SSHServer):
             ),
             generation,
         )
-        return relay, common
+        return relay, start
 
 
 def split_login(login: str) -> tuple[str, tuple[str, str] | None]:

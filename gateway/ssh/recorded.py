@@ -39,6 +39,7 @@ from gateway.live import IdleWatch
 from gateway.models import AccessRequest, Host, Mode, Principal
 from gateway.policy.forwards import ForwardKind, ForwardRequest, decide_forward, ssh_ports_of
 from gateway.policy.rules import evaluate
+from gateway.sessionevents import SessionEnd, SessionStart
 from gateway.ssh.agentrelay import AgentRelay
 from gateway.ssh.context import ActiveSession, Authority, FrontContext
 from gateway.ssh.limits import ResizeThrottle
@@ -198,17 +199,10 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
             return "sftp"
         return "exec" if self._command is not None else "shell"
 
-    def _common(self) -> dict[str, object]:
+    def _start_event(self) -> SessionStart:
         p = self.target.principal
-        common: dict[str, object] = {
-            "session_id": self.session_id,
-            "user": p.user,
-            "source": p.source,
-            "host": self.target.host.name,
-            "region": self.target.host.region,
-            "mode": Mode.RECORDED.value,
+        details: dict[str, object] = {
             "via": self.target.via,
-            "account": self.target.account,
             "fingerprint": p.key_fingerprint,
             "cert_id": p.cert_id,
             "role": self.target.role,
@@ -217,8 +211,20 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
             "pty": self._term is not None,
         }
         if self.target.jump:
-            common["jump_id"] = self.target.jump
-        return common
+            details["jump_id"] = self.target.jump
+        if self._recording is not None:
+            details["recording"] = self._recording.path.name
+        return SessionStart(
+            self.session_id,
+            p.user,
+            self.target.host.name,
+            self.target.host.region,
+            Mode.RECORDED,
+            source=p.source,
+            account=self.target.account,
+            gpus=self._gpus,
+            details=details,
+        )
 
     async def _open(self) -> None:
         chan = self._chan
@@ -258,11 +264,7 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
                 self._recording = self._start_recording()
             else:
                 self._sftp = SftpAuditor(self._sftp_event)
-            start = self._common()
-            start["gpus"] = self._gpus
-            if self._recording is not None:
-                start["recording"] = self._recording.path.name
-            await ctx.start_session(self.target.principal.user, start)
+            await ctx.start_session(self._start_event())
         except RecordingError as exc:
             self._refuse(f"gpuhop: session refused: {exc}", str(exc))
             return
@@ -710,34 +712,36 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
             ctx.pool.release(self._entry)  # type: ignore[arg-type]
         if self._agent is not None:
             self._agent.close()
-        end = self._common()
+        cost = None
         if self._metered and ctx.live is not None:
-            cost = ctx.live.stop_meter(self.session_id)
-            if cost is not None:
-                end["cost_usd"] = round(cost.total, 6)
+            stopped = ctx.live.stop_meter(self.session_id)
+            cost = None if stopped is None else round(stopped.total, 6)
         if self._lease is not None and ctx.live is not None:
             ctx.live.idle.pop(self.session_id, None)
             ctx.spawn(ctx.live.release(self.session_id))
-        end["gpus"] = self._gpus
-        end.update(
-            bytes_up=self._bytes_up,
-            bytes_down=self._bytes_down,
-            duration_s=round(time.monotonic() - self._started, 6),
-            exit_status=self.exit_status,
-            exit_signal=self.exit_signal[0] if self.exit_signal else None,
-            error=self._error,
-        )
         if self._space_timer is not None:
             self._space_timer.cancel()
+        details: dict[str, object] = {
+            "exit_signal": self.exit_signal[0] if self.exit_signal else None
+        }
         if self._recording is not None:
             self._recording.close()
-            end["recording"] = self._recording.path.name
-            end["recording_bytes"] = self._recording.bytes_written
+            details["recording_bytes"] = self._recording.bytes_written
             if self._recording.failed:
-                end["recording_error"] = self._recording.failed
+                details["recording_error"] = self._recording.failed
         if self._sftp is not None:
             self._sftp.close()
-        ctx.end_session(self.target.principal.user, end)
+        end = SessionEnd(
+            self._start_event(),
+            bytes_up=self._bytes_up,
+            bytes_down=self._bytes_down,
+            duration_s=time.monotonic() - self._started,
+            exit_status=self.exit_status,
+            error=self._error,
+            cost_usd=cost,
+            details=details,
+        )
+        ctx.end_session(end)
 
     async def _audit(self, kind: str, data: dict[str, object]) -> None:
         payload = {
