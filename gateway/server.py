@@ -61,13 +61,13 @@ from gateway.metering.meter import rate_for
 from gateway.metrics import GatewayMetrics, InstrumentedAuditStore
 from gateway.placement.golden import GoldenLimits, GoldenRunner
 from gateway.policy.passthrough import host_principal
+from gateway.policy.rules import default_account
 from gateway.settings import Settings
 from gateway.ssh.algorithms import connection_algorithms
 from gateway.ssh.authority import enforce
 from gateway.ssh.context import ActiveSession, FrontContext
 from gateway.ssh.envstage import StagePolicy
 from gateway.ssh.front import FrontConnection, FrontServer
-from gateway.ssh.inner import default_account
 from gateway.ssh.limits import StartupLimiter
 from gateway.ssh.ratelimit import FailureLimiter
 from gateway.ssh.upstream import UpstreamPool

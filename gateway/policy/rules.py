@@ -18,7 +18,7 @@ user what to ask for, where "no role grants host sg-1" would not.
 
 from __future__ import annotations
 
-from gateway.models import AccessRequest, Decision, Host, Principal, Role
+from gateway.models import AccessRequest, Decision, Host, Mode, Principal, Role
 
 ANY = "*"
 
@@ -73,6 +73,17 @@ def allowed_accounts(principal: Principal) -> tuple[str, ...]:
     principals list, which OpenSSH reads as "valid for every account".
     """
     return tuple(sorted({account for role in principal.roles for account in role.accounts}))
+
+
+def default_account(principal: Principal, host: Host) -> str:
+    """The first concrete account a granting role names for this host
+    (recorded mode); the user's own name when none does."""
+    for role in principal.roles:
+        if evaluate(Principal(principal.user, (role,)), AccessRequest(host, Mode.RECORDED)).allowed:
+            for account in role.accounts:
+                if account != "*":
+                    return account
+    return principal.user
 
 
 def _check(role: Role, request: AccessRequest) -> tuple[int, str]:

@@ -38,7 +38,7 @@ from gateway.audit.store import append_within
 from gateway.errors import GatewayError
 from gateway.models import AccessRequest, Decision, Host, Mode, Principal
 from gateway.policy.forwards import ForwardKind, ForwardRequest, decide_forward, ssh_ports_of
-from gateway.policy.rules import evaluate
+from gateway.policy.rules import default_account, evaluate
 from gateway.ssh.agenthook import AgentRequestHook
 from gateway.ssh.authority import DISCONNECT_GRACE_S
 from gateway.ssh.context import Authority, FrontContext
@@ -705,16 +705,6 @@ def resolver_for(ctx: FrontContext, authority: Authority, fixed: tuple[str, str]
         return Resolution(target, rest)
 
     return resolve
-
-
-def default_account(principal: Principal, host: Host) -> str:
-    """The first concrete account a granting role names for this host."""
-    for role in principal.roles:
-        if evaluate(Principal(principal.user, (role,)), AccessRequest(host, Mode.RECORDED)).allowed:
-            for account in role.accounts:
-                if account != "*":
-                    return account
-    return principal.user
 
 
 def menu_text(ctx: FrontContext, principal: Principal, asked: str) -> str:

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from gateway.models import AccessRequest, Decision, Host, Mode, Principal, Role
-from gateway.policy.rules import allowed_accounts, evaluate, host_matches
+from gateway.policy.rules import allowed_accounts, default_account, evaluate, host_matches
 
 P, R = Mode.PASSTHROUGH, Mode.RECORDED
 
@@ -205,3 +205,18 @@ def test_rules_import_no_edges() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("roles", "host", "expected"),
+    [
+        ((DEV,), SG1, "gpu"),
+        ((OPS, DEV), SG1, "root"),  # the first granting role's first account
+        ((VIEW, DEV), SG1, "gpu"),  # view grants passthrough only: not asked
+        ((ADMIN,), SG1, "alice"),  # "*" names no concrete account
+        ((DEV,), AE1, "alice"),  # no granting role
+        ((), SG1, "alice"),
+    ],
+)
+def test_default_account(roles: tuple[Role, ...], host: Host, expected: str) -> None:
+    assert default_account(alice(*roles), host) == expected
