@@ -205,32 +205,24 @@ def forget(paths: Paths) -> list[Path]:
 
 def ensure_key(paths: Paths) -> str:
     """The client key's public line, generating an ed25519 key (mode 0600) when missing."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ed25519
+    # client.sshconn imports this module (Paths, Profile): importing it here breaks the cycle.
+    from client.sshconn import asyncssh
 
     if paths.key.exists() and paths.public_key.exists():
         return paths.public_key.read_text().strip()
     _ensure_dir(paths.root)
     if paths.key.exists():
-        loaded = serialization.load_ssh_private_key(paths.key.read_bytes(), password=None)
-        public = loaded.public_key()
+        key = asyncssh.read_private_key(str(paths.key))
     else:
-        private = ed25519.Ed25519PrivateKey.generate()
-        pem = private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.OpenSSH,
-            serialization.NoEncryption(),
-        )
+        key = asyncssh.generate_private_key("ssh-ed25519")
         try:
             fd = os.open(paths.key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:  # another gpuhop process made it first
             return ensure_key(paths)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(pem)
-        public = private.public_key()
-    line = public.public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-    ).decode()
+            fh.write(key.export_private_key("openssh"))
+    algorithm, blob = key.export_public_key("openssh").decode().split()[:2]
+    line = f"{algorithm} {blob}"
     write_private(paths.public_key, f"{line} gpuhop\n", mode=0o644)
     return f"{line} gpuhop"
 
