@@ -40,6 +40,7 @@ from gateway.audit.reconcile import (
 )
 from gateway.audit.recording import Limits as RecordingLimits
 from gateway.audit.store import AuditStore, append_within, open_store
+from gateway.config.loader import Settings
 from gateway.directory.service import DirectoryService, stop_task
 from gateway.directory.view import DirectoryView
 from gateway.errors import GatewayError
@@ -62,7 +63,6 @@ from gateway.metrics import GatewayMetrics, InstrumentedAuditStore
 from gateway.placement.golden import GoldenLimits, GoldenRunner
 from gateway.policy.passthrough import host_principal
 from gateway.policy.rules import default_account
-from gateway.settings import Settings
 from gateway.ssh.algorithms import connection_algorithms
 from gateway.ssh.authority import enforce
 from gateway.ssh.context import ActiveSession, FrontContext

@@ -12,13 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.config.fields import Address, KeyLine, Name, Port
 from gateway.directory.view import DirectoryView, Entry, TeamEntry, UserEntry
-from gateway.settings import (
-    Address,
-    KeyLine,
-    Name,
-    Port,
-)
 from gateway.storage.directory import Stamp
 
 _OUT = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)

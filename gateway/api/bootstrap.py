@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass
 
 from gateway.audit.store import open_store
+from gateway.config.loader import Settings
 from gateway.directory.view import DirectoryView
 from gateway.errors import ConfigError, GatewayError
-from gateway.settings import Settings
 from gateway.storage import Scope, StoredDirectory, Token, open_storage
 
 CLI_ACTOR = "gateway-cli"

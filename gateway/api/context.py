@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from gateway.audit.store import AuditStore
+from gateway.config.loader import Settings
 from gateway.inventory.hosts import Inventory
 from gateway.keys import UserCA
 from gateway.live import LiveState
 from gateway.metrics import GatewayMetrics
 from gateway.models import Mode
 from gateway.placement.golden import GoldenRunner
-from gateway.settings import Settings
 from gateway.storage import SessionStore, TokenStore
 
 if TYPE_CHECKING:

@@ -30,9 +30,9 @@ import asyncssh
 import structlog
 
 from gateway.audit.checkpoint import Anchors, Checkpoint, checkpoint_message
+from gateway.config.process import GatewaySettings
 from gateway.errors import KeyMaterialError, StorageError
 from gateway.keys import ensure_private_key, load_private_key
-from gateway.settings import GatewaySettings
 
 log = structlog.get_logger("gpuhop.audit")
 

@@ -40,7 +40,8 @@ from gateway.storage import Storage
 from gateway.storage.sessions import SessionRecord, SessionStore
 
 if TYPE_CHECKING:
-    from gateway.settings import GatewaySettings, Settings
+    from gateway.config.loader import Settings
+    from gateway.config.process import GatewaySettings
 
 log = structlog.get_logger("gpuhop.audit")
 

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast
 import click
 
 from gateway.cli.common import one_line_errors
+from gateway.config.loader import load_settings
 from gateway.errors import ChainBroken, ConfigError, GatewayError, StorageError
-from gateway.settings import load_settings
 
 if TYPE_CHECKING:  # imported when a command runs: `gpuhop-gateway --help` stays quick
     from gateway.audit.chain import AuditEvent

@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 
 import click
 
+from gateway.config.loader import Settings, load_settings
 from gateway.errors import GatewayError
-from gateway.settings import Settings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from gateway.cli.common import CONFIG_OPTION, one_line_errors
-from gateway.settings import load_settings
+from gateway.config.loader import load_settings
 
 
 @click.group()

@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 import click
 
 from gateway.cli.common import one_line_errors
+from gateway.config.loader import Settings, load_settings
 from gateway.errors import ConfigError, KeyMaterialError
-from gateway.settings import Settings, load_settings
 
 T = TypeVar("T")
 
@@ -291,9 +291,9 @@ def roles_add(
     remote_forwarding: bool,
 ) -> None:
     """Add role NAME, as a [[roles]] entry would declare it."""
+    from gateway.config.directory import RoleConfig
     from gateway.directory.changes import AddRole
     from gateway.directory.view import validated
-    from gateway.settings import RoleConfig
 
     spec: dict[str, Any] = {
         "name": name,
@@ -419,9 +419,9 @@ def datasets_ls(config_path: Path, as_json: bool) -> None:
 def datasets_add(
     config_path: Path, name: str, regions: tuple[str, ...], countries: tuple[str, ...]
 ) -> None:
+    from gateway.config.directory import DatasetConfig
     from gateway.directory.changes import AddDataset
     from gateway.directory.view import validated
-    from gateway.settings import DatasetConfig
 
     spec = validated(DatasetConfig, name=name, regions=regions, countries=countries)
     apply(config_path, AddDataset(spec))
@@ -480,9 +480,9 @@ def budgets_set(
     config_path: Path, user: str, team: str, daily: float | None, monthly: float | None
 ) -> None:
     """Set (or replace) the limits of one user or one team."""
+    from gateway.config.directory import BudgetConfig
     from gateway.directory.changes import SetBudget
     from gateway.directory.view import validated
-    from gateway.settings import BudgetConfig
 
     kind, owner = _owner(user, team)
     spec = validated(BudgetConfig, **{kind: owner}, daily=daily, monthly=monthly)
@@ -554,10 +554,10 @@ def hosts_add(
 ) -> None:
     """Add host NAME. Without --host-key the gateway fetches the host's key, then
     pins it if it matches --fingerprint, if --yes is given, or if you confirm it."""
+    from gateway.config.directory import HostConfig
     from gateway.directory.changes import AddHost
     from gateway.directory.view import validated
     from gateway.inventory.hostscan import scan_host_key
-    from gateway.settings import HostConfig
 
     if host_key and fingerprint:
         raise ConfigError("give --host-key or --fingerprint, not both")

@@ -9,8 +9,8 @@ import click
 
 from client.durations import parse_duration
 from gateway.cli.common import CONFIG_OPTION, one_line_errors, reload
+from gateway.config.loader import load_settings
 from gateway.errors import ConfigError, KeyMaterialError
-from gateway.settings import load_settings
 
 
 @click.group()

@@ -20,8 +20,8 @@ from gateway.cli.common import CONFIG_OPTION, load, one_line_errors
 from gateway.cli.db import db
 from gateway.cli.directory import admin
 from gateway.cli.keys import ca, hostkey
+from gateway.config.loader import load_settings
 from gateway.errors import ConfigError
-from gateway.settings import load_settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

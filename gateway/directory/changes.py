@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from gateway.settings import BudgetConfig, DatasetConfig, HostConfig, RoleConfig
+from gateway.config.directory import BudgetConfig, DatasetConfig, HostConfig, RoleConfig
 
 OwnerKind = Literal["user", "team"]
 

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 import structlog
 
 from gateway.audit.store import AuditStore, append_within
+from gateway.config.loader import Settings
 from gateway.directory import changes as ch
 from gateway.directory.view import DirectoryView
 from gateway.errors import DirectoryConflict, DirectoryError, GatewayError, StorageError
-from gateway.settings import Settings
 from gateway.storage.directory import DirectoryStore, VersionMoved
 
 log = structlog.get_logger("gpuhop.directory")

@@ -19,6 +19,8 @@ from typing import Any, Generic, Literal, TypeVar
 import structlog
 from pydantic import BaseModel, ValidationError
 
+from gateway.config.directory import BudgetConfig, DatasetConfig, HostConfig, RoleConfig, UserConfig
+from gateway.config.loader import Settings
 from gateway.directory import changes as ch
 from gateway.errors import (
     ConfigManaged,
@@ -32,14 +34,6 @@ from gateway.inventory.keys import parse_public_key
 from gateway.metering.budgets import BudgetLimits
 from gateway.models import Region, User
 from gateway.policy.residency import DataSet
-from gateway.settings import (
-    BudgetConfig,
-    DatasetConfig,
-    HostConfig,
-    RoleConfig,
-    Settings,
-    UserConfig,
-)
 from gateway.storage.directory import Stamp, StoredDirectory
 
 log = structlog.get_logger("gpuhop.directory")

@@ -23,10 +23,10 @@ import structlog
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.engine import Connection
 
+from gateway.config.directory import BudgetConfig, DatasetConfig, HostConfig, RoleConfig
 from gateway.directory import changes as ch
 from gateway.errors import DirectoryConflict
 from gateway.inventory.keys import parse_public_key
-from gateway.settings import BudgetConfig, DatasetConfig, HostConfig, RoleConfig
 from gateway.storage.engine import Database
 from gateway.storage.schema import (
     directory_budgets,

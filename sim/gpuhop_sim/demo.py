@@ -24,10 +24,10 @@ import click
 import platformdirs
 
 from gateway.cli.common import one_line_errors
+from gateway.config.loader import load_settings
 from gateway.errors import GatewayError
 from gateway.keys import UserCA, ensure_private_key, public_line
 from gateway.policy.passthrough import host_principal
-from gateway.settings import load_settings
 from gateway.storage import Scope
 
 DEMO_USER = "alice"

@@ -27,10 +27,10 @@ from gateway.api import ApiContext, ApiServer, session_controls, start_api
 from gateway.api.bootstrap import CLI_ACTOR, create_token, create_token_blocking
 from gateway.audit.chain import AuditEvent
 from gateway.audit.store import AuditStore, open_store
+from gateway.config.loader import Settings
 from gateway.errors import ConfigError
 from gateway.keys import UserCA
 from gateway.models import Mode
-from gateway.settings import Settings
 from gateway.storage import Scope, Storage, TokenStore, open_storage
 from gpuhop_sim.sshd import SshdHost
 from tests.integration.gwstack import new_storage_url

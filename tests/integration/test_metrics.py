@@ -25,9 +25,9 @@ from gateway import __version__
 from gateway.api import ApiContext, session_controls, start_api
 from gateway.api.bootstrap import create_token
 from gateway.audit.store import open_store
+from gateway.config.loader import Settings
 from gateway.keys import UserCA
 from gateway.metrics import GatewayMetrics, InstrumentedAuditStore
-from gateway.settings import Settings
 from gateway.storage import Scope, open_storage
 from tests.integration.conftest import build_stack
 from tests.integration.gwstack import GatewayStack, new_storage_url

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config.loader import load_settings
 from gateway.errors import ConfigError
-from gateway.settings import load_settings
 from tests.unit.test_settings import BASE, write
 
 

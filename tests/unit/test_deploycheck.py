@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.settings import GatewaySettings
+from gateway.config.process import GatewaySettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from deploycheck.common import GATEWAY_PATH_KEYS, Failed, gateway_paths

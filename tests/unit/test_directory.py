@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway.audit.memory import MemoryAuditStore
+from gateway.config.directory import BudgetConfig, DatasetConfig, HostConfig, RoleConfig
+from gateway.config.loader import Settings
 from gateway.directory import changes as ch
 from gateway.directory.service import Actor, DirectoryService
 from gateway.directory.view import DirectoryView
@@ -22,7 +24,6 @@ from gateway.errors import (
     DirectoryNotFound,
     StorageError,
 )
-from gateway.settings import BudgetConfig, DatasetConfig, HostConfig, RoleConfig, Settings
 from gateway.storage import Storage, open_storage
 
 KEY_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAkZXCIljCI4m4QgaFavOri6apUXmKVGDweSaO7XR9Xt a"

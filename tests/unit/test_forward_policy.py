@@ -8,6 +8,7 @@ import asyncssh
 import pytest
 from pydantic import ValidationError
 
+from gateway.config.directory import RoleConfig
 from gateway.models import Host, Mode, Principal, Role
 from gateway.policy.forwards import (
     ForwardKind,
@@ -18,7 +19,6 @@ from gateway.policy.forwards import (
     parse_port_spec,
     ssh_ports_of,
 )
-from gateway.settings import RoleConfig
 from gateway.ssh.agenthook import AgentRequestHook
 
 R = Mode.RECORDED

@@ -17,12 +17,12 @@ from gateway.api import adminschemas as s
 from gateway.api.auth import AdminCaller, Caller, Ctx
 from gateway.api.context import ApiContext
 from gateway.api.errors import ApiError, described
+from gateway.config.directory import BudgetConfig, DatasetConfig, HostConfig, RoleConfig
 from gateway.directory import changes as ch
 from gateway.directory.service import Actor, DirectoryService
 from gateway.errors import DirectoryInvalid, KeyMaterialError, UpstreamError
 from gateway.inventory.hostscan import scan_host_key
 from gateway.inventory.keys import parse_public_key
-from gateway.settings import BudgetConfig, DatasetConfig, HostConfig, RoleConfig
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 

@@ -19,10 +19,10 @@ from fastapi import APIRouter, Request
 from gateway.api.auth import AnyCaller, Ctx, forbid
 from gateway.api.errors import ApiError
 from gateway.api.schemas import CertificateOut, CertificateRequest
+from gateway.config.process import GatewaySettings
 from gateway.errors import KeyMaterialError
 from gateway.keys import parse_public_key
 from gateway.policy.passthrough import host_principals, passthrough_agent_forwarding
-from gateway.settings import GatewaySettings
 
 router = APIRouter(tags=["certificates"])
 
