@@ -9,6 +9,7 @@ stderr and its exit code (see ``client/errors.py`` and docs/cli.md).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -56,6 +57,9 @@ class _Group(click.Group):
 
 
 def _demo_cmd(*args: str) -> list[str]:
+    """The demo runs from the simulated hosts' package (sim/), in a process of its own."""
+    if importlib.util.find_spec("gpuhop_sim") is None:
+        raise ClientError("the demo needs gpuhop-sim: run ./scripts/demo in a gpuhop checkout")
     return [sys.executable, "-m", "gpuhop_sim.demo", *args]
 
 

@@ -1,4 +1,5 @@
-"""A fresh virtualenv: `pip install .` is a working client only; `.[gateway]` adds the gateway.
+"""A fresh virtualenv: `pip install .` is a working client only; `.[gateway]` adds the gateway,
+and the simulated hosts' package (sim/) installs beside it with the demo.
 
 pip installs from the package index this machine is configured with (its cache makes a second
 run quick); the sources are copied out of the checkout first, as the Dockerfile copies them,
@@ -34,8 +35,8 @@ def _run(*argv: str | Path, timeout: float = 120) -> subprocess.CompletedProcess
     )
 
 
-def _pip_install(bin_dir: Path, spec: str) -> None:
-    done = _run(bin_dir / "python", "-m", "pip", "install", "-q", spec, timeout=900)
+def _pip_install(bin_dir: Path, *specs: str) -> None:
+    done = _run(bin_dir / "python", "-m", "pip", "install", "-q", *specs, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -47,6 +48,9 @@ def _importable(bin_dir: Path, modules: tuple[str, ...]) -> list[str]:
     return _run(bin_dir / "python", "-c", probe, *modules).stdout.split()
 
 
+_BUILT = shutil.ignore_patterns("__pycache__", "build", "*.egg-info")
+
+
 @pytest.fixture
 def source(tmp_path: Path) -> Path:
     """gpuhop's distribution sources, outside the checkout."""
@@ -55,7 +59,8 @@ def source(tmp_path: Path) -> Path:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, dst / name)
     for package in ("gateway", "client"):
-        shutil.copytree(ROOT / package, dst / package, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(ROOT / package, dst / package, ignore=_BUILT)
+    shutil.copytree(ROOT / "sim", dst / "sim", ignore=_BUILT)
     return dst
 
 
@@ -75,9 +80,20 @@ def test_the_client_installs_alone_and_the_extra_adds_the_gateway(
     assert _importable(bin_dir, ("gpuhop_sim",)) == []
     gateway = _run(bin_dir / "gpuhop-gateway", "--help")
     assert (gateway.returncode, gateway.stderr) == (1, MISSING_EXTRA + "\n")
+    demo = _run(bin_dir / "gpuhop", "demo", "--detach", "--state-dir", tmp_path / "demo")
+    assert demo.returncode == 1
+    assert demo.stderr.strip().splitlines()[-1].endswith("run ./scripts/demo in a gpuhop checkout")
 
     _pip_install(bin_dir, f"{source}[gateway]")
     gateway = _run(bin_dir / "gpuhop-gateway", "--help")
     assert gateway.returncode == 0, gateway.stderr
     assert "Usage: gpuhop-gateway" in gateway.stdout
     assert _importable(bin_dir, SERVER_SIDE) == ["fastapi", "sqlalchemy", "uvicorn", "psycopg"]
+
+    # --no-deps: its dependencies are installed above; gpuhop must not come from the index.
+    _pip_install(bin_dir, "--no-deps", str(source / "sim"))
+    checked = _run(bin_dir / "python", "-m", "pip", "check")
+    assert checked.returncode == 0, checked.stdout
+    demo = _run(bin_dir / "gpuhop-demo", "--help")
+    assert demo.returncode == 0, demo.stderr
+    assert "simulated regions" in demo.stdout
