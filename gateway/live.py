@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import structlog
 
+from gateway.errors import StorageError
 from gateway.inventory.hostprobe import HostProbe, HostStatus
 from gateway.inventory.hosts import Inventory
 from gateway.inventory.leases import Lease, LeaseAllocator, LeaseRefused, LeaseStore
@@ -31,6 +32,7 @@ from gateway.models import AccessRequest, Decision, Host, Mode, Principal
 from gateway.placement.rank import Constraints, HostSnapshot, Placement, Weights, rank_hosts
 from gateway.policy.residency import DataSet, check_named_residency
 from gateway.policy.rules import evaluate
+from gateway.storage.livecosts import LiveCostStore
 from gateway.storage.sessions import SessionStore
 
 log = structlog.get_logger("gpuhop.live")
@@ -106,6 +108,8 @@ class LiveState:
         self._tasks: list[asyncio.Task[None]] = []
         self.metered: dict[str, MeteredSession] = {}
         self.session_store: SessionStore | None = None
+        self.live_costs: LiveCostStore | None = None  # every replica's running meters
+        self._cost_writes: dict[str, asyncio.Task[None]] = {}
         self.idle: dict[str, IdleWatch] = {}
         self.idle_util_pct = 5.0
         self.idle_timeout_s = 0.0
@@ -281,11 +285,20 @@ class LiveState:
 
     # -- sessions: leases, residency, budgets, cost --
 
-    async def lease(self, host: Host, session_id: str, gpus: int) -> Lease | LeaseRefused:
+    async def lease(
+        self, host: Host, session_id: str, gpus: int, *, share: bool = False
+    ) -> Lease | LeaseRefused:
+        """``share``: join the lease ``session_id`` if another replica holds it."""
         usable = self.usable_gpus(host)
         # Each refusal for a conflict means another replica just took a GPU: bounded.
         return await self.leases.acquire(
-            host.name, session_id, gpus, usable, at=self._clock(), tries=len(usable) + 1
+            host.name,
+            session_id,
+            gpus,
+            usable,
+            at=self._clock(),
+            tries=len(usable) + 1,
+            share=share,
         )
 
     async def release(self, session_id: str) -> None:
@@ -298,8 +311,15 @@ class LiveState:
         return self._rates.get(host.name) or Rate(host.price_per_gpu_hour, host.egress_per_gb)
 
     def start_meter(self, session_id: str, user: str, team: str, host: Host, gpus: int) -> None:
-        meter = SessionMeter(self.rate(host), time.monotonic, gpus=gpus)
+        """Meter a session or hold; one that holds GPUs is written to ``live_costs`` too,
+        for the other replicas' budget checks."""
+        rate = self.rate(host)
+        meter = SessionMeter(rate, time.monotonic, gpus=gpus)
         self.metered[session_id] = MeteredSession(session_id, user, team, host, meter)
+        costs = self.live_costs
+        if costs is not None and gpus > 0:
+            at, per_hour = self._clock(), rate.per_gpu_hour * gpus
+            self._write_cost(session_id, lambda: costs.start(session_id, user, at, per_hour))
 
     def add_egress(self, session_id: str, nbytes: int) -> None:
         m = self.metered.get(session_id)
@@ -312,7 +332,41 @@ class LiveState:
 
     def stop_meter(self, session_id: str) -> Cost | None:
         m = self.metered.pop(session_id, None)
+        costs = self.live_costs
+        if m is not None and costs is not None and m.meter.gpus > 0:
+            self._write_cost(session_id, lambda: costs.stop(session_id))
         return None if m is None else m.meter.stop()
+
+    def _write_cost(self, meter_id: str, write: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Write to ``live_costs`` in the background, in order per meter (a stop never
+        overtakes its start); a failed write is logged, the session goes on."""
+        before = self._cost_writes.get(meter_id)
+
+        async def run() -> None:
+            try:
+                if before is not None:
+                    await before
+                await write()
+            except StorageError as exc:
+                log.error("live cost write failed", meter=meter_id, error=str(exc))
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._cost_writes[meter_id] = task
+        task.add_done_callback(
+            lambda done: (
+                self._cost_writes.pop(meter_id, None)
+                if self._cost_writes.get(meter_id) is done
+                else None
+            )
+        )
+
+    async def settle(self) -> None:
+        """Wait for the running-cost writes already started (at shutdown, in tests)."""
+        for _ in range(3):  # a write's done callback may leave a newer one behind
+            pending = list(self._cost_writes.values())
+            if not pending:
+                return
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def budget(self, user: str, team: str) -> BudgetDecision:
         """Check the user's and the team's limits against what they spent (UTC day, month)."""
@@ -327,7 +381,8 @@ class LiveState:
 
     async def spent(self, kind: str, name: str) -> tuple[float, float]:
         """Spent today and this month (UTC) by a user or a team: ended sessions' final
-        costs from the session records, plus live sessions' running costs."""
+        costs from the session records, plus live sessions' running costs (this
+        replica's from its meters, the others' from ``live_costs``)."""
         users = (
             [name] if kind == "user" else [u.name for u in self.inventory.users if u.team == name]
         )
@@ -347,6 +402,11 @@ class LiveState:
                 running = m.meter.cost().total
                 today += running
                 this_month += running
+        if self.live_costs is not None:  # other replicas' live sessions
+            now = self._clock()
+            for c in await self.live_costs.elsewhere(users):
+                today += c.running(now)
+                this_month += c.running(now)
         return today, this_month
 
     # -- placement --

@@ -210,6 +210,7 @@ class Gateway:
             self.storage.leases,
         )
         self.live.session_store = self.storage.sessions
+        self.live.live_costs = self.storage.live_costs
         ctx.live = self.live
         if self._sock is None:  # supervised workers: their supervisor did it, once
             state = self.live
@@ -413,6 +414,8 @@ class Gateway:
             if ctx.pool is not None:
                 await ctx.pool.close()
             await ctx.flush()
+        if self.live is not None:
+            await self.live.settle()
         await stop_task(self._heartbeat)
         if self.storage is not None:
             with contextlib.suppress(GatewayError):

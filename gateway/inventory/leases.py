@@ -120,23 +120,32 @@ class LeaseAllocator:
         free_indices: Iterable[int],
         at: float = 0.0,
         tries: int = 1,
+        share: bool = False,
     ) -> Lease | LeaseRefused:
         """Lease ``n`` of ``free_indices`` (the host's usable GPUs) to ``session_id``.
 
         The lowest indices nobody holds are chosen, so the result is
         deterministic for a given state. When the store refuses because another
         replica claimed one of them meanwhile, the choice is made again from the
-        store's new state, up to ``tries`` times in all.
+        store's new state, up to ``tries`` times in all. With ``share``, a lease of
+        ``session_id`` that another replica holds is joined (its GPUs, whatever ``n``):
+        one user's passthrough hold on a host is one lease, however many replicas serve it.
         """
-        result = await self._acquire_once(host, session_id, n, free_indices, at)
+        result = await self._acquire_once(host, session_id, n, free_indices, at, share)
         for _ in range(tries - 1):
             if not isinstance(result, LeaseRefused) or not result.conflict:
                 break
-            result = await self._acquire_once(host, session_id, n, free_indices, at)
+            result = await self._acquire_once(host, session_id, n, free_indices, at, share)
         return result
 
     async def _acquire_once(
-        self, host: str, session_id: str, n: int, free_indices: Iterable[int], at: float
+        self,
+        host: str,
+        session_id: str,
+        n: int,
+        free_indices: Iterable[int],
+        at: float,
+        share: bool,
     ) -> Lease | LeaseRefused:
 
         def refuse(reason: str) -> LeaseRefused:
@@ -148,6 +157,10 @@ class LeaseAllocator:
         async with self._lock(host):
             held = await self.store.leases(host)
             mine = [lease for lease in held if lease.session_id == session_id]
+            if mine and share:
+                joined = Lease(host, session_id, mine[0].gpus, at)
+                if await self.store.insert(joined):
+                    return joined
             if mine:
                 return refuse(
                     f"session {session_id} already holds GPU(s) {_indices(mine[0].gpus)} "

@@ -136,7 +136,8 @@ async def admit_passthrough(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(releasing.wait(), RELEASE_WAIT_S)
         if hold is None:
-            made = await _new_hold(live, principal, host, f"pt-{session_id}")
+            # One id per user and host: replicas serving that user there share the lease.
+            made = await _new_hold(live, principal, host, f"pt-{principal.user}@{host.name}")
             if isinstance(made, str):
                 return made
             hold = holds.by_key[key] = made
@@ -152,7 +153,7 @@ async def _new_hold(
     usable = live.usable_gpus(host)
     gpus: tuple[int, ...] = ()
     if usable:
-        lease = await live.lease(host, hold_id, len(usable))
+        lease = await live.lease(host, hold_id, len(usable), share=True)
         if isinstance(lease, LeaseRefused):
             return (
                 f"passthrough leases every GPU of {host.name} (the gateway cannot see "

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from gateway.storage.directory import DirectoryStore, StoredDirectory
 from gateway.storage.engine import Database, open_database, parse_storage_url
 from gateway.storage.leases import SqlLeaseStore
+from gateway.storage.livecosts import LiveCost, LiveCostStore
 from gateway.storage.replicas import REPLICA_TIMEOUT_S, Replica, ReplicaStore
 from gateway.storage.schema import SCHEMA_VERSION, ensure_schema
 from gateway.storage.sessions import SessionRecord, SessionStore
@@ -39,6 +40,8 @@ __all__ = [
     "SECRET_PREFIX",
     "Database",
     "DirectoryStore",
+    "LiveCost",
+    "LiveCostStore",
     "Replica",
     "ReplicaStore",
     "Scope",
@@ -69,6 +72,7 @@ class Storage:
     directory: DirectoryStore
     replicas: ReplicaStore
     leases: SqlLeaseStore
+    live_costs: LiveCostStore
 
     async def close(self) -> None:
         await self.db.close()
@@ -90,8 +94,8 @@ def open_storage_blocking(
     except BaseException:
         db.engine.dispose()
         raise
-    sessions = SessionStore(db, clock, node)
     replicas = ReplicaStore(db, clock, node, replica_timeout_s)
+    sessions = SessionStore(db, clock, node, replicas)
     return Storage(
         db,
         TokenStore(db, clock),
@@ -99,6 +103,7 @@ def open_storage_blocking(
         DirectoryStore(db, clock),
         replicas,
         SqlLeaseStore(db, replicas),
+        LiveCostStore(db, replicas),
     )
 
 

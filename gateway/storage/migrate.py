@@ -32,7 +32,7 @@ from gateway.errors import StorageError
 if TYPE_CHECKING:
     from alembic.config import Config
 
-HEAD: Final[str] = "0005"  # the newest revision; tests check it against the scripts
+HEAD: Final[str] = "0006"  # the newest revision; tests check it against the scripts
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
 VERSION_TABLE: Final = "alembic_version"
 LOCK_KEY: Final = 0x6770_6875_7000_0002  # pg_advisory_xact_lock key for migrations

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection
 from gateway.errors import StorageError
 from gateway.storage.engine import Database
 from gateway.storage.schema import gateway_replicas as t
-from gateway.storage.schema import gpu_leases
+from gateway.storage.schema import gpu_leases, live_costs
 
 log = structlog.get_logger("gpuhop.storage")
 
@@ -55,6 +55,13 @@ class ReplicaStore:
         self.node = node
         self.replica = f"{node}/{os.getpid()}/{secrets.token_hex(4)}"
         self.timeout_s = timeout_s
+        self._registered = False
+
+    @property
+    def owner(self) -> str:
+        """What this process stamps on the sessions it starts: its replica id once it has
+        registered (a gateway), else "" (a command-line tool owns no sessions)."""
+        return self.replica if self._registered else ""
 
     def alive(self, now: float) -> sa.Select[tuple[str]]:
         """Ids of the replicas alive at ``now``, as a subquery for other stores."""
@@ -79,6 +86,7 @@ class ReplicaStore:
                 )
 
         await self._db.write(run)
+        self._registered = True
 
     async def beat_forever(self) -> None:
         """Renew the heartbeat every third of the timeout until cancelled; a failed
@@ -91,10 +99,11 @@ class ReplicaStore:
             await asyncio.sleep(self.timeout_s / 3)
 
     async def retire(self) -> None:
-        """Leave at a clean shutdown: this replica's row and its leases go."""
+        """Leave at a clean shutdown: this replica's row, its leases and meters go."""
 
         def run(conn: Connection) -> None:
             conn.execute(gpu_leases.delete().where(gpu_leases.c.replica == self.replica))
+            conn.execute(live_costs.delete().where(live_costs.c.replica == self.replica))
             conn.execute(t.delete().where(t.c.replica == self.replica))
 
         await self._db.write(run)

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 
 from gateway.errors import StorageError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 metadata = sa.MetaData()
 
@@ -66,6 +66,7 @@ session_records = sa.Table(
     sa.Column("gpus", sa.Integer, nullable=False),
     sa.Column("cost_usd", sa.Double, nullable=True),
     sa.Column("node", sa.String(128), nullable=False, server_default=""),
+    sa.Column("replica", sa.String(160), nullable=False, server_default=""),  # its process
     sa.Index("session_records_started", "started_at", "id"),
     sa.Index("session_records_user", "user", "started_at", "id"),
 )
@@ -176,13 +177,38 @@ gateway_replicas = sa.Table(
 gpu_leases = sa.Table(
     "gpu_leases",
     metadata,
+    # A row: this replica uses this GPU for this lease (session or passthrough hold).
+    # Every live row of one (host, gpu) names one lease: see gateway.storage.leases.
     sa.Column("host", sa.String(64), primary_key=True),
-    sa.Column("gpu", sa.Integer, primary_key=True, autoincrement=False),  # one holder a GPU
-    sa.Column("session_id", sa.String(64), nullable=False),
-    sa.Column("replica", sa.String(160), nullable=False),
+    sa.Column("gpu", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("session_id", sa.String(160), primary_key=True),
+    sa.Column("replica", sa.String(160), primary_key=True),
     sa.Column("acquired_at", sa.Double, nullable=False),
     sa.Index("gpu_leases_session", "session_id"),
     sa.Index("gpu_leases_replica", "replica"),
+)
+
+# Running costs and kill requests (revision 0006): what one replica asks of, or tells, all;
+# gpu_leases as revision 0006 remade it (passthrough holds shared by replicas).
+live_costs = sa.Table(
+    "live_costs",
+    metadata,
+    sa.Column("meter_id", sa.String(160), primary_key=True),  # a session or a GPU hold
+    sa.Column("replica", sa.String(160), primary_key=True),
+    sa.Column("user", sa.String(64), nullable=False),
+    sa.Column("started_at", sa.Double, nullable=False),
+    sa.Column("usd_per_hour", sa.Double, nullable=False),
+    sa.Index("live_costs_user", "user"),
+)
+
+session_kills = sa.Table(
+    "session_kills",
+    metadata,
+    sa.Column("session_id", sa.String(64), primary_key=True),
+    sa.Column("replica", sa.String(160), nullable=False),  # the replica running the session
+    sa.Column("requested_at", sa.Double, nullable=False),
+    sa.Column("requested_by", sa.String(64), nullable=False),
+    sa.Index("session_kills_replica", "replica"),
 )
 
 OWN_TABLES = frozenset(t.name for t in metadata.sorted_tables)

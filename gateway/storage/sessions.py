@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection
 from gateway.errors import StorageError
 from gateway.models import Mode
 from gateway.storage.engine import Database
+from gateway.storage.replicas import ReplicaStore
 from gateway.storage.schema import session_records as t
 
 
@@ -43,6 +44,7 @@ class SessionRecord:
     gpus: int = 0
     cost_usd: float | None = None
     node: str = ""  # the gateway node that brokered it ("" before nodes were recorded)
+    replica: str = ""  # the gateway process that brokered it ("" before revision 0006)
 
     @property
     def live(self) -> bool:
@@ -67,6 +69,7 @@ def _record(row: Any) -> SessionRecord:
         gpus=row.gpus,
         cost_usd=row.cost_usd,
         node=row.node,
+        replica=row.replica,
     )
 
 
@@ -78,11 +81,16 @@ class SessionStore:
     """Records in the ``session_records`` table."""
 
     def __init__(
-        self, db: Database, clock: Callable[[], float] = time.time, node: str = ""
+        self,
+        db: Database,
+        clock: Callable[[], float] = time.time,
+        node: str = "",
+        replicas: ReplicaStore | None = None,
     ) -> None:
         self._db = db
         self._clock = clock
         self.node = node  # stamped on the records this store starts
+        self._replicas = replicas  # and, once registered, this process's replica id
 
     async def record_start(
         self,
@@ -124,6 +132,7 @@ class SessionStore:
             started_at=self._clock() if started_at is None else started_at,
             gpus=gpus,
             node=self.node,
+            replica="" if self._replicas is None else self._replicas.owner,
         )
         row = {f: getattr(record, f) for f in _FIELDS}
         row["mode"] = record.mode.value

@@ -16,7 +16,8 @@ import pytest
 from gateway.inventory.hosts import Inventory
 from gateway.inventory.leases import Lease, LeaseRefused
 from gateway.live import LiveState
-from gateway.models import Host
+from gateway.metering.budgets import BudgetLimits
+from gateway.models import Host, User
 from gateway.storage import Storage, migrate, open_storage
 from tests.integration.pg import PgServer
 
@@ -107,3 +108,72 @@ async def test_a_dead_replicas_leases_are_void_after_the_timeout(
     got = await b.lease(H8, "s-b", 8)
     assert isinstance(got, Lease) and got.gpus == tuple(range(8))
     assert [x.session_id for x in await a.leases.leases()] == ["s-b"]
+
+
+def metered_on(storage: Storage, clock: Clock) -> LiveState:
+    """A replica's live state as the gateway wires it: leases, records and running costs."""
+    live = LiveState(
+        Inventory(hosts=(H8,), users=(User("alice", team="ml"),)),
+        None,
+        budgets={("user", "alice"): BudgetLimits(daily=10.0)},
+        clock=clock,
+        lease_store=storage.leases,
+    )
+    live.session_store = storage.sessions
+    live.live_costs = storage.live_costs
+    return live
+
+
+async def test_a_budget_spent_through_one_replica_refuses_on_the_other(
+    replicas: Callable[[str], Awaitable[Storage]],
+) -> None:
+    sa_, sb = await replicas("a"), await replicas("b")
+    clock = sa_.replicas._clock
+    assert isinstance(clock, Clock)
+    a, b = metered_on(sa_, clock), metered_on(sb, clock)
+    a.start_meter("s-a", "alice", "ml", H8, 8)  # 8 GPUs at $3.60: $28.80 an hour, on a
+    await a.settle()
+    assert (await b.budget("alice", "ml")).allowed
+    clock.now += 1800.0  # half an hour: $14.40, past the $10 day
+    await sb.replicas.heartbeat()
+    await sa_.replicas.heartbeat()
+    decision = await b.budget("alice", "ml")
+    assert not decision.allowed, decision.reason
+    assert "10.00 USD daily" in decision.reason
+    today, _ = await b.spent("user", "alice")
+    assert today == pytest.approx(14.4)
+    a.stop_meter("s-a")
+    await a.settle()
+    assert await b.spent("user", "alice") == (0.0, 0.0)  # the final cost is the record's
+
+
+async def test_a_dead_replicas_running_costs_stop_counting(
+    replicas: Callable[[str], Awaitable[Storage]],
+) -> None:
+    sa_, sb = await replicas("a"), await replicas("b")
+    clock = sa_.replicas._clock
+    assert isinstance(clock, Clock)
+    a, b = metered_on(sa_, clock), metered_on(sb, clock)
+    a.start_meter("s-a", "alice", "ml", H8, 1)
+    await a.settle()
+    clock.now += 14.0
+    await sb.replicas.heartbeat()
+    assert (await b.spent("user", "alice"))[0] == pytest.approx(3.6 * 14 / 3600)
+    clock.now += 2.0  # a's heartbeat is past the timeout
+    assert await b.spent("user", "alice") == (0.0, 0.0)
+
+
+async def test_one_users_passthrough_hold_is_shared_by_replicas_and_excludes_others(
+    replicas: Callable[[str], Awaitable[Storage]],
+) -> None:
+    sa_, sb = await replicas("a"), await replicas("b")
+    a, b = live_on(sa_), live_on(sb)
+    first = await a.lease(H8, "pt-alice@sg-1", 8, share=True)
+    joined = await b.lease(H8, "pt-alice@sg-1", 8, share=True)
+    assert isinstance(first, Lease) and isinstance(joined, Lease)
+    assert first.gpus == joined.gpus == tuple(range(8))
+    assert isinstance(await b.lease(H8, "pt-bob@sg-1", 8, share=True), LeaseRefused)
+    await a.release("pt-alice@sg-1")  # b still serves alice: the GPUs stay hers
+    assert isinstance(await a.lease(H8, "s-bob", 1), LeaseRefused)
+    await b.release("pt-alice@sg-1")
+    assert isinstance(await a.lease(H8, "s-bob", 1), Lease)
