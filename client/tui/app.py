@@ -99,7 +99,10 @@ class GpuhopApp(App[None]):
         shell_runner: ShellRunner | None = None,
         env_backend: EnvBackend | None = None,
         theme: str = "textual-dark",
+        gpuhop_ssh: GpuhopSsh | None = None,
     ) -> None:
+        """``gpuhop_ssh``: how the CLI's ``ssh`` command takes arguments (None: no such
+        command here, so a shell needs GPUHOP_SSH_CONFIG)."""
         super().__init__()
         self.clock = clock
         self.refresh_s = refresh_s
@@ -111,6 +114,7 @@ class GpuhopApp(App[None]):
         self._transport = transport
         self._timer = timer
         self._shell_runner = shell_runner or self._run_in_terminal
+        self._gpuhop_ssh = gpuhop_ssh
         self._env_backend = env_backend
         self._last_notice: tuple[str, float] = ("", 0.0)
         self.data: AsyncClient | None = None
@@ -260,7 +264,7 @@ class GpuhopApp(App[None]):
     def open_shell(self, request: ShellRequest) -> None:
         """Suspend, run the shell in the real terminal, then show the session's summary."""
         try:
-            command = shell_command(request, os.environ, gpuhop_ssh=_gpuhop_ssh())
+            command = shell_command(request, os.environ, gpuhop_ssh=self._gpuhop_ssh)
         except ClientError as exc:
             self.notice(exc, "shell")
             return
@@ -336,14 +340,3 @@ class GpuhopApp(App[None]):
 def _failed_to_connect(code: int) -> bool:
     """ssh's own failures (255) and gpuhop's (sysexits 64-78), not the remote shell's."""
     return code == 255 or 64 <= code <= 78
-
-
-def _gpuhop_ssh() -> GpuhopSsh | None:
-    """How this gpuhop's ``ssh`` command takes arguments; None when it has none."""
-    from client import cli
-
-    command = getattr(cli.main, "commands", {}).get("ssh")
-    if command is None:
-        return None
-    interspersed = command.context_settings.get("allow_interspersed_args", True)
-    return GpuhopSsh(frozenset(str(p.name) for p in command.params), bool(interspersed))

@@ -23,6 +23,8 @@ from client.envs.build import LABEL_FINGERPRINT, env_ref
 from client.envs.remote import GatewayConnect, HostImages, host_images, push_via_gateway
 from client.envs.sync import Progress, PushReport
 from client.errors import ClientError
+from client.services.gateway import gateway_connector
+from client.settings import load_settings
 from client.tui.envs import EnvRow
 
 HostState = Literal["in sync", "drift", "missing", "error"]
@@ -111,18 +113,7 @@ class GatewayEnvBackend:
 
 def default_backend() -> EnvBackend:
     """From the client's login (``gpuhop login``); ``ClientError`` says what is missing."""
-    from client import identity
-    from client.settings import load_settings
-    from client.sshconn import connect as ssh_connect
-
-    settings = load_settings()
-    profile = identity.ready(settings)
-    paths = identity.paths_of(settings)
-
-    async def connect_gateway() -> Any:
-        return await ssh_connect(profile, paths, settings, profile.user)
-
-    return GatewayEnvBackend(connect_gateway)
+    return GatewayEnvBackend(gateway_connector(load_settings()))
 
 
 def host_states(

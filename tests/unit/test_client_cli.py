@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import click
 import pytest
 from click.testing import CliRunner
 
+from client.cli import COMMANDS as COMMANDS_TABLE
 from client.cli import main
 
 COMMANDS = ["login", "logout", "hosts", "ssh", "ssh-config", "run", "demo"]
@@ -51,3 +56,27 @@ def test_not_logged_in_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     result = CliRunner().invoke(main, ["hosts"])
     assert result.exit_code == 78
     assert result.output.count("\n") == 1 and "GPUHOP_TOKEN" in result.output
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS_TABLE))
+def test_lazy_help_is_each_commands_own(name: str) -> None:
+    """``gpuhop --help`` shows the table's line without importing; it must be the command's."""
+    command = main.get_command(click.Context(main), name)
+    assert command is not None and command.name == name
+    stored = COMMANDS_TABLE[name][1]
+    assert " ".join((command.help or "").split()).startswith(stored), (name, stored)
+    assert stored in CliRunner().invoke(main, ["--help"], terminal_width=300).output
+
+
+def test_help_imports_no_command() -> None:
+    script = (
+        "import sys\nfrom client.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = ('httpx', 'pydantic', 'rich', 'textual', 'docker', 'asyncssh', 'keyring')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy"
+        " or m.startswith('client.commands')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout
