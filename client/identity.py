@@ -205,7 +205,8 @@ def forget(paths: Paths) -> list[Path]:
 
 def ensure_key(paths: Paths) -> str:
     """The client key's public line, generating an ed25519 key (mode 0600) when missing."""
-    # client.sshconn imports this module (Paths, Profile): importing it here breaks the cycle.
+    # Here, not at the top: importing client.sshconn loads asyncssh, which only key
+    # generation needs (``gpuhop hosts`` and the TUI should not pay for it).
     from client.sshconn import asyncssh
 
     if paths.key.exists() and paths.public_key.exists():

@@ -17,10 +17,13 @@ from __future__ import annotations
 import contextlib
 import ctypes.util
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from client.errors import ClientError, GatewayUnavailable, PolicyDenied, TokenRejected
-from client.identity import Paths, Profile
 from client.settings import ClientSettings
+
+if TYPE_CHECKING:
+    from client.identity import Paths, Profile
 
 
 @contextlib.contextmanager
