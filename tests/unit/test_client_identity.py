@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -178,6 +179,25 @@ def test_forget_keeps_the_key(tmp_path: Path) -> None:
     gone = identity.forget(paths)
     assert set(gone) == {paths.cert, paths.profile, paths.known_hosts}
     assert paths.key.exists() and identity.load_profile(paths) is None
+
+
+def test_the_client_key_is_an_openssh_ed25519_key_made_once(
+    tmp_path: Path, require_bin: Callable[[str], str]
+) -> None:
+    paths = identity.Paths(tmp_path / "id")
+    line = identity.ensure_key(paths)
+    assert line.startswith("ssh-ed25519 ") and line.endswith(" gpuhop")
+    assert stat.S_IMODE(paths.key.stat().st_mode) == 0o600
+    derived = subprocess.run(
+        [require_bin("ssh-keygen"), "-y", "-f", str(paths.key)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert derived.stdout.split()[:2] == line.split()[:2]
+    paths.public_key.unlink()
+    assert identity.ensure_key(paths) == line  # the key on disk is kept, its .pub rewritten
 
 
 def _fail() -> KeyringBackend:
