@@ -34,10 +34,15 @@ class ConfigError(GatewayError):
 
 
 class DirectoryError(ConfigError):
-    """An admin change to the directory was refused; ``code`` is the API error code."""
+    """An admin change to the directory was refused; ``code`` is the API error code.
+
+    Exit codes are those ``gpuhop admin`` gives the same refusal over the API
+    (``client.errors``: 65 refused, 66 no such entry), so both admin CLIs agree.
+    """
 
     code = "invalid_request"
     status = 422
+    exit_code = 65
 
 
 class DirectoryInvalid(DirectoryError):
@@ -49,6 +54,7 @@ class DirectoryNotFound(DirectoryError):
 
     code = "not_found"
     status = 404
+    exit_code = 66
 
 
 class DirectoryConflict(DirectoryError):

@@ -5,14 +5,18 @@ The same ``DirectoryService`` the API uses checks, audits (actor
 ``local:<login>``) and writes each change; running gateways pick it up within
 their poll interval. Whoever can read the config and the database is already
 the gateway's operator, so no token is asked for. Output: a table, or
-``--json``; a refused change is one line on stderr with exit code 2 (3 when
-storage or the audit log is unavailable, 5 when a host presents another key
-than the one given, 7 when it cannot be reached).
+``--json``. The commands are those of ``client.admintable`` (the same as
+``gpuhop admin``); here each one makes its ``gateway.directory.changes`` value.
+A refused change is one line on stderr with the exit code ``gpuhop admin``
+gives it: 65 refused (invalid, duplicate, in use, config-managed, host key
+mismatch), 66 no such entry, 2 bad flags; 3 when storage or the audit log is
+unavailable, 7 when a host cannot be reached.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import getpass
 import json
 import sys
@@ -22,21 +26,25 @@ from typing import Any, TypeVar
 
 import click
 
+from client import admintable
+from client.admintable import FlagError, Handler, key_text, money, owner, role_spec
 from gateway.cli.common import one_line_errors
+from gateway.config.directory import BudgetConfig, DatasetConfig, HostConfig, RoleConfig
 from gateway.config.loader import Settings, load_settings
-from gateway.errors import ConfigError, KeyMaterialError
+from gateway.directory import changes as ch
+from gateway.directory.service import key_fingerprint
+from gateway.directory.view import validated
+from gateway.errors import ConfigError, DirectoryInvalid
 
 T = TypeVar("T")
 
-CONFIG = click.option(
-    "--config",
-    "config_path",
+CONFIG = click.Option(
+    ["--config", "config_path"],
     type=click.Path(path_type=Path, dir_okay=False),
     envvar="GPUHOP_CONFIG",
     required=True,
     help="Gateway config file (TOML). Env: GPUHOP_CONFIG.",
 )
-JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
 def actor_name() -> str:
@@ -90,29 +98,6 @@ def view_of(config_path: Path) -> Any:
     return asyncio.run(_with_service(settings, work))
 
 
-def key_text(value: str) -> str:
-    """A public key line, or the contents of a ``.pub`` file named instead."""
-    path = Path(value).expanduser()
-    if "\n" not in value and len(value) < 4096 and path.is_file():
-        return path.read_text().strip()
-    return value.strip()
-
-
-def table(rows: list[list[str]], header: list[str]) -> None:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for r in [header, *rows]:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-
-
-def emit(
-    as_json: bool, items: list[dict[str, Any]], header: list[str], rows: list[list[str]]
-) -> None:
-    if as_json:
-        click.echo(json.dumps(items, indent=2))
-    else:
-        table(rows, header)
-
-
 def _stamp(e: Any) -> dict[str, Any]:
     stamp = e.stamp
     return {
@@ -122,29 +107,15 @@ def _stamp(e: Any) -> dict[str, Any]:
     }
 
 
-@click.group("admin")
-def admin() -> None:
-    """Users, keys, roles, teams, data sets, budgets and hosts kept in storage.
-
-    Entries from the config file are listed as source `config` and cannot be
-    changed here. Running gateways pick changes up within about 2 s.
-    """
-
-
-# -- users and keys ---------------------------------------------------------------
+def _emit(group: str, as_json: bool, items: list[dict[str, Any]], rows: list[list[str]]) -> None:
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    header = next(c.columns for c in admintable.commands() if c.path == (group, "ls"))
+    admintable.render(header, rows)
 
 
-@admin.group()
-def users() -> None:
-    """Users: ls, add, rm."""
-
-
-@users.command("ls")
-@CONFIG
-@JSON
-@one_line_errors
 def users_ls(config_path: Path, as_json: bool) -> None:
-    """Every user, with team, roles, keys and source."""
     view = view_of(config_path)
     items = [
         {
@@ -160,87 +131,10 @@ def users_ls(config_path: Path, as_json: bool) -> None:
         [i["name"], i["team"] or "-", ",".join(i["roles"]) or "-", str(len(i["keys"])), i["source"]]
         for i in items
     ]
-    emit(as_json, items, ["USER", "TEAM", "ROLES", "KEYS", "SOURCE"], rows)
+    _emit("users", as_json, items, rows)
 
 
-@users.command("add")
-@CONFIG
-@click.argument("name")
-@click.option("--team", default="", help="A declared team.")
-@click.option("--role", "roles", multiple=True, help="Role to grant; repeatable.")
-@click.option("--key", "keys", multiple=True, help="Public key line or .pub file; repeatable.")
-@one_line_errors
-def users_add(
-    config_path: Path, name: str, team: str, roles: tuple[str, ...], keys: tuple[str, ...]
-) -> None:
-    """Add user NAME (audited as admin.user.add)."""
-    from gateway.directory.changes import AddUser
-
-    apply(config_path, AddUser(name, team, roles, tuple(key_text(k) for k in keys)))
-
-
-@users.command("rm")
-@CONFIG
-@click.argument("name")
-@one_line_errors
-def users_rm(config_path: Path, name: str) -> None:
-    """Remove user NAME with their keys and grants; their live sessions end."""
-    from gateway.directory.changes import RemoveUser
-
-    apply(config_path, RemoveUser(name))
-
-
-@admin.group()
-def keys() -> None:
-    """Users' public keys: add, rm."""
-
-
-@keys.command("add")
-@CONFIG
-@click.argument("user")
-@click.argument("key")
-@one_line_errors
-def keys_add(config_path: Path, user: str, key: str) -> None:
-    """Register KEY (a public key line or .pub file) to USER."""
-    from gateway.directory.changes import AddKey
-
-    apply(config_path, AddKey(user, key_text(key)))
-
-
-@keys.command("rm")
-@CONFIG
-@click.argument("user")
-@click.argument("key")
-@one_line_errors
-def keys_rm(config_path: Path, user: str, key: str) -> None:
-    """Unregister KEY (SHA256 fingerprint, key line or .pub file) from USER."""
-    from gateway.directory.changes import RemoveKey
-    from gateway.errors import KeyMaterialError
-    from gateway.inventory.keys import parse_public_key
-
-    text = key_text(key)
-    if not text.startswith("SHA256:"):
-        try:
-            text = parse_public_key(text).fingerprint
-        except KeyMaterialError as exc:
-            raise ConfigError(f"KEY: not a fingerprint, key line or .pub file: {exc}") from None
-    apply(config_path, RemoveKey(user, text))
-
-
-# -- roles ------------------------------------------------------------------------
-
-
-@admin.group()
-def roles() -> None:
-    """Roles: ls, add, rm, grant, revoke."""
-
-
-@roles.command("ls")
-@CONFIG
-@JSON
-@one_line_errors
 def roles_ls(config_path: Path, as_json: bool) -> None:
-    """Every role, what it grants and who holds it."""
     view = view_of(config_path)
     items = []
     for name, e in view.roles.items():
@@ -257,142 +151,16 @@ def roles_ls(config_path: Path, as_json: bool) -> None:
         ]
         for i in items
     ]
-    emit(as_json, items, ["ROLE", "HOSTS", "ACCOUNTS", "MODES", "USERS", "SOURCE"], rows)
+    _emit("roles", as_json, items, rows)
 
 
-@roles.command("add")
-@CONFIG
-@click.argument("name")
-@click.option("--hosts", "hosts", multiple=True, required=True, help="Host selector; repeatable.")
-@click.option("--account", "accounts", multiple=True, help="Remote account; repeatable.")
-@click.option("--mode", "modes", multiple=True, type=click.Choice(["passthrough", "recorded"]))
-@click.option("--max-gpus", type=click.IntRange(min=0), default=0)
-@click.option(
-    "--forwarding", is_flag=True, help="Allow editor port forwards (needs --forward-port)."
-)
-@click.option(
-    "--forward-port", "forward_ports", multiple=True, help="Port or LOW-HIGH range; repeatable."
-)
-@click.option(
-    "--agent-forwarding", is_flag=True, help="Allow ssh -A (relayed per session, audited)."
-)
-@click.option("--remote-forwarding", is_flag=True, help="Allow ssh -R on the forward ports.")
-@one_line_errors
-def roles_add(
-    config_path: Path,
-    name: str,
-    hosts: tuple[str, ...],
-    accounts: tuple[str, ...],
-    modes: tuple[str, ...],
-    max_gpus: int,
-    forwarding: bool,
-    forward_ports: tuple[str, ...],
-    agent_forwarding: bool,
-    remote_forwarding: bool,
-) -> None:
-    """Add role NAME, as a [[roles]] entry would declare it."""
-    from gateway.config.directory import RoleConfig
-    from gateway.directory.changes import AddRole
-    from gateway.directory.view import validated
-
-    spec: dict[str, Any] = {
-        "name": name,
-        "hosts": hosts,
-        "accounts": accounts,
-        "max_gpus": max_gpus,
-        "forwarding": forwarding,
-        "forward_ports": [int(p) if p.strip().isdigit() else p for p in forward_ports],
-        "agent_forwarding": agent_forwarding,
-        "remote_forwarding": remote_forwarding,
-    }
-    if modes:
-        spec["modes"] = modes
-    apply(config_path, AddRole(validated(RoleConfig, **spec)))
-
-
-@roles.command("rm")
-@CONFIG
-@click.argument("name")
-@one_line_errors
-def roles_rm(config_path: Path, name: str) -> None:
-    """Remove role NAME (refused while someone holds it)."""
-    from gateway.directory.changes import RemoveRole
-
-    apply(config_path, RemoveRole(name))
-
-
-@roles.command("grant")
-@CONFIG
-@click.argument("user")
-@click.argument("role")
-@one_line_errors
-def roles_grant(config_path: Path, user: str, role: str) -> None:
-    """Grant ROLE to USER."""
-    from gateway.directory.changes import Grant
-
-    apply(config_path, Grant(user, role))
-
-
-@roles.command("revoke")
-@CONFIG
-@click.argument("user")
-@click.argument("role")
-@one_line_errors
-def roles_revoke(config_path: Path, user: str, role: str) -> None:
-    """Revoke ROLE from USER."""
-    from gateway.directory.changes import Revoke
-
-    apply(config_path, Revoke(user, role))
-
-
-# -- teams, data sets, budgets ------------------------------------------------------
-
-
-@admin.group()
-def teams() -> None:
-    """Teams: ls, add, rm."""
-
-
-@teams.command("ls")
-@CONFIG
-@JSON
-@one_line_errors
 def teams_ls(config_path: Path, as_json: bool) -> None:
     view = view_of(config_path)
     items = [{"name": t.name, "members": list(t.members), **_stamp(t)} for t in view.teams.values()]
     rows = [[i["name"], ",".join(i["members"]) or "-", i["source"]] for i in items]
-    emit(as_json, items, ["TEAM", "MEMBERS", "SOURCE"], rows)
+    _emit("teams", as_json, items, rows)
 
 
-@teams.command("add")
-@CONFIG
-@click.argument("name")
-@one_line_errors
-def teams_add(config_path: Path, name: str) -> None:
-    from gateway.directory.changes import AddTeam
-
-    apply(config_path, AddTeam(name))
-
-
-@teams.command("rm")
-@CONFIG
-@click.argument("name")
-@one_line_errors
-def teams_rm(config_path: Path, name: str) -> None:
-    from gateway.directory.changes import RemoveTeam
-
-    apply(config_path, RemoveTeam(name))
-
-
-@admin.group()
-def datasets() -> None:
-    """Data sets and where they may be processed: ls, add, rm."""
-
-
-@datasets.command("ls")
-@CONFIG
-@JSON
-@one_line_errors
 def datasets_ls(config_path: Path, as_json: bool) -> None:
     view = view_of(config_path)
     items = [
@@ -407,51 +175,9 @@ def datasets_ls(config_path: Path, as_json: bool) -> None:
         ]
         for i in items
     ]
-    emit(as_json, items, ["DATASET", "REGIONS", "COUNTRIES", "SOURCE"], rows)
+    _emit("datasets", as_json, items, rows)
 
 
-@datasets.command("add")
-@CONFIG
-@click.argument("name")
-@click.option("--region", "regions", multiple=True, help="Region it may be processed in.")
-@click.option("--country", "countries", multiple=True, help="Country (ISO alpha-2) likewise.")
-@one_line_errors
-def datasets_add(
-    config_path: Path, name: str, regions: tuple[str, ...], countries: tuple[str, ...]
-) -> None:
-    from gateway.config.directory import DatasetConfig
-    from gateway.directory.changes import AddDataset
-    from gateway.directory.view import validated
-
-    spec = validated(DatasetConfig, name=name, regions=regions, countries=countries)
-    apply(config_path, AddDataset(spec))
-
-
-@datasets.command("rm")
-@CONFIG
-@click.argument("name")
-@one_line_errors
-def datasets_rm(config_path: Path, name: str) -> None:
-    from gateway.directory.changes import RemoveDataset
-
-    apply(config_path, RemoveDataset(name))
-
-
-def _owner(user: str, team: str) -> tuple[str, str]:
-    if bool(user) == bool(team):
-        raise ConfigError("give exactly one of --user or --team")
-    return ("user", user) if user else ("team", team)
-
-
-@admin.group()
-def budgets() -> None:
-    """Spending limits per user or team: ls, set, rm."""
-
-
-@budgets.command("ls")
-@CONFIG
-@JSON
-@one_line_errors
 def budgets_ls(config_path: Path, as_json: bool) -> None:
     view = view_of(config_path)
     items = [
@@ -460,59 +186,24 @@ def budgets_ls(config_path: Path, as_json: bool) -> None:
     rows = []
     for i in items:
         b = i["budget"]
-        owner = f"user {b['user']}" if b["user"] else f"team {b['team']}"
-        rows.append([owner, _money(b["daily"]), _money(b["monthly"]), i["source"]])
-    emit(as_json, items, ["OWNER", "DAILY", "MONTHLY", "SOURCE"], rows)
+        who = f"user {b['user']}" if b["user"] else f"team {b['team']}"
+        rows.append([who, money(b["daily"]), money(b["monthly"]), i["source"]])
+    _emit("budgets", as_json, items, rows)
 
 
-def _money(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-@budgets.command("set")
-@CONFIG
-@click.option("--user", default="")
-@click.option("--team", default="")
-@click.option("--daily", type=float, default=None, help="USD per UTC day.")
-@click.option("--monthly", type=float, default=None, help="USD per UTC month.")
-@one_line_errors
 def budgets_set(
     config_path: Path, user: str, team: str, daily: float | None, monthly: float | None
 ) -> None:
-    """Set (or replace) the limits of one user or one team."""
-    from gateway.config.directory import BudgetConfig
-    from gateway.directory.changes import SetBudget
-    from gateway.directory.view import validated
-
-    kind, owner = _owner(user, team)
-    spec = validated(BudgetConfig, **{kind: owner}, daily=daily, monthly=monthly)
-    apply(config_path, SetBudget(spec))
+    kind, name = owner(user, team)
+    spec = validated(BudgetConfig, **{kind: name}, daily=daily, monthly=monthly)
+    apply(config_path, ch.SetBudget(spec))
 
 
-@budgets.command("rm")
-@CONFIG
-@click.option("--user", default="")
-@click.option("--team", default="")
-@one_line_errors
 def budgets_rm(config_path: Path, user: str, team: str) -> None:
-    from gateway.directory.changes import RemoveBudget
-
-    kind, owner = _owner(user, team)
-    apply(config_path, RemoveBudget("user" if kind == "user" else "team", owner))
+    kind, name = owner(user, team)
+    apply(config_path, ch.RemoveBudget("user" if kind == "user" else "team", name))
 
 
-# -- hosts --------------------------------------------------------------------------
-
-
-@admin.group()
-def hosts() -> None:
-    """Hosts added at run time: ls, add (host key fetched and confirmed, or pinned), rm."""
-
-
-@hosts.command("ls")
-@CONFIG
-@JSON
-@one_line_errors
 def hosts_ls(config_path: Path, as_json: bool) -> None:
     view = view_of(config_path)
     items = [{"host": e.config.model_dump(mode="json"), **_stamp(e)} for e in view.hosts.values()]
@@ -525,24 +216,9 @@ def hosts_ls(config_path: Path, as_json: bool) -> None:
         ]
         for i in items
     ]
-    emit(as_json, items, ["HOST", "REGION", "ADDRESS", "SOURCE"], rows)
+    _emit("hosts", as_json, items, rows)
 
 
-@hosts.command("add")
-@CONFIG
-@click.argument("name")
-@click.option("--region", required=True)
-@click.option("--address", required=True)
-@click.option("--port", type=click.IntRange(1, 65535), default=22, show_default=True)
-@click.option("--host-key", default="", help="Pin this key line (no connection is made).")
-@click.option("--fingerprint", default="", help="SHA256:... the host must present.")
-@click.option("--yes", is_flag=True, help="Pin whatever key the host presents now.")
-@click.option("--gpu-model", default="")
-@click.option("--gpu-count", type=click.IntRange(min=0), default=0)
-@click.option("--price", "price_per_gpu_hour", type=float, default=0.0, help="Per GPU-hour.")
-@click.option("--egress", "egress_per_gb", type=float, default=0.0, help="Per GB out.")
-@click.option("--label", "labels", multiple=True, help="KEY=VALUE; repeatable.")
-@one_line_errors
 def hosts_add(
     config_path: Path,
     name: str,
@@ -552,11 +228,6 @@ def hosts_add(
     labels: tuple[str, ...],
     **fields: Any,
 ) -> None:
-    """Add host NAME. Without --host-key the gateway fetches the host's key, then
-    pins it if it matches --fingerprint, if --yes is given, or if you confirm it."""
-    from gateway.config.directory import HostConfig
-    from gateway.directory.changes import AddHost
-    from gateway.directory.view import validated
     from gateway.inventory.hostscan import scan_host_key
 
     if host_key and fingerprint:
@@ -564,25 +235,16 @@ def hosts_add(
     if not host_key:
         found = asyncio.run(scan_host_key(fields["address"], fields["port"]))
         host_key = confirm_key(found.line, found.fingerprint, fingerprint, yes, name)
-    spec = validated(HostConfig, name=name, host_key=host_key, labels=_labels(labels), **fields)
-    apply(config_path, AddHost(spec))
-
-
-def _labels(pairs: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--label wants KEY=VALUE, got {pair!r}")
-        out[key] = value
-    return out
+    label_map = admintable.labels(labels)
+    spec = validated(HostConfig, name=name, host_key=host_key, labels=label_map, **fields)
+    apply(config_path, ch.AddHost(spec))
 
 
 def confirm_key(line: str, found: str, expected: str, yes: bool, name: str) -> str:
     """The key to pin, once the operator has agreed to it; ``ConfigError`` otherwise."""
     if expected:
         if expected.strip() != found:
-            raise KeyMaterialError(
+            raise DirectoryInvalid(
                 f"host key mismatch: the host presents {found}, not {expected.strip()}; not added"
             )
         return line
@@ -599,12 +261,67 @@ def confirm_key(line: str, found: str, expected: str, yes: bool, name: str) -> s
     return line
 
 
-@hosts.command("rm")
-@CONFIG
-@click.argument("name")
-@one_line_errors
-def hosts_rm(config_path: Path, name: str) -> None:
-    """Remove host NAME (refused while a role names it); live sessions on it end."""
-    from gateway.directory.changes import RemoveHost
+def _applies(make: Callable[..., ch.Change]) -> Handler:
+    """A handler that makes one change from the command's flags and applies it."""
 
-    apply(config_path, RemoveHost(name))
+    def handler(config_path: Path, **flags: Any) -> None:
+        apply(config_path, make(**flags))
+
+    return handler
+
+
+HANDLERS: dict[tuple[str, str], Handler] = {
+    ("users", "ls"): users_ls,
+    ("users", "add"): _applies(
+        lambda name, team, roles, keys: ch.AddUser(
+            name, team, roles, tuple(key_text(k) for k in keys)
+        )
+    ),
+    ("users", "rm"): _applies(ch.RemoveUser),
+    ("keys", "add"): _applies(lambda user, key: ch.AddKey(user, key_text(key))),
+    ("keys", "rm"): _applies(lambda user, key: ch.RemoveKey(user, key_fingerprint(key_text(key)))),
+    ("roles", "ls"): roles_ls,
+    ("roles", "add"): _applies(lambda **f: ch.AddRole(validated(RoleConfig, **role_spec(f)))),
+    ("roles", "rm"): _applies(ch.RemoveRole),
+    ("roles", "grant"): _applies(ch.Grant),
+    ("roles", "revoke"): _applies(ch.Revoke),
+    ("teams", "ls"): teams_ls,
+    ("teams", "add"): _applies(ch.AddTeam),
+    ("teams", "rm"): _applies(ch.RemoveTeam),
+    ("datasets", "ls"): datasets_ls,
+    ("datasets", "add"): _applies(
+        lambda name, regions, countries: ch.AddDataset(
+            validated(DatasetConfig, name=name, regions=regions, countries=countries)
+        )
+    ),
+    ("datasets", "rm"): _applies(ch.RemoveDataset),
+    ("budgets", "ls"): budgets_ls,
+    ("budgets", "set"): budgets_set,
+    ("budgets", "rm"): budgets_rm,
+    ("hosts", "ls"): hosts_ls,
+    ("hosts", "add"): hosts_add,
+    ("hosts", "rm"): _applies(ch.RemoveHost),
+}
+
+
+def _errors(func: Handler) -> Handler:
+    """One-line errors, the table's flag checks among them (as ConfigError: exit 2)."""
+
+    @functools.wraps(func)
+    def flags_checked(*args: Any, **kwargs: Any) -> None:
+        try:
+            func(*args, **kwargs)
+        except FlagError as exc:
+            raise ConfigError(str(exc)) from None
+
+    return one_line_errors(flags_checked)
+
+
+admin = admintable.build(
+    "Users, keys, roles, teams, data sets, budgets and hosts kept in storage.\n\n"
+    "Entries from the config file are listed as source `config` and cannot be\n"
+    "changed here. Running gateways pick changes up within about 2 s.",
+    HANDLERS,
+    common=[CONFIG],
+    wrap=_errors,
+)

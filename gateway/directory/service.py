@@ -28,7 +28,15 @@ from gateway.audit.store import AuditStore, append_within
 from gateway.config.loader import Settings
 from gateway.directory import changes as ch
 from gateway.directory.view import DirectoryView
-from gateway.errors import DirectoryConflict, DirectoryError, GatewayError, StorageError
+from gateway.errors import (
+    DirectoryConflict,
+    DirectoryError,
+    DirectoryInvalid,
+    GatewayError,
+    KeyMaterialError,
+    StorageError,
+)
+from gateway.inventory.keys import parse_public_key
 from gateway.storage.directory import DirectoryStore, VersionMoved
 
 log = structlog.get_logger("gpuhop.directory")
@@ -164,3 +172,14 @@ async def stop_task(task: asyncio.Task[None] | None) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+def key_fingerprint(key: str) -> str:
+    """The SHA256 fingerprint ``key`` names: given as one, or a public key line."""
+    key = key.strip()
+    if key.startswith("SHA256:"):
+        return key
+    try:
+        return parse_public_key(key).fingerprint
+    except KeyMaterialError as exc:
+        raise DirectoryInvalid(f"key: not a fingerprint or public key line: {exc}") from None

@@ -209,7 +209,7 @@ def test_config_entries_are_refused(gpuhop: Gpuhop, stack: GatewayStack) -> None
         assert done.returncode == 65, (args, done.stderr)
         assert "config file" in one_line(done.stderr)
     local_done = local(stack, "users", "rm", "alice")
-    assert local_done.returncode == 2
+    assert local_done.returncode == 65  # as gpuhop admin's refusal above
     assert "declared in the config file" in one_line(local_done.stderr)
 
 
@@ -428,7 +428,7 @@ def test_local_cli_change_reaches_the_running_gateway(stack: GatewayStack) -> No
     assert local(stack, "users", "rm", "frank").returncode == 0
     assert eventually(lambda: ssh_ok(stack, frank).returncode != 0, 10)
     token = local(stack, "users", "rm", "frank")
-    assert token.returncode == 2 and "no user frank" in one_line(token.stderr)
+    assert token.returncode == 66 and "no user frank" in one_line(token.stderr)
 
 
 # -- replicas -------------------------------------------------------------------------

@@ -19,10 +19,9 @@ from gateway.api.context import ApiContext
 from gateway.api.errors import ApiError, described
 from gateway.config.directory import BudgetConfig, DatasetConfig, HostConfig, RoleConfig
 from gateway.directory import changes as ch
-from gateway.directory.service import Actor, DirectoryService
-from gateway.errors import DirectoryInvalid, KeyMaterialError, UpstreamError
+from gateway.directory.service import Actor, DirectoryService, key_fingerprint
+from gateway.errors import UpstreamError
 from gateway.inventory.hostscan import scan_host_key
-from gateway.inventory.keys import parse_public_key
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -83,17 +82,7 @@ async def remove_key(
     key: Annotated[str, Query(min_length=1, max_length=16384)],
 ) -> s.AdminChange:
     """Unregister a key, named by ``SHA256:...`` fingerprint or by its public key line."""
-    return await _change(ctx, caller, ch.RemoveKey(name, _fingerprint(key)))
-
-
-def _fingerprint(key: str) -> str:
-    key = key.strip()
-    if key.startswith("SHA256:"):
-        return key
-    try:
-        return parse_public_key(key).fingerprint
-    except KeyMaterialError as exc:
-        raise DirectoryInvalid(f"key: not a fingerprint or public key line: {exc}") from None
+    return await _change(ctx, caller, ch.RemoveKey(name, key_fingerprint(key)))
 
 
 @router.post(
