@@ -18,8 +18,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections import ChainMap, OrderedDict
-from collections.abc import Coroutine, Sequence
+from collections import ChainMap
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,7 @@ from gateway.policy.passthrough import host_principal
 from gateway.policy.rules import default_account
 from gateway.ssh.algorithms import connection_algorithms
 from gateway.ssh.authority import enforce
+from gateway.ssh.compat import offer_host_keys
 from gateway.ssh.context import ActiveSession, FrontContext
 from gateway.ssh.envstage import StagePolicy
 from gateway.ssh.front import FrontConnection, FrontServer
@@ -251,7 +252,7 @@ class Gateway:
         self._front_options = options
 
         def factory() -> FrontConnection:
-            conn = FrontConnection(loop, options, None, None)
+            conn = FrontConnection.for_listener(options)
             conn.ctx = ctx  # counts it among unauthenticated connections until it logs in
             return conn
 
@@ -430,26 +431,6 @@ class Gateway:
 
 
 HOST_KEY_COMMENT = "gpuhop gateway host key"
-
-
-def offer_host_keys(
-    options: asyncssh.SSHServerConnectionOptions, keys: Sequence[asyncssh.SSHKey]
-) -> None:
-    """Make new connections use ``keys[0]`` and announce all of ``keys``.
-
-    What ``SSHServerConnectionOptions`` builds from ``server_host_keys`` (with
-    ``send_server_host_keys``), rebuilt and swapped in: each connection took
-    its own reference to the old tables when it was made, so live connections,
-    and their re-keys, keep the key they started with.
-    """
-    active: OrderedDict[bytes, asyncssh.SSHKeyPair] = OrderedDict()
-    every: OrderedDict[bytes, asyncssh.SSHKeyPair] = OrderedDict()
-    for pair in asyncssh.load_keypairs(list(keys)):
-        for alg in pair.host_key_algorithms:
-            active.setdefault(alg, pair)
-        every[pair.public_data] = pair
-    options.server_host_keys = active
-    options.all_server_host_keys = every
 
 
 def load_user_ca(settings: Settings) -> UserCA:

@@ -22,6 +22,7 @@ import docker.errors
 import requests.exceptions
 
 from client.envs.archive import chain_ids
+from client.envs.dockercompat import use_api_version
 from client.errors import DockerUnavailable, EnvError, EnvNotFound, SyncFailed
 
 SAVE_CHUNK = 1 << 20
@@ -136,7 +137,7 @@ def connect(base_url: str, timeout: int = 600) -> docker.DockerClient:
     except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as e:
         raise _unavailable(base_url, e) from None
     try:
-        client.api._version = str(client.api.version(api_version=False)["ApiVersion"])
+        use_api_version(client, str(client.api.version(api_version=False)["ApiVersion"]))
     except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as e:
         client.close()
         raise _unavailable(base_url, e) from None

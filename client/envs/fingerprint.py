@@ -25,8 +25,7 @@ import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from docker.utils.build import exclude_paths
-
+from client.envs.dockercompat import kept_paths
 from client.envs.spec import EnvSpec
 
 VERSION = "gpuhop-env-fingerprint/1"
@@ -104,7 +103,7 @@ def context_files(context: Path, dockerfile: Path) -> list[str]:
             if line.strip() and not line.strip().startswith("#")
         ]
     relative = os.path.relpath(dockerfile, context) if dockerfile.is_relative_to(context) else None
-    return sorted(exclude_paths(str(context), patterns, dockerfile=relative))
+    return sorted(kept_paths(str(context), patterns, relative))
 
 
 def _file_line(context: Path, rel: str) -> str | None:

@@ -15,7 +15,6 @@ and the container is removed whatever happens: normal exit, error, or
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +25,7 @@ import docker
 import docker.errors
 import docker.types
 
+from client.envs.dockercompat import close_stream
 from client.envs.engine import engine_url, translated
 from client.errors import EnvError, EnvNotFound, GpuRuntimeMissing, JobCancelled
 
@@ -79,14 +79,6 @@ def container_options(
     return options
 
 
-def _close(stream: Any) -> None:
-    """Close an attach stream and its response (over ssh:// only the response closes)."""
-    with contextlib.suppress(Exception):
-        stream.close()
-    with contextlib.suppress(Exception):
-        stream._response.close()
-
-
 def _write(stream: Any) -> OutputFn:
     def write(data: bytes) -> None:
         stream.buffer.write(data)
@@ -126,7 +118,7 @@ def run_in_container(
             try:
                 container.start()
             except docker.errors.APIError as e:
-                _close(stream)
+                close_stream(stream)
                 text = str(e.explanation or e)
                 if gpu_device_ids and any(s in text for s in _NO_GPU_RUNTIME):
                     raise GpuRuntimeMissing(
@@ -176,12 +168,12 @@ def _follow(
         while not ended.wait(0.05):
             if cancel is not None and cancel.is_set():
                 container.remove(force=True)
-                _close(stream)
+                close_stream(stream)
                 thread.join(timeout=10)
                 raise JobCancelled(f"job cancelled; container {container.short_id} removed")
         thread.join()
     finally:
-        _close(stream)
+        close_stream(stream)
     if failure and cancel is not None and cancel.is_set():
         raise JobCancelled(f"job cancelled; container {container.short_id} removed")
     with translated("wait for job", url):

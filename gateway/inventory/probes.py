@@ -33,6 +33,7 @@ from gateway.inventory.hostprobe import HostLink, HostProbe, HostStatus
 from gateway.keys import host_trust
 from gateway.models import Host
 from gateway.ssh.algorithms import connection_algorithms
+from gateway.ssh.compat import global_request
 
 __all__ = [
     "HostLink",
@@ -115,10 +116,9 @@ async def ssh_rtt_ms(conn: asyncssh.SSHClientConnection) -> float:
     is the network round trip plus a few microseconds of packet handling at
     each end. Both answers count; only a lost connection does not.
 
-    asyncssh has no public call for a single global request, so this uses the
-    connection's ``_make_global_request``, the method its own keepalive uses
-    (a unit test pins that it exists). asyncssh answers pending requests with a
-    failure when the connection drops, hence the closed-check afterwards.
+    asyncssh has no public call for a single global request, so this uses
+    :func:`gateway.ssh.compat.global_request`. asyncssh answers pending requests
+    with a failure when the connection drops, hence the closed-check afterwards.
 
     >>> rtt = await ssh_rtt_ms(conn)  # doctest: +SKIP
     """
@@ -126,7 +126,7 @@ async def ssh_rtt_ms(conn: asyncssh.SSHClientConnection) -> float:
         raise UpstreamError("SSH connection is closed")
     start = time.perf_counter()
     try:
-        await conn._make_global_request(KEEPALIVE_REQUEST)
+        await global_request(conn, KEEPALIVE_REQUEST)
     except (asyncssh.Error, OSError) as exc:
         raise UpstreamError(f"SSH round trip failed: {exc}") from None
     elapsed_ms = (time.perf_counter() - start) * 1000

@@ -12,7 +12,7 @@ and removes the socket and its directory.
 
 asyncssh keeps its own agent listener per connection, not per session, in the
 system temporary directory; the gateway does not use it (see
-:mod:`gateway.ssh.agenthook`).
+:mod:`gateway.ssh.compat`).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import asyncssh
 import structlog
-from asyncssh.channel import SSHAgentChannel
-from asyncssh.connection import SSHConnection
+
+from gateway.ssh.compat import AgentChannel, Connection, open_agent_channel
 
 log = structlog.get_logger("gpuhop.agent")
 
@@ -56,17 +56,17 @@ class _ToSocket(asyncssh.SSHUNIXSession[bytes]):
 class AgentRelay:
     """A listening socket that reaches the user's agent through ``conn``; see the module doc."""
 
-    def __init__(self, conn: SSHConnection, directory: Path) -> None:
+    def __init__(self, conn: Connection, directory: Path) -> None:
         self._conn = conn
         self.directory = directory
         self.path = directory / SOCKET_NAME
         self._server: asyncio.AbstractServer | None = None
         self._open: set[asyncio.StreamWriter] = set()  # one per agent connection
-        self._channels: set[SSHAgentChannel] = set()
+        self._channels: set[AgentChannel] = set()
         self._closed = False
 
     @classmethod
-    async def open(cls, conn: SSHConnection, parent: Path | None = None) -> AgentRelay:
+    async def open(cls, conn: Connection, parent: Path | None = None) -> AgentRelay:
         """Listen in a new private directory under ``parent`` (default: the temp dir)."""
         directory = Path(tempfile.mkdtemp(prefix="gpuhop-agent-", dir=parent))  # mode 0700
         relay = cls(conn, directory)
@@ -92,7 +92,7 @@ class AgentRelay:
             writer.close()
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        chan = self._conn.create_agent_channel()
+        chan = open_agent_channel(self._conn)
         self._channels.add(chan)
         try:
             await chan.open(lambda: _ToSocket(writer))

@@ -22,7 +22,6 @@ from typing import Any
 
 import asyncssh
 import structlog
-from asyncssh.public_key import CERT_TYPE_USER, decode_ssh_certificate
 
 from gateway.errors import UpstreamError
 from gateway.keys import key_id_user, public_line
@@ -30,8 +29,8 @@ from gateway.models import AccessRequest, Host, Mode, Principal
 from gateway.policy.passthrough import passthrough_request
 from gateway.policy.rules import evaluate
 from gateway.sessionevents import SessionEnd, SessionStart
-from gateway.ssh.agenthook import AgentRequestHook
 from gateway.ssh.authority import DISCONNECT_GRACE_S
+from gateway.ssh.compat import ServerConnection, certificate_key_id, check_user_certificate
 from gateway.ssh.context import JUMP_PREFIX, ActiveSession, FrontContext
 from gateway.ssh.inner import Jump, resolver_for, run_inner
 from gateway.ssh.limits import Refused, Startup, channel_refusal, limit_env, turn_away_bytes
@@ -44,19 +43,20 @@ log = structlog.get_logger("gpuhop.ssh")
 
 
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
-MSG_IGNORE = 2  # RFC 4253
-_EMPTY_STRING = b"\x00\x00\x00\x00"  # an SSH string of length 0
 LINGER_S = 2.0  # how long a refused connection may stay open for its reason to be read
 
 
-class FrontConnection(AgentRequestHook):
+class FrontConnection(ServerConnection):
     """Checks user certificates itself so each refusal carries its real reason.
 
     asyncssh would reject an expired certificate or a wrong principal silently;
     the gateway must audit why. It also insists that the certificate's key id
     names the same gpuhop user as the login, since principals also list the
-    remote accounts a user may use on hosts.
+    remote accounts a user may use on hosts. The gateway never negotiates CBC
+    (see algorithms.py), so it drops asyncssh's empty ``SSH_MSG_IGNORE`` packets.
     """
+
+    drop_empty_ignore = True
 
     _sock: socket.socket | None = None
     _quickacks = 0  # the handshake's first reads only (the setsockopt is not free)
@@ -90,9 +90,8 @@ class FrontConnection(AgentRequestHook):
             key=why.limit,
             window_s=10.0,
         )
-        version = getattr(self, "_version", b"gpuhop")  # asyncssh's server_version
         with contextlib.suppress(OSError):
-            transport.write(turn_away_bytes(version, why.reason))  # type: ignore[attr-defined]
+            transport.write(turn_away_bytes(self.server_version, why.reason))  # type: ignore[attr-defined]
         # Closing at once would answer the client's KEXINIT with a reset, which
         # discards the reason unread: linger (bounded in number and time) instead.
         if self.ctx.startups.begin_linger():
@@ -130,31 +129,17 @@ class FrontConnection(AgentRequestHook):
                 self._sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)  # type: ignore[union-attr]
         super().data_received(data, datatype)
 
-    def send_packet(self, pkttype: int, *args: bytes, handler: Any = None) -> None:
-        # asyncssh puts an empty SSH_MSG_IGNORE before every encrypted packet, a
-        # countermeasure for CBC modes. The gateway never negotiates CBC (see
-        # algorithms.py), so those packets only double the per-packet work.
-        if pkttype == MSG_IGNORE and args == (_EMPTY_STRING,):
-            return
-        super().send_packet(pkttype, *args, handler=handler)
+    def key_user(self, username: str) -> str:
+        return split_login(username)[0]
 
-    async def validate_public_key(
-        self, username: str, key_data: bytes, msg: bytes, signature: bytes
-    ) -> bool:
-        owner = self._owner
-        username = split_login(username)[0]
-        if isinstance(owner, FrontServer):
-            try:
-                cert = decode_ssh_certificate(key_data)
-            except (asyncssh.KeyImportError, ValueError):
-                cert = None
-            if cert is not None and not cert.is_x509_chain:
-                reason = owner.check_certificate(username, cert)
-                if reason:
-                    owner.note_failure(reason)
-                    return False
-        result: bool = await super().validate_public_key(username, key_data, msg, signature)
-        return result
+    def certificate_refused(self, username: str, cert: asyncssh.SSHCertificate) -> bool:
+        owner = self.owner
+        if not isinstance(owner, FrontServer):
+            return False
+        reason = owner.check_certificate(username, cert)
+        if reason:
+            owner.note_failure(reason)
+        return bool(reason)
 
 
 class _MenuSession(asyncssh.SSHServerSession[bytes]):
@@ -279,15 +264,14 @@ class FrontServer(asyncssh.SSHServer):
         if not principals:
             return "certificate has no principals"
         try:
-            validate = cert.validate  # type: ignore[attr-defined]  # OpenSSH certificates only
-            validate(CERT_TYPE_USER, username)
+            check_user_certificate(cert, username)
         except ValueError as exc:
             return f"certificate rejected: {str(exc).lower()} for {username}"
         allowed = getattr(cert, "options", {}).get("source-address")
         if allowed and not _allowed_from(self._address, allowed):
             shown = ",".join(str(n) for n in allowed)
             return f"certificate not valid from {self._address} (source-address {shown})"
-        key_id = str(getattr(cert, "_key_id", ""))
+        key_id = certificate_key_id(cert)
         if key_id_user(key_id) != username:
             return f"certificate key id {key_id!r} does not name user {username}"
         if self._ctx.inventory.user(username) is None:

@@ -39,8 +39,8 @@ from gateway.errors import GatewayError
 from gateway.models import AccessRequest, Decision, Host, Mode, Principal
 from gateway.policy.forwards import ForwardKind, ForwardRequest, decide_forward, ssh_ports_of
 from gateway.policy.rules import default_account, evaluate
-from gateway.ssh.agenthook import AgentRequestHook
 from gateway.ssh.authority import DISCONNECT_GRACE_S
+from gateway.ssh.compat import ServerConnection, serve_on_socket
 from gateway.ssh.context import Authority, FrontContext
 from gateway.ssh.envprotocol import ENV_COMMAND
 from gateway.ssh.envservice import EnvSession
@@ -600,7 +600,7 @@ class _RemoteListener(asyncssh.SSHListener):
         await self._upstream.wait_closed()
 
 
-class InnerConnection(AgentRequestHook):
+class InnerConnection(ServerConnection):
     """The inner hop's connection: asyncssh's server connection with audited agent requests."""
 
 
@@ -614,17 +614,14 @@ async def run_inner(
     """Serve the inner hop on ``sock`` until the user's session ends."""
     assert ctx.host_certificate is not None
     key, cert = ctx.host_certificate(host.name)
-    loop = asyncio.get_running_loop()
     try:
         inner = await asyncssh.SSHServerConnectionOptions.construct(
             options,
             server_factory=lambda: InnerServer(ctx, jump, host),
             server_host_keys=[(key, cert)],
         )
-        # What asyncssh.run_server does, with the connection class that audits ``ssh -A``.
-        _, conn = await loop.create_connection(
-            lambda: InnerConnection(loop, inner, None, None), sock=sock
-        )
+        # The connection class that audits ``ssh -A``.
+        conn = await serve_on_socket(lambda: InnerConnection.for_listener(inner), sock)
         jump.conn = conn
         if jump.reason:  # ended while the inner hop was starting
             jump.close()

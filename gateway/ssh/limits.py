@@ -26,6 +26,8 @@ from typing import Any
 
 import asyncssh
 
+from gateway.ssh.compat import gate_session, open_channel_count
+
 
 class Startup:
     """One unauthenticated connection's place; ``done`` (idempotent) frees it."""
@@ -136,14 +138,9 @@ def turn_away_bytes(version: bytes, reason: str) -> bytes:
     return f"gpuhop: {reason}\r\n".encode() + b"SSH-2.0-" + version + b"\r\n" + packet
 
 
-def open_channels(conn: asyncssh.SSHServerConnection) -> int:
-    """Channels this connection has open (asyncssh's channel table)."""
-    return len(getattr(conn, "_channels", ()))
-
-
 def channel_refusal(conn: asyncssh.SSHServerConnection | None, limit: int) -> str:
     """Why a new channel on ``conn`` is refused ("" if it is not)."""
-    if conn is not None and open_channels(conn) >= limit:
+    if conn is not None and open_channel_count(conn) >= limit:
         return f"too many channels open on this connection (limit {limit})"
     return ""
 
@@ -156,38 +153,31 @@ def limit_env(
 
     ``refused(reason)`` is called once, when the limit is first passed.
     """
-    process_env = chan._process_env_request
-    start_session = chan._start_session
     state = {"count": 0, "bytes": 0, "refused": 0}
     reason = (
         f"too many environment variables on this channel "
         f"(limit {limit}, {MAX_ENV_BYTES // 1024} KiB)"
     )
 
-    def env_request(packet: Any) -> bool:
+    def admit_env(size: int) -> bool:
         state["count"] += 1
-        state["bytes"] += len(packet.get_remaining_payload())
+        state["bytes"] += size
         if state["count"] <= limit and state["bytes"] <= MAX_ENV_BYTES:
-            return bool(process_env(packet))
-        packet.get_string()
-        packet.get_string()
-        packet.check_end()
+            return True
         if not state["refused"]:
             state["refused"] = 1
             refused(reason)
         return False
 
-    def start(command: str | None = None, subsystem: str | None = None) -> bool:
+    def admit_start() -> bool:
         if not state["refused"]:
-            return bool(start_session(command, subsystem))
+            return True
         with contextlib.suppress(OSError, asyncssh.Error):
             chan.write_stderr(f"gpuhop: session refused: {reason}\r\n".encode())
         asyncio.get_running_loop().call_soon(chan.close)
         return False
 
-    # asyncssh looks request handlers up on the instance (getattr), so these win.
-    setattr(chan, "_process_env_request", env_request)  # noqa: B010
-    setattr(chan, "_start_session", start)  # noqa: B010
+    gate_session(chan, admit_env, admit_start)
 
 
 class ResizeThrottle:

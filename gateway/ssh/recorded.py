@@ -41,6 +41,7 @@ from gateway.policy.forwards import ForwardKind, ForwardRequest, decide_forward,
 from gateway.policy.rules import evaluate
 from gateway.sessionevents import SessionEnd, SessionStart
 from gateway.ssh.agentrelay import AgentRelay
+from gateway.ssh.compat import hand_over
 from gateway.ssh.context import ActiveSession, Authority, FrontContext
 from gateway.ssh.limits import ResizeThrottle
 from gateway.ssh.sftpaudit import SftpAuditor
@@ -419,13 +420,8 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
         assert self._chan is not None
         self._service = service
         self._finished = True  # no host session: nothing to record, release or end
-        service.connection_made(self._chan)
-        service.session_started()
-        for data, datatype in self._early:
-            service.data_received(data, datatype)
+        hand_over(service, self._chan, self._early, self._early_eof)
         self._early.clear()
-        if self._early_eof:
-            service.eof_received()
 
     async def _admit(self, env: Mapping[str, str]) -> str:
         """Residency, GPU limits, budgets and GPU leases; returns why not, or ""."""

@@ -12,9 +12,8 @@ enforces them there by the very same code paths as on the direct form.
 
 ``source-address`` was already checked when the outer hop authenticated.
 
-asyncssh keeps these options in private attributes (``_key_options``,
-``_cert_options``, reset on each user-auth request); this is the one place the
-gateway touches them, and ``tests/unit/test_restrictions.py`` pins the names.
+asyncssh keeps these options in private attributes, read and written through
+:mod:`gateway.ssh.compat` (``login_options``, ``set_login_options``).
 """
 
 from __future__ import annotations
@@ -24,6 +23,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import asyncssh
+
+from gateway.ssh.compat import login_options, set_login_options
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,20 +37,15 @@ class LoginRestrictions:
     @classmethod
     def of(cls, conn: asyncssh.SSHServerConnection) -> LoginRestrictions:
         """The restrictions asyncssh applies to ``conn`` (after its authentication)."""
-        key = getattr(conn, "_key_options", None)
-        cert = getattr(conn, "_cert_options", None)
+        key, cert = login_options(conn)
         return cls(
-            MappingProxyType(dict(key or {})),
+            MappingProxyType(dict(key)),
             None if cert is None else MappingProxyType(dict(cert)),
         )
 
     def apply(self, conn: asyncssh.SSHServerConnection) -> None:
         """Make asyncssh enforce these restrictions on ``conn`` (call from auth_completed)."""
-        if not hasattr(conn, "_key_options") or not hasattr(conn, "_cert_options"):
-            raise RuntimeError("asyncssh no longer keeps login options where gpuhop expects")
-        cert = None if self.cert_options is None else dict(self.cert_options)
-        conn._key_options = dict(self.key_options)
-        conn._cert_options = cert
+        set_login_options(conn, self.key_options, self.cert_options)
 
     @property
     def forced_command(self) -> str | None:

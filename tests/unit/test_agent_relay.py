@@ -1,4 +1,4 @@
-"""The agent hook and relay (gateway/ssh/agenthook.py, gateway/ssh/agentrelay.py).
+"""The agent hook and relay (gateway/ssh/compat.py, gateway/ssh/agentrelay.py).
 
 A real asyncssh server and client on loopback: the client asks for agent
 forwarding on one session channel, the hook names that channel (found in the
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import asyncssh
 
-from gateway.ssh.agenthook import AgentRequestHook
 from gateway.ssh.agentrelay import AgentRelay
+from gateway.ssh.compat import ServerConnection
 
 
 class _Session(asyncssh.SSHServerSession[bytes]):
@@ -83,7 +83,7 @@ async def test_hook_names_the_channel_and_the_relay_reaches_the_clients_agent(
         server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")],
     )
     server = await loop.create_server(
-        lambda: AgentRequestHook(loop, options, None, None), "127.0.0.1", 0
+        lambda: ServerConnection.for_listener(options), "127.0.0.1", 0
     )
     port = server.sockets[0].getsockname()[1]
     try:

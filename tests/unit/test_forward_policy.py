@@ -19,7 +19,7 @@ from gateway.policy.forwards import (
     parse_port_spec,
     ssh_ports_of,
 )
-from gateway.ssh.agenthook import AgentRequestHook
+from gateway.ssh.compat import ServerConnection
 
 R = Mode.RECORDED
 SG1 = Host("sg-1", "sg", "10.0.0.5", 2201)
@@ -178,4 +178,4 @@ def test_agent_hook_overrides_the_asyncssh_method() -> None:
     original = asyncssh.SSHServerConnection.create_agent_listener
     assert inspect.iscoroutinefunction(original)
     assert list(inspect.signature(original).parameters) == ["self"]
-    assert AgentRequestHook.create_agent_listener is not original
+    assert ServerConnection.create_agent_listener is not original
