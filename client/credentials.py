@@ -89,11 +89,6 @@ def forget() -> bool:
     return removed
 
 
-def stored_url() -> str | None:
-    """The URL of the stored login, or None (also when there is no keyring)."""
-    return _read(URL_ENTRY, quiet=True)
-
-
 def _read(entry: str, *, quiet: bool = False) -> str | None:
     try:
         value = _backend().get_password(KEYRING_SERVICE, entry)

@@ -27,7 +27,7 @@ from gateway.inventory.hosts import Inventory
 from gateway.inventory.leases import Lease, LeaseAllocator, LeaseRefused, LeaseStore
 from gateway.inventory.probes import ProbeCredentials, SshHostLink
 from gateway.metering.budgets import BudgetDecision, BudgetLimits, check, check_all
-from gateway.metering.meter import Cost, Rate, SessionMeter, session_cost
+from gateway.metering.meter import Cost, Rate, SessionMeter
 from gateway.models import AccessRequest, Decision, Host, Mode, Principal
 from gateway.placement.rank import Constraints, HostSnapshot, Placement, Weights, rank_hosts
 from gateway.policy.residency import DataSet, check_named_residency
@@ -445,7 +445,3 @@ def utc_day_and_month(ts: float) -> tuple[float, float]:
     t = dt.datetime.fromtimestamp(ts, dt.UTC)
     day = t.replace(hour=0, minute=0, second=0, microsecond=0)
     return day.timestamp(), day.replace(day=1).timestamp()
-
-
-def record_cost(gpus: int, rate: Rate, elapsed_s: float, egress_bytes: int) -> float:
-    return round(session_cost(rate, gpus, elapsed_s, egress_bytes).total, 6)

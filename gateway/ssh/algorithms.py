@@ -66,8 +66,6 @@ SIGNATURE_ALGS = (
     "sk-ecdsa-sha2-nistp256@openssh.com",
 )
 
-FORBIDDEN_MARKERS = ("sha1", "-cbc", "ssh-dss", "arcfour", "md5")
-
 
 def connection_algorithms(algorithm_set: AlgorithmSet = "modern") -> dict[str, Any]:
     """Keyword arguments for asyncssh connection options, on either leg."""

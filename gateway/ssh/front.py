@@ -142,28 +142,6 @@ class FrontConnection(ServerConnection):
         return bool(reason)
 
 
-class _MenuSession(asyncssh.SSHServerSession[bytes]):
-    """``ssh gateway`` with no target: say how to reach a host, list the allowed ones."""
-
-    def __init__(self, text: str) -> None:
-        self._text = text
-        self._chan: asyncssh.SSHServerChannel[bytes] | None = None
-
-    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
-        self._chan = chan
-
-    def shell_requested(self) -> bool:
-        return True
-
-    def exec_requested(self, command: str) -> bool:
-        return True
-
-    def session_started(self) -> None:
-        assert self._chan is not None
-        self._chan.write(self._text.encode())
-        self._chan.exit(0)
-
-
 class FrontServer(asyncssh.SSHServer):
     """One user connection to the gateway."""
 

@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import asyncssh
@@ -76,7 +75,6 @@ class UpstreamPool:
         keepalive_s: float = 5.0,
         idle_s: float = 60.0,
         connect_timeout_s: float = 10.0,
-        on_lost: Callable[[str, str], None] | None = None,
     ) -> None:
         self.upstream_ca = upstream_ca  # never the user CA: see the module docstring
         self._key = client_key

@@ -205,10 +205,6 @@ class DirectoryStore:
         """Every stored entry, at one version."""
         return await self._db.read(_load)
 
-    def load_blocking(self) -> StoredDirectory:
-        """``load`` for start-up code and CLI commands without an event loop."""
-        return self._db.run(_load, False)
-
     async def apply(self, change: ch.Change, expected_version: int, actor: str) -> int:
         """Write ``change`` if the directory is still at ``expected_version``; the new version.
 

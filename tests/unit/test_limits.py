@@ -9,9 +9,11 @@ import pytest
 import gateway.audit.coalesce
 import gateway.ssh.limits
 from gateway.audit.coalesce import AuditCoalescer
-from gateway.ssh.algorithms import FORBIDDEN_MARKERS, connection_algorithms
+from gateway.ssh.algorithms import connection_algorithms
 from gateway.ssh.envprotocol import MAX_HOSTS, parse_request
 from gateway.ssh.limits import Refused, Startup, StartupLimiter, turn_away_bytes
+
+FORBIDDEN_MARKERS = ("sha1", "-cbc", "ssh-dss", "arcfour", "md5")
 
 
 class Clock:
