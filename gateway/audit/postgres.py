@@ -33,28 +33,24 @@ import asyncio
 import builtins
 import collections
 import contextlib
-import json
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import psycopg
 import structlog
 
 from gateway.audit.chain import (
-    GENESIS,
     AuditEvent,
-    Row,
     VerifyResult,
-    event_hash,
     freeze_data,
     verify_rows,
 )
 from gateway.audit.checkpoint import Anchors, Checkpoint, verify_anchored
+from gateway.audit.delivery import deliver, link_batch, to_event
 from gateway.audit.pgconn import connect, conninfo_of, error_line, schema_state, transient
 from gateway.errors import StorageError
 
@@ -111,20 +107,6 @@ class _Attempt:
     checkpoint: Checkpoint | None = None
 
 
-def _settle(future: asyncio.Future[AuditEvent], result: AuditEvent | BaseException) -> None:
-    if future.done():  # the caller was cancelled; the event may still be committed
-        return
-    if isinstance(result, BaseException):
-        future.set_exception(result)
-    else:
-        future.set_result(result)
-
-
-def _deliver(future: asyncio.Future[AuditEvent], result: AuditEvent | BaseException) -> None:
-    with contextlib.suppress(RuntimeError):  # the caller's loop is closed: nobody to tell
-        future.get_loop().call_soon_threadsafe(_settle, future, result)
-
-
 def _check_text(value: object, what: str) -> str:
     if not isinstance(value, str):
         raise TypeError(f"audit {what} must be str")
@@ -132,12 +114,6 @@ def _check_text(value: object, what: str) -> str:
         raise ValueError(f"audit {what} must not contain NUL (PostgreSQL text cannot hold it)")
     value.encode("utf-8")  # lone surrogates have no UTF-8 form
     return value
-
-
-def _to_event(row: Row) -> AuditEvent:
-    event_id, ts, kind, actor, data_text, prev_hash, digest = row
-    data = MappingProxyType(json.loads(data_text))
-    return AuditEvent(event_id, ts, kind, actor, data, prev_hash, digest)
 
 
 def verify_connection(
@@ -272,7 +248,7 @@ class PostgresAuditStore:
 
         def run(conn: psycopg.Connection[Any]) -> builtins.list[AuditEvent]:
             rows = conn.execute(sql, args).fetchall()
-            return [_to_event(row) for row in rows]
+            return [to_event(row) for row in rows]
 
         try:
             return await asyncio.to_thread(self._read, "list", run)
@@ -427,7 +403,7 @@ class PostgresAuditStore:
             if down_since is not None:
                 self._came_back(time.monotonic() - down_since)
             for pending, event in zip(batch, events, strict=True):
-                _deliver(pending.future, event)
+                deliver(pending.future, event)
             return
 
     def _attempt(
@@ -450,28 +426,15 @@ class PostgresAuditStore:
                     conn.rollback()
                     return [], None
             head = cur.execute(_HEAD).fetchone()
-            last_id, prev = (int(head[0]), str(head[1])) if head else (0, GENESIS)
-            rows: builtins.list[Row] = []
-            events: builtins.list[AuditEvent] = []
-            ts = time.time()  # commit time, taken under the chain lock
-            for p in batch:
-                last_id += 1
-                digest = event_hash(prev, last_id, ts, p.kind, p.actor, p.data_text)
-                rows.append((last_id, ts, p.kind, p.actor, p.data_text, prev, digest))
-                events.append(AuditEvent(last_id, ts, p.kind, p.actor, p.data, prev, digest))
-                prev = digest
-            cur.executemany(_INSERT, rows)
-            checkpoint = None
-            if self.signer is not None:
-                checkpoint = self.signer.sign(last_id, prev, ts)
-                cur.execute(
-                    _INSERT_CHECKPOINT,
-                    (last_id, prev, ts, checkpoint.key_id, checkpoint.signature),
-                )
-        self._doubt = _Attempt(list(batch), events, checkpoint)
+            # commit time, taken under the chain lock
+            linked = link_batch(head, time.time(), batch, self.signer)
+            cur.executemany(_INSERT, linked.rows)
+            if linked.checkpoint_row is not None:
+                cur.execute(_INSERT_CHECKPOINT, linked.checkpoint_row)
+        self._doubt = _Attempt(list(batch), linked.events, linked.checkpoint)
         conn.commit()
         self._doubt = None
-        return events, checkpoint
+        return linked.events, linked.checkpoint
 
     def _drop_connection(self, exc: Exception) -> None:
         conn = self._conn
@@ -503,7 +466,7 @@ class PostgresAuditStore:
 
     def _fail(self, batch: builtins.list[_Pending], error: StorageError) -> None:
         for pending in batch:
-            _deliver(pending.future, StorageError(str(error)))
+            deliver(pending.future, StorageError(str(error)))
 
     def _fail_all(self, batch: builtins.list[_Pending], why: str) -> None:
         with self._cond:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import json
 import os
 import queue
 import sqlite3
@@ -23,22 +22,19 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import structlog
 
 from gateway.audit.chain import (
-    GENESIS,
     AuditEvent,
-    Row,
     VerifyResult,
-    event_hash,
     freeze_data,
     verify_rows,
 )
 from gateway.audit.checkpoint import Anchors, Checkpoint, verify_anchored
+from gateway.audit.delivery import deliver, link_batch, to_event
 from gateway.errors import StorageError
 
 if TYPE_CHECKING:
@@ -172,12 +168,6 @@ def _open_writer(path: str, busy_timeout_ms: int) -> sqlite3.Connection:
     return conn
 
 
-def _to_event(row: Row) -> AuditEvent:
-    event_id, ts, kind, actor, data_text, prev_hash, digest = row
-    data = MappingProxyType(json.loads(data_text))
-    return AuditEvent(event_id, ts, kind, actor, data, prev_hash, digest)
-
-
 def _walk(conn: sqlite3.Connection, anchors: Anchors | None) -> VerifyResult:
     if anchors is None:
         # One SELECT is one read snapshot: concurrent appends cannot tear it.
@@ -220,20 +210,6 @@ class _Pending:
     data_text: str
     data: Mapping[str, object]
     future: asyncio.Future[AuditEvent]
-
-
-def _settle(future: asyncio.Future[AuditEvent], result: AuditEvent | BaseException) -> None:
-    if future.done():  # the caller was cancelled; the event may still be committed
-        return
-    if isinstance(result, BaseException):
-        future.set_exception(result)
-    else:
-        future.set_result(result)
-
-
-def _deliver(future: asyncio.Future[AuditEvent], result: AuditEvent | BaseException) -> None:
-    with contextlib.suppress(RuntimeError):  # the caller's loop is closed: nobody to tell
-        future.get_loop().call_soon_threadsafe(_settle, future, result)
 
 
 class SQLiteAuditStore:
@@ -308,7 +284,7 @@ class SQLiteAuditStore:
         args = [v for v in (kind, actor) if v is not None] + [after_id, limit]
         try:
             with contextlib.closing(self._reader()) as conn:
-                return [_to_event(row) for row in conn.execute(sql, args)]
+                return [to_event(row) for row in conn.execute(sql, args)]
         except sqlite3.Error as exc:
             raise _error(self.path, "list", exc) from None
         except ValueError as exc:
@@ -355,7 +331,7 @@ class SQLiteAuditStore:
             except queue.Empty:
                 break
             if late is not None:
-                _deliver(late.future, StorageError(f"{self.path}: audit store is closed"))
+                deliver(late.future, StorageError(f"{self.path}: audit store is closed"))
 
     def _commit(self, batch: builtins.list[_Pending]) -> None:
         try:
@@ -367,44 +343,31 @@ class SQLiteAuditStore:
             what = f"append of {len(batch)} event(s)"
             for pending in batch:  # never acknowledge what was not committed
                 if isinstance(exc, sqlite3.Error):
-                    _deliver(pending.future, _error(self.path, what, exc))
+                    deliver(pending.future, _error(self.path, what, exc))
                 elif isinstance(exc, StorageError):
-                    _deliver(pending.future, StorageError(str(exc)))
+                    deliver(pending.future, StorageError(str(exc)))
                 else:
-                    _deliver(pending.future, StorageError(f"{self.path}: {what} failed ({exc})"))
+                    deliver(pending.future, StorageError(f"{self.path}: {what} failed ({exc})"))
             return
         self.commits += 1
         if checkpoint is not None and self.signer is not None:
             self.last_checkpoint = checkpoint
             self.signer.committed(checkpoint)
         for pending, event in zip(batch, events, strict=True):
-            _deliver(pending.future, event)
+            deliver(pending.future, event)
 
     def _insert(
         self, conn: sqlite3.Connection, batch: builtins.list[_Pending]
     ) -> tuple[builtins.list[AuditEvent], Checkpoint | None]:
         conn.execute("BEGIN IMMEDIATE")
         last = conn.execute("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1").fetchone()
-        last_id, prev = (int(last[0]), str(last[1])) if last else (0, GENESIS)
-        rows: builtins.list[Row] = []
-        events: builtins.list[AuditEvent] = []
-        ts = time.time()  # commit time, taken under the write lock
-        for p in batch:
-            last_id += 1
-            digest = event_hash(prev, last_id, ts, p.kind, p.actor, p.data_text)
-            rows.append((last_id, ts, p.kind, p.actor, p.data_text, prev, digest))
-            events.append(AuditEvent(last_id, ts, p.kind, p.actor, p.data, prev, digest))
-            prev = digest
-        conn.executemany(_INSERT, rows)
-        checkpoint = None
-        if self.signer is not None:
-            checkpoint = self.signer.sign(last_id, prev, ts)
-            conn.execute(
-                _INSERT_CHECKPOINT,
-                (last_id, prev, ts, checkpoint.key_id, checkpoint.signature),
-            )
+        # commit time, taken under the write lock
+        linked = link_batch(last, time.time(), batch, self.signer)
+        conn.executemany(_INSERT, linked.rows)
+        if linked.checkpoint_row is not None:
+            conn.execute(_INSERT_CHECKPOINT, linked.checkpoint_row)
         conn.execute("COMMIT")
-        return events, checkpoint
+        return linked.events, linked.checkpoint
 
     def _abandon(self) -> None:
         """Roll back a failed batch; drop the connection if even that fails."""
