@@ -63,6 +63,7 @@ from gateway.metrics import GatewayMetrics, InstrumentedAuditStore
 from gateway.placement.golden import GoldenLimits, GoldenRunner
 from gateway.policy.passthrough import host_principal
 from gateway.policy.rules import default_account
+from gateway.replication import ReplicaDuties
 from gateway.ssh.algorithms import connection_algorithms
 from gateway.ssh.authority import enforce
 from gateway.ssh.compat import offer_host_keys
@@ -275,6 +276,7 @@ class Gateway:
             user_ca=user_ca,
             kill_session=kill,
             live_sessions=live,
+            kills=self.storage.kills,
             ssh_port=self.port,
             ssh_keys=GatewayKeys(tuple(public_line(k) for k in host_keys)),
             host_ca_key=public_line(host_ca),
@@ -294,7 +296,18 @@ class Gateway:
         self.api = await start_api(self._api_ctx, g.api_host, g.api_port, sock=self._api_sock)
         self.api_port = self.api.port
         await self.live.start()
-        self._heartbeat = loop.create_task(self.storage.replicas.beat_forever())
+        live_state = self.live
+        duties = ReplicaDuties(
+            self.storage,
+            self.audit,
+            rate_of=lambda name: (
+                live_state.rate(h) if (h := live_state.inventory.host(name)) else None
+            ),
+            kill=kill,
+            audit_timeout_s=g.audit_start_timeout_s,
+        )
+        await duties.close_lost()
+        self._heartbeat = loop.create_task(duties.run())
         if g.krl_command:
             self.krl = KrlPublisher(
                 self.audit,

@@ -19,7 +19,7 @@ from gateway.live import LiveState
 from gateway.metrics import GatewayMetrics
 from gateway.models import Mode
 from gateway.placement.golden import GoldenRunner
-from gateway.storage import SessionStore, TokenStore
+from gateway.storage import SessionKillStore, SessionStore, TokenStore
 
 if TYPE_CHECKING:
     from gateway.directory.service import DirectoryService
@@ -73,6 +73,8 @@ class ApiContext:
     """Close a live session in this process; False when it is not running here."""
     live_sessions: Callable[[], Sequence[LiveSession]]
     """Sessions running in this process now."""
+    kills: SessionKillStore | None = None
+    """Kill requests to the replica running a session elsewhere; None: such kills are 409."""
     clock: Callable[[], float] = time.time
     ssh_port: int = 0
     """The SSH front's bound port, for ``GET /v1/gateway``."""

@@ -8,8 +8,9 @@ the gateway closes the records it owns:
 - which records: ``owned`` decides. The start-up hook takes those of this node
   (``node_name``, the host name by default; records from before nodes were
   recorded too): its sessions all died with the process it replaces, and
-  other replicas' live sessions are left alone. Replica heartbeats can pass a
-  predicate for the records of replicas whose heartbeat stopped.
+  other replicas' live sessions are left alone. Replica heartbeats pass a
+  predicate for the records of a replica whose heartbeat stopped
+  (``gateway.replication``, error ``REPLICA_LOST``).
 - when they ended: ``last_seen(record)``, the last sign of life known for the
   session (never before its start). The start-up hook uses the newest of the
   last audit event and the session's recording file; that is a lower bound, so
@@ -46,6 +47,9 @@ if TYPE_CHECKING:
 log = structlog.get_logger("gpuhop.audit")
 
 CRASH_ERROR: Final = "gateway stopped before the session ended (crash or kill); closed at restart"
+REPLICA_LOST: Final = (
+    "replica lost: the gateway running it stopped its heartbeat; closed by another"
+)
 PAGE: Final = 500  # open records read at a time
 MAX_RECORDS: Final = 100_000  # open records closed in one start, at most
 
@@ -73,6 +77,7 @@ async def close_orphans(
     owned: Callable[[SessionRecord], bool] = _all,
     audit_timeout_s: float = 10.0,
     limit: int = MAX_RECORDS,
+    error: str = CRASH_ERROR,
 ) -> builtins.list[SessionRecord]:
     """Close every open record ``owned`` selects (at most ``limit``); return the closed ones.
 
@@ -91,7 +96,9 @@ async def close_orphans(
         for record in page:
             if owned(record):
                 closed.append(
-                    await _close(sessions, audit, record, rate_of, last_seen, audit_timeout_s)
+                    await _close(
+                        sessions, audit, record, rate_of, last_seen, audit_timeout_s, error
+                    )
                 )
         if len(page) < PAGE:
             break
@@ -107,6 +114,7 @@ async def _close(
     rate_of: Callable[[str], Rate | None],
     last_seen: Callable[[SessionRecord], float],
     audit_timeout_s: float,
+    error: str,
 ) -> SessionRecord:
     ended_at = max(record.started_at, last_seen(record))
     duration = ended_at - record.started_at
@@ -125,7 +133,7 @@ async def _close(
     end = SessionEnd(
         start,
         duration_s=duration,
-        error=CRASH_ERROR,
+        error=error,
         cost_usd=cost,
         ended_at=ended_at,
         details={"reconciled": True},

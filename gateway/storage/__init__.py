@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from gateway.storage.directory import DirectoryStore, StoredDirectory
 from gateway.storage.engine import Database, open_database, parse_storage_url
+from gateway.storage.kills import SessionKillStore
 from gateway.storage.leases import SqlLeaseStore
 from gateway.storage.livecosts import LiveCost, LiveCostStore
 from gateway.storage.replicas import REPLICA_TIMEOUT_S, Replica, ReplicaStore
@@ -45,6 +46,7 @@ __all__ = [
     "Replica",
     "ReplicaStore",
     "Scope",
+    "SessionKillStore",
     "SessionRecord",
     "SessionStore",
     "SqlLeaseStore",
@@ -73,6 +75,7 @@ class Storage:
     replicas: ReplicaStore
     leases: SqlLeaseStore
     live_costs: LiveCostStore
+    kills: SessionKillStore
 
     async def close(self) -> None:
         await self.db.close()
@@ -104,6 +107,7 @@ def open_storage_blocking(
         replicas,
         SqlLeaseStore(db, replicas),
         LiveCostStore(db, replicas),
+        SessionKillStore(db, replicas, clock),
     )
 
 

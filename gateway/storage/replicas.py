@@ -2,15 +2,15 @@
 
 Every gateway process registers one row at start (``replica``: its node name
 plus an id of this process start) and renews its heartbeat every
-``timeout_s / 3``; a replica whose heartbeat is older than ``timeout_s`` is
-dead. What a replica holds in storage (GPU leases) counts only while it is
-alive, so a replica killed with ``kill -9`` loses its leases within
-``timeout_s`` without anyone cleaning up after it.
+``timeout_s / 3`` (``gateway.replication``); a replica whose heartbeat is
+older than ``timeout_s`` is dead. What a replica holds in storage (GPU leases,
+running costs) counts only while it is alive, so a replica killed with
+``kill -9`` loses its leases within ``timeout_s`` without anyone cleaning up
+after it; the first other replica to notice claims it and closes its sessions.
 """
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import os
 import secrets
@@ -19,15 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-import structlog
 from sqlalchemy.engine import Connection
 
-from gateway.errors import StorageError
 from gateway.storage.engine import Database
 from gateway.storage.schema import gateway_replicas as t
 from gateway.storage.schema import gpu_leases, live_costs
-
-log = structlog.get_logger("gpuhop.storage")
 
 REPLICA_TIMEOUT_S = 15.0
 
@@ -88,15 +84,26 @@ class ReplicaStore:
         await self._db.write(run)
         self._registered = True
 
-    async def beat_forever(self) -> None:
-        """Renew the heartbeat every third of the timeout until cancelled; a failed
-        renewal is logged and retried at the next beat."""
-        while True:
-            try:
-                await self.heartbeat()
-            except StorageError as exc:
-                log.error("replica heartbeat failed", replica=self.replica, error=str(exc))
-            await asyncio.sleep(self.timeout_s / 3)
+    async def claim_lost(self) -> builtins.list[Replica]:
+        """Take over the replicas whose heartbeat is older than the timeout: their rows go,
+        with their leases and meters, and they are returned, each to one claimer only
+        (the one whose delete removed the row), which then closes their sessions."""
+        now = self._clock()
+
+        def run(conn: Connection) -> builtins.list[Replica]:
+            stale = sa.select(t).where(
+                t.c.heartbeat_at < now - self.timeout_s, t.c.replica != self.replica
+            )
+            claimed = []
+            for r in conn.execute(stale).all():
+                if conn.execute(t.delete().where(t.c.replica == r.replica)).rowcount:
+                    claimed.append(Replica(r.replica, r.node, r.started_at, r.heartbeat_at))
+            gone = [r.replica for r in claimed]
+            conn.execute(gpu_leases.delete().where(gpu_leases.c.replica.in_(gone)))
+            conn.execute(live_costs.delete().where(live_costs.c.replica.in_(gone)))
+            return claimed
+
+        return await self._db.write(run)
 
     async def retire(self) -> None:
         """Leave at a clean shutdown: this replica's row, its leases and meters go."""

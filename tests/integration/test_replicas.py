@@ -11,6 +11,7 @@ import collections
 import concurrent.futures
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -279,3 +280,110 @@ def test_postgres_restart_during_live_sessions(
     assert {s["id"] for s in sessions} == once_each(starts)
     assert not any(s["live"] for s in sessions)
     print(f"PostgreSQL down for {outage:.1f} s; 12 sessions, none lost")
+
+
+# -- one replica's sessions, reached from the other ------------------------------------
+
+TIMEOUT_S = 3.0  # replica_timeout_s of the stacks below: heartbeats every second
+
+
+@pytest.fixture
+def fast_replicas(
+    tmp_path: Path, pg_server: PgServer
+) -> Iterator[tuple[GatewayStack, list[Replica]]]:
+    """Two replicas whose heartbeats time out after ``TIMEOUT_S``."""
+    need_openssh()
+    stack = GatewayStack(
+        tmp_path,
+        storage_url=pg_server.create_database(),
+        extra_gateway=f"replica_timeout_s = {TIMEOUT_S}\n",
+    )
+    stack.ca()
+    stack.add_host("sg-1")
+    stack.add_user("rita")  # recorded
+    stack.write_config(ROLES, {"rita": ["rec"]})
+    pair = [start_replica(stack, "a"), start_replica(stack, "b")]
+    write_known_hosts(stack, pair)
+    try:
+        yield stack, pair
+    finally:
+        for replica in pair:
+            stop_replica(replica)
+        stack.close()
+
+
+def live_session_on(stack: GatewayStack, replica: Replica, token: str) -> tuple[str, Any]:
+    """A recorded session that runs for a minute through ``replica``: (id, its ssh)."""
+    cfg = ssh_configs(stack, [replica])["rita", replica.name]
+    proc = subprocess.Popen(
+        jump(cfg, "sg-1", TICKS.format(n=120)), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        live = [s for s in api_sessions(replica, token) if s["live"] and s["host"] == "sg-1"]
+        if live:
+            return str(live[0]["id"]), proc
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("the session did not start")
+
+
+def record_of(replica: Replica, token: str, session_id: str) -> dict[str, Any]:
+    return next(s for s in api_sessions(replica, token) if s["id"] == session_id)
+
+
+def test_kill_through_one_replica_ends_a_session_on_the_other(
+    fast_replicas: tuple[GatewayStack, list[Replica]],
+) -> None:
+    stack, (a, b) = fast_replicas
+    token = admin_token(stack)
+    session_id, proc = live_session_on(stack, a, token)
+    try:
+        response = httpx.post(
+            f"http://127.0.0.1:{b.api_port}/v1/sessions/{session_id}/kill",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        assert response.status_code == 202, response.text
+        assert response.json() == {"session_id": session_id, "killed": False}
+        asked = time.monotonic()
+        proc.communicate(timeout=30)
+        ended_in = time.monotonic() - asked
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+    assert ended_in < 5.0  # a polls its kill requests every second
+    deadline = time.monotonic() + 10
+    while record_of(b, token, session_id)["live"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not record_of(b, token, session_id)["live"]
+    kills = [e for e in stack.audit_events("session.kill") if e["session_id"] == session_id]
+    assert len(kills) == 1 and kills[0]["replica"].startswith(f"{socket.gethostname()}/")
+
+
+def test_a_replica_killed_with_sigkill_has_its_sessions_closed_by_the_other(
+    fast_replicas: tuple[GatewayStack, list[Replica]],
+) -> None:
+    stack, (a, b) = fast_replicas
+    token = admin_token(stack)
+    session_id, proc = live_session_on(stack, a, token)
+    try:
+        a.proc.send_signal(signal.SIGKILL)
+        a.proc.wait(10)
+        killed = time.monotonic()
+        deadline = killed + TIMEOUT_S + 10
+        while record_of(b, token, session_id)["live"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        closed_in = time.monotonic() - killed
+    finally:
+        proc.kill()
+        proc.communicate(timeout=10)
+    record = record_of(b, token, session_id)
+    assert not record["live"], record
+    assert record["error"].startswith("replica lost"), record
+    assert record["cost_usd"] is not None
+    # the dead replica's heartbeat timeout, plus at most one heartbeat round of b
+    assert closed_in < TIMEOUT_S + TIMEOUT_S / 3 + 2.0, closed_in
+    ends = [e for e in stack.audit_events("session.end") if e["session_id"] == session_id]
+    assert len(ends) == 1 and ends[0]["reconciled"] is True

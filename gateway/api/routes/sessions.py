@@ -10,7 +10,7 @@ import asyncio
 from pathlib import Path as FsPath
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import FileResponse
 
 from gateway.api.auth import AdminCaller, AnyCaller, Caller, Ctx, forbid
@@ -74,32 +74,51 @@ async def get_session(ctx: Ctx, caller: AnyCaller, session_id: SessionId) -> Ses
 @router.post(
     "/sessions/{session_id}/kill",
     response_model=KillResult,
-    responses={**NOT_FOUND, 409: NOT_FOUND[404] | {"description": "Not running here"}},
+    responses={
+        **NOT_FOUND,
+        202: {"model": KillResult, "description": "Asked of the replica running it"},
+        409: NOT_FOUND[404] | {"description": "Not running"},
+    },
 )
-async def kill_session(ctx: Ctx, caller: AdminCaller, session_id: SessionId) -> KillResult:
+async def kill_session(
+    ctx: Ctx, caller: AdminCaller, session_id: SessionId, response: Response
+) -> KillResult:
     """End a live session or recorded jump on this gateway (admin), and with a jump every
-    session inside it. Audited as ``session.kill``."""
+    session inside it. Audited as ``session.kill``. A session another replica runs is
+    asked of that replica, which ends it within seconds: 202, ``killed`` false."""
     live = {s.id: s for s in ctx.live_sessions()}
     if session_id not in live:
-        if await ctx.sessions.get(session_id) is None:
+        record = await ctx.sessions.get(session_id)
+        if record is None:
             raise ApiError(404, "not_found", "no such session")
-        raise ApiError(409, "session_not_live", "the session is not running on this gateway")
+        if ctx.kills is None or not ctx.kills.elsewhere(record):
+            raise ApiError(409, "session_not_live", "the session is not running on this gateway")
+        await _audit_kill(ctx, caller, session_id, record.user, record.host, record.replica)
+        await ctx.kills.request(record, caller.user)
+        response.status_code = 202
+        return KillResult(session_id=session_id, killed=False)
     target = live[session_id]
-    await ctx.audit.append(
-        "session.kill",
-        caller.user,
-        {
-            "session_id": session_id,
-            "user": target.user,
-            "host": target.host,
-            "by": caller.user,
-            "token_id": caller.token.id,
-            "source": caller.source,
-        },
-    )
+    await _audit_kill(ctx, caller, session_id, target.user, target.host)
     if not ctx.kill_session(session_id):
         raise ApiError(409, "session_not_live", "the session ended before it could be killed")
     return KillResult(session_id=session_id, killed=True)
+
+
+async def _audit_kill(
+    ctx: ApiContextT, caller: Caller, session_id: str, user: str, host: str, replica: str = ""
+) -> None:
+    """``session.kill``, before the kill; ``replica`` names the one asked to do it."""
+    data: dict[str, object] = {
+        "session_id": session_id,
+        "user": user,
+        "host": host,
+        "by": caller.user,
+        "token_id": caller.token.id,
+        "source": caller.source,
+    }
+    if replica:
+        data["replica"] = replica
+    await ctx.audit.append("session.kill", caller.user, data)
 
 
 @router.get(
