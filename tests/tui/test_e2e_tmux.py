@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import click
 import pytest
 
 from tests.conftest import require
@@ -32,7 +33,8 @@ def gpuhop_command() -> list[str]:
     """``gpuhop`` itself once the CLI opens the TUI with no arguments, else the module."""
     from client import cli
 
-    if "tui" in getattr(cli.main, "commands", {}):
+    # list_commands: the group's subcommands are lazy, not all in ``commands`` until used.
+    if "tui" in cli.main.list_commands(click.Context(cli.main)):
         return [sys.executable, "-m", "client.cli"]
     return [sys.executable, "-m", "client.tui"]
 
