@@ -11,7 +11,6 @@ entry, 77 not an admin token, 75 a host that could not be reached, 2 bad flags
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -22,7 +21,7 @@ from urllib.parse import quote
 import click
 
 from client import admintable
-from client.admintable import FlagError, Handler, key_text, labels, money, owner, role_spec
+from client.admintable import Handler, key_text, labels, money, owner, role_spec
 from client.errors import AdminRefused, UsageError
 
 if TYPE_CHECKING:
@@ -216,23 +215,10 @@ HANDLERS: dict[tuple[str, str], Handler] = {
 }
 
 
-def _usage_errors(func: Handler) -> Handler:
-    """The table's flag checks as usage errors."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        try:
-            func(*args, **kwargs)
-        except FlagError as exc:
-            raise UsageError(str(exc)) from None
-
-    return wrapper
-
-
 admin = admintable.build(
     "Manage the gateway's users, keys, roles, teams, data sets, budgets and hosts.\n\n"
     "Needs an admin token (GPUHOP_TOKEN or `gpuhop login`). Entries from the\n"
     "gateway's config file show as source `config` and cannot be changed here.",
     HANDLERS,
-    wrap=_usage_errors,
+    wrap=admintable.flag_errors_as(UsageError),
 )

@@ -15,6 +15,7 @@ here; each side turns them into its usage error (exit 2, one line).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -361,6 +362,22 @@ def _param(p: Arg | Opt) -> click.Parameter:
         is_flag=p.is_flag,
         show_default=p.show_default,
     )
+
+
+def flag_errors_as(error: Callable[[str], Exception]) -> Decorator:
+    """Wrap a handler so that a :class:`FlagError` is raised again as ``error(message)``."""
+
+    def wrap(func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return func(*args, **kwargs)
+            except FlagError as exc:
+                raise error(str(exc)) from None
+
+        return checked
+
+    return wrap
 
 
 def build(

@@ -16,7 +16,6 @@ unavailable, 7 when a host cannot be reached.
 from __future__ import annotations
 
 import asyncio
-import functools
 import getpass
 import json
 import sys
@@ -27,7 +26,7 @@ from typing import Any, TypeVar
 import click
 
 from client import admintable
-from client.admintable import FlagError, Handler, key_text, money, owner, role_spec
+from client.admintable import Handler, key_text, money, owner, role_spec
 from gateway.cli.common import one_line_errors
 from gateway.config.directory import BudgetConfig, DatasetConfig, HostConfig, RoleConfig
 from gateway.config.loader import Settings, load_settings
@@ -306,15 +305,7 @@ HANDLERS: dict[tuple[str, str], Handler] = {
 
 def _errors(func: Handler) -> Handler:
     """One-line errors, the table's flag checks among them (as ConfigError: exit 2)."""
-
-    @functools.wraps(func)
-    def flags_checked(*args: Any, **kwargs: Any) -> None:
-        try:
-            func(*args, **kwargs)
-        except FlagError as exc:
-            raise ConfigError(str(exc)) from None
-
-    return one_line_errors(flags_checked)
+    return one_line_errors(admintable.flag_errors_as(ConfigError)(func))
 
 
 admin = admintable.build(
