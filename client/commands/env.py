@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from client import credentials, identity
 from client.commands.common import DOCKER_OPTION
@@ -20,7 +21,24 @@ from client.envs.sync import Progress
 from client.errors import SyncFailed
 from client.services.gateway import gateway_connector
 from client.services.images import image_ref
+from client.tables import Column, print_table
 from client.tui.format import size
+
+ENV_COLUMNS = (Column(""), Column("NAME"), Column("FINGERPRINT"), Column("SIZE", right=True))
+PUSH_COLUMNS = (
+    Column("HOST"),
+    Column("STATUS"),
+    Column("SENT", right=True),
+    Column("ERROR", fill=True),
+)
+STATUS_COLUMNS = (
+    Column("HOST"),
+    Column("NAME"),
+    Column("STATE"),
+    Column("THERE"),
+    Column("LOCAL"),
+    Column("DETAIL", fill=True),
+)
 
 
 @click.group()
@@ -77,9 +95,13 @@ def env_ls(docker_url: str, as_json: bool) -> None:
             )
         )
         return
-    for i in images:
-        mark = "*" if i.current else " "
-        click.echo(f"{mark} {i.name:<20} {i.fingerprint[:19]:<20} {size(i.size):>10}")
+    print_table(
+        ENV_COLUMNS,
+        (
+            ("*" if i.current else "", escape(i.name), i.fingerprint[:19], size(i.size))
+            for i in images
+        ),
+    )
 
 
 @env.command("push")
@@ -136,8 +158,11 @@ def env_push(
             )
         )
     else:
-        for t in report.targets:
-            click.echo(f"{t.target:<16} {t.status:<8} {size(t.bytes_sent):>10}  {t.error or ''}")
+        rows = (
+            (escape(t.target), t.status, size(t.bytes_sent), escape(t.error or ""))
+            for t in report.targets
+        )
+        print_table(PUSH_COLUMNS, rows)
         click.echo(
             f"gpuhop: {size(report.link_bytes)} over your link in {report.seconds:.1f} s",
             err=True,
@@ -168,7 +193,17 @@ def env_status_cmd(docker_url: str, as_json: bool, hosts: tuple[str, ...]) -> No
         return
     if not rows:
         click.echo("no environments here or on " + ", ".join(hosts), err=True)
-    for r in rows:
-        there, here = r.remote_fingerprint[:19] or "-", r.local_fingerprint[:19] or "-"
-        detail = r.detail or f"{there:<20} local {here}"
-        click.echo(f"{r.host:<16} {r.name:<20} {r.state:<12} {detail}")
+    print_table(
+        STATUS_COLUMNS,
+        (
+            (
+                escape(r.host),
+                escape(r.name),
+                r.state,
+                r.remote_fingerprint[:19] or "-",
+                r.local_fingerprint[:19] or "-",
+                escape(r.detail),
+            )
+            for r in rows
+        ),
+    )

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 
 import click
-from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
 from client import credentials, identity
 from client.api.base import to_json
 from client.api.models import HostView
 from client.commands.common import renew_quietly
 from client.commands.common import settings as load
+from client.tables import Column, print_table
 
 
 @click.command()
@@ -35,30 +35,33 @@ def hosts(as_json: bool, quiet: bool) -> None:
         _host_table(listing)
 
 
+HOST_COLUMNS = (
+    Column("HOST"),
+    Column("REGION"),
+    Column("STATUS"),
+    Column("GPU", fill=True),
+    Column("FREE", right=True),
+    Column("$/GPU-H", right=True),
+    Column("RTT", right=True),
+    Column("ACCESS"),
+)
+COLOURS = {"up": "green", "down": "red", "unknown": "yellow"}
+
+
 def _host_table(listing: list[HostView]) -> None:
-    console = Console(highlight=False)
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for column, justify in (
-        ("HOST", "left"),
-        ("REGION", "left"),
-        ("STATUS", "left"),
-        ("GPU", "left"),
-        ("FREE", "right"),
-        ("$/GPU-H", "right"),
-        ("RTT", "right"),
-        ("ACCESS", "left"),
-    ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
-    colours = {"up": "green", "down": "red", "unknown": "yellow"}
-    for h in listing:
-        table.add_row(
-            h.name,
-            h.region,
-            f"[{colours[h.status]}]{h.status}[/]",
-            h.gpu_model,
-            f"{h.gpus_free}/{h.gpus_total}",
-            f"{h.price_per_gpu_hour:.2f}",
-            "-" if h.rtt_ms is None else f"{h.rtt_ms:.0f} ms",
-            "yes" if h.allowed else "[dim]no[/]",
-        )
-    console.print(table)
+    print_table(
+        HOST_COLUMNS,
+        (
+            (
+                escape(h.name),
+                escape(h.region),
+                f"[{COLOURS[h.status]}]{h.status}[/]",
+                escape(h.gpu_model),
+                f"{h.gpus_free}/{h.gpus_total}",
+                f"{h.price_per_gpu_hour:.2f}",
+                "-" if h.rtt_ms is None else f"{h.rtt_ms:.0f} ms",
+                "yes" if h.allowed else "[dim]no[/]",
+            )
+            for h in listing
+        ),
+    )

@@ -8,15 +8,14 @@ import time
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from client import credentials, identity
 from client.api.base import to_json
-from client.api.models import Constraints, Golden
+from client.api.models import Constraints, Golden, GoldenHost, Placement
 from client.commands.common import settings as load
 from client.errors import UsageError
+from client.tables import Column, console, print_table
 from client.workdir import select_files
 
 
@@ -108,27 +107,45 @@ def pick(
     if as_json:
         click.echo(json.dumps(to_json(result), indent=2))
         return
-    console = Console(highlight=False)
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("#", "HOST", "REGION", "COST", "LATENCY", "SYNC", "FREE", "$/GPU-H", "SCORE"):
-        table.add_column(column)
-    for r in result.ranked:
-        table.add_row(
-            str(r.rank),
-            r.name,
-            r.region,
-            f"{r.expected_cost:.2f} {r.currency}",
-            f"{r.latency_ms:.0f} ms",
-            f"{r.sync_s:.1f} s",
-            str(r.free_gpus),
-            f"{r.price_per_gpu_hour:.2f}",
-            f"{r.score:.3f}",
-        )
-    console.print(table)
+    _ranking_table(result)
+
+
+RANKED_COLUMNS = tuple(
+    Column(h, right=h not in ("HOST", "REGION"))
+    for h in ("#", "HOST", "REGION", "COST", "LATENCY", "SYNC", "FREE", "$/GPU-H", "SCORE")
+)
+EXCLUDED_COLUMNS = (Column("EXCLUDED"), Column("REGION"), Column("WHY", fill=True))
+GOLDEN_COLUMNS = (
+    *(Column(h) for h in ("#", "HOST", "PREDICTED", "LATENCY", "RESULT", "TIME", "RTT", "COST")),
+    Column("OUTPUT", fill=True),
+)
+
+
+def _ranking_table(result: Placement) -> None:
+    """The gateway's ranking as it came, then every excluded host and why."""
+    print_table(
+        RANKED_COLUMNS,
+        (
+            (
+                str(r.rank),
+                escape(r.name),
+                escape(r.region),
+                f"{r.expected_cost:.2f} {r.currency}",
+                f"{r.latency_ms:.0f} ms",
+                f"{r.sync_s:.1f} s",
+                str(r.free_gpus),
+                f"{r.price_per_gpu_hour:.2f}",
+                f"{r.score:.3f}",
+            )
+            for r in result.ranked
+        ),
+    )
     if result.excluded:
-        console.print("[bold]excluded[/]")
-        for e in result.excluded:
-            console.print(f"  {e.name:<16} {e.region:<6} {'; '.join(e.reasons)}")
+        rows = (
+            (escape(e.name), escape(e.region), escape("; ".join(e.reasons)))
+            for e in result.excluded
+        )
+        print_table(EXCLUDED_COLUMNS, rows)
 
 
 def _show_golden(result: Golden, as_json: bool) -> None:
@@ -136,39 +153,30 @@ def _show_golden(result: Golden, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(to_json(result), indent=2))
         return
-
-    def ms(value: float) -> str:
-        return f"{value:.1f} ms" if value < 10 else f"{value:.0f} ms"
-
-    rows: list[tuple[list[str], str, str]] = []  # plain cells, result style, output
-    for h in result.hosts:
-        verdict = h.status if h.exit_status in (None, 0) else f"{h.status} ({h.exit_status})"
-        ran = h.status in ("ok", "failed", "timeout")
-        cells = [
-            str(h.rank),
-            h.name,
-            f"{h.predicted_cost:.2f} {h.currency}",
-            ms(h.predicted_latency_ms),
-            verdict,
-            f"{h.seconds:.2f} s" if ran else "-",
-            ms(h.rtt_ms) if h.rtt_ms is not None else "-",
-            f"{h.measured_cost:.6f}" if ran else "-",
-        ]
-        detail = h.error if h.status != "ok" else (h.output[-1] if h.output else "")
-        rows.append((cells, "green" if h.status == "ok" else "red", detail))
-    headers = ("#", "HOST", "PREDICTED", "LATENCY", "RESULT", "TIME", "RTT", "COST")
-    widths = [max([len(t), *(len(c[i]) for c, _, _ in rows)]) for i, t in enumerate(headers)]
-    console = Console(highlight=False)
-    console.print(f"golden test: [bold]{escape(result.command)}[/]")
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in headers:
-        table.add_column(column, no_wrap=True)
-    # The measured columns keep their width; the output gets what is left of the line.
-    room = max(8, console.width - sum(widths) - 2 * len(headers))
-    table.add_column("OUTPUT", no_wrap=True, overflow="ellipsis", max_width=room)
-    for cells, style, detail in rows:
-        cells[4] = f"[{style}]{cells[4]}[/]"
-        table.add_row(*cells, escape(detail))
-    console.print(table)
+    out = console()
+    out.print(f"golden test: [bold]{escape(result.command)}[/]")
+    print_table(GOLDEN_COLUMNS, (_golden_row(h) for h in result.hosts), out)
     if not result.hosts:
-        console.print("[red]no host qualifies[/]; see `gpuhop pick` for the reasons")
+        out.print("[red]no host qualifies[/]; see `gpuhop pick` for the reasons")
+
+
+def _golden_row(h: GoldenHost) -> list[str]:
+    verdict = h.status if h.exit_status in (None, 0) else f"{h.status} ({h.exit_status})"
+    style = "green" if h.status == "ok" else "red"
+    ran = h.status in ("ok", "failed", "timeout")
+    detail = h.error if h.status != "ok" else (h.output[-1] if h.output else "")
+    return [
+        str(h.rank),
+        escape(h.name),
+        f"{h.predicted_cost:.2f} {h.currency}",
+        _ms(h.predicted_latency_ms),
+        f"[{style}]{escape(verdict)}[/]",
+        f"{h.seconds:.2f} s" if ran else "-",
+        _ms(h.rtt_ms) if h.rtt_ms is not None else "-",
+        f"{h.measured_cost:.6f}" if ran else "-",
+        escape(detail),
+    ]
+
+
+def _ms(value: float) -> str:
+    return f"{value:.1f} ms" if value < 10 else f"{value:.0f} ms"
