@@ -8,7 +8,7 @@ import click
 from client import identity
 from client.errors import ClientError
 from client.settings import ClientSettings, load_settings
-from client.tui.shell import GpuhopSsh
+from client.tui.shell import GpuhopSsh, ssh_shape
 
 DOCKER_OPTION = click.option(
     "--docker",
@@ -41,8 +41,4 @@ def gpuhop_ssh(ctx: click.Context) -> GpuhopSsh | None:
     Asked of the root group at run time, so the TUI and the ``ssh`` command need not
     import each other."""
     root = ctx.find_root().command
-    command = root.get_command(ctx, "ssh") if isinstance(root, click.Group) else None
-    if command is None:
-        return None
-    interspersed = command.context_settings.get("allow_interspersed_args", True)
-    return GpuhopSsh(frozenset(str(p.name) for p in command.params), bool(interspersed))
+    return ssh_shape(root) if isinstance(root, click.Group) else None

@@ -24,6 +24,8 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+import click
+
 from client.api.models import SessionView
 from client.errors import ClientError
 
@@ -53,6 +55,15 @@ class ShellCommand:
     argv: tuple[str, ...]
     env: dict[str, str]
     """Variables to add to the child's environment."""
+
+
+def ssh_shape(cli: click.Group) -> GpuhopSsh | None:
+    """How ``cli``'s ``ssh`` command takes arguments (read from its click definition)."""
+    command = cli.get_command(click.Context(cli), "ssh")
+    if command is None:
+        return None
+    interspersed = command.context_settings.get("allow_interspersed_args", True)
+    return GpuhopSsh(frozenset(str(p.name) for p in command.params), bool(interspersed))
 
 
 def session_env(req: ShellRequest) -> dict[str, str]:

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from client.cli import COMMANDS as COMMANDS_TABLE
 from client.cli import main
+from client.tui.shell import ssh_shape
 
 COMMANDS = ["login", "logout", "hosts", "ssh", "ssh-config", "run", "demo"]
 
@@ -80,3 +81,8 @@ def test_help_imports_no_command() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout
+
+
+def test_the_tui_reads_the_ssh_commands_shape_from_the_lazy_group() -> None:
+    shape = ssh_shape(main)
+    assert shape is not None and "account" in shape.options and not shape.interspersed
