@@ -29,6 +29,7 @@ from gateway.errors import GatewayError
 from gateway.inventory.hosts import Inventory
 from gateway.krl import IssuedCert, build_krl, revoked_fingerprints
 from gateway.models import Host
+from gateway.runtime import RuntimeRef
 from gateway.ssh.upstream import UpstreamPool
 
 log = structlog.get_logger("gpuhop.krl")
@@ -45,7 +46,7 @@ class KrlPublisher:
         self,
         audit: AuditStore,
         pool: UpstreamPool,
-        inventory: Inventory,
+        runtime: RuntimeRef,
         *,
         account: str,
         command: str,
@@ -56,7 +57,7 @@ class KrlPublisher:
     ) -> None:
         self._audit = audit
         self._pool = pool
-        self.inventory = inventory
+        self._runtime = runtime  # the directory, read each round; its changes wake a round
         self._account = account
         self._command = command
         self._interval = interval_s
@@ -70,7 +71,6 @@ class KrlPublisher:
         self.krl = b""
         self._pushed: dict[str, tuple[int, float]] = {}  # host -> (version, when)
         self._warned: dict[str, int] = {}  # host -> version a failure was logged for
-        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -80,10 +80,9 @@ class KrlPublisher:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
-    def update(self, inventory: Inventory) -> None:
-        """A directory change: rebuild and push now."""
-        self.inventory = inventory
-        self._wake.set()
+    @property
+    def inventory(self) -> Inventory:
+        return self._runtime.current.inventory
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -92,6 +91,7 @@ class KrlPublisher:
                 await self._task
 
     async def _run(self) -> None:
+        seen = self._runtime.current
         while True:
             try:
                 await self.round()
@@ -99,9 +99,8 @@ class KrlPublisher:
                 raise
             except Exception as exc:  # a bad round must not end revocation for good
                 log.error("revocation round failed", error=str(exc))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
-            self._wake.clear()
+            with contextlib.suppress(TimeoutError):  # a change during the round: at once
+                seen = await asyncio.wait_for(self._runtime.changed(seen), self._interval)
 
     async def round(self) -> None:
         """Rebuild the list, then push it to each host that does not have it yet."""

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections import ChainMap
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,6 @@ import structlog
 
 from gateway import __version__
 from gateway.api import ApiContext, session_controls, start_api
-from gateway.api.context import GatewayKeys
 from gateway.api.server import ApiServer, bind_api_socket
 from gateway.audit.anchor import signer_for
 from gateway.audit.coalesce import AuditCoalescer
@@ -41,29 +40,28 @@ from gateway.audit.reconcile import (
 from gateway.audit.recording import Limits as RecordingLimits
 from gateway.audit.store import AuditStore, append_within, open_store
 from gateway.config.loader import Settings
+from gateway.config.process import GatewaySettings
 from gateway.directory.service import DirectoryService, stop_task
 from gateway.directory.view import DirectoryView
 from gateway.errors import GatewayError
 from gateway.inventory.catalog import load_catalog
-from gateway.inventory.hosts import Inventory
 from gateway.inventory.leases import LeaseStore
 from gateway.inventory.probes import ProbeCredentials
 from gateway.keys import (
-    HostCertificates,
     UserCA,
     ensure_private_key,
     gateway_host_keys,
     previous_keys,
-    public_line,
 )
 from gateway.krlpush import KrlPublisher
 from gateway.live import LiveState
-from gateway.metering.meter import rate_for
+from gateway.metering.meter import Rate, rate_for
 from gateway.metrics import GatewayMetrics, InstrumentedAuditStore
 from gateway.placement.golden import GoldenLimits, GoldenRunner
 from gateway.policy.passthrough import host_principal
 from gateway.policy.rules import default_account
 from gateway.replication import ReplicaDuties
+from gateway.runtime import KeyRing, Runtime, RuntimeRef
 from gateway.ssh.algorithms import connection_algorithms
 from gateway.ssh.authority import enforce
 from gateway.ssh.compat import offer_host_keys
@@ -79,7 +77,13 @@ log = structlog.get_logger("gpuhop.server")
 
 
 class Gateway:
-    """One gateway worker: the SSH front, its audit store and live sessions."""
+    """One gateway worker: the SSH front, its audit store and live sessions.
+
+    :meth:`startup` is the composition root: each builder below makes one thing
+    once and registers its cleanup on one ``AsyncExitStack``, so a start-up that
+    fails at any step closes what it had opened, in reverse, and
+    :meth:`shutdown` is that same unwinding.
+    """
 
     def __init__(
         self,
@@ -91,50 +95,36 @@ class Gateway:
         self.settings = settings
         self._sock = sock
         self._api_sock = api_sock
-        self.storage: Storage | None = None
-        self.live: LiveState | None = None
         self.metrics = GatewayMetrics()
-        self.api: ApiServer | None = None
-        self.api_port = 0
-        self._server: asyncio.AbstractServer | None = None
-        self.audit: AuditStore | None = None
-        self.ctx: FrontContext | None = None
         self.port = 0
-        self._front_options: asyncssh.SSHServerConnectionOptions | None = None
-        self._api_ctx: ApiContext | None = None
-        self.directory: DirectoryService | None = None
-        self._directory_watch: asyncio.Task[None] | None = None
-        self.krl: KrlPublisher | None = None
-        self._heartbeat: asyncio.Task[None] | None = None
+        self.api_port = 0
+        self._stack = contextlib.AsyncExitStack()
+        self._drain_s = settings.gateway.drain_timeout_s
+        self._started = False
+        self.runtime: RuntimeRef | None = None  # set once the directory is loaded
+        # Built by startup(), each once:
+        self.audit: AuditStore
+        self.storage: Storage
+        self.directory: DirectoryService
+        self.ctx: FrontContext
+        self.pool: UpstreamPool
+        self.live: LiveState
+        self.api: ApiServer
+        self.krl: KrlPublisher | None = None  # only with ``krl_command``
+        self._duties: asyncio.Task[None] | None = None  # this replica's heartbeat and sweeps
+        self._front_options: asyncssh.SSHServerConnectionOptions
 
     async def startup(self) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            await self._start(stack)
+            self._stack = stack.pop_all()
+
+    async def _start(self, stack: contextlib.AsyncExitStack) -> None:
         g = self.settings.gateway
-        self.audit = InstrumentedAuditStore(
-            open_store(g.storage_url.get_secret_value(), signer_for(g)), self.metrics
-        )
-        try:
-            host_keys = await asyncio.to_thread(gateway_host_keys, g.host_key, HOST_KEY_COMMENT)
-            host_key = host_keys[0]
-            user_ca = await asyncio.to_thread(load_user_ca, self.settings)
-            host_ca = await asyncio.to_thread(ensure_private_key, g.host_ca_key, "gpuhop host CA")
-            upstream_key = await asyncio.to_thread(
-                ensure_private_key, g.upstream_key, "gpuhop gateway upstream"
-            )
-            upstream_ca = await asyncio.to_thread(load_upstream_ca, self.settings)
-        except BaseException:
-            await self.audit.close()
-            raise
-        try:
-            # After the audit store: both may share one SQLite file.
-            self.storage = await open_storage(
-                g.storage_url.get_secret_value(),
-                node=node_name(g),
-                replica_timeout_s=g.replica_timeout_s,
-            )
-            await self.storage.replicas.heartbeat()  # before any lease: they count while it beats
-        except BaseException:
-            await self.audit.close()
-            raise
+        self.audit = await self._open_audit(stack)
+        keys = await asyncio.to_thread(load_key_ring, self.settings)
+        # After the audit store: both may share one SQLite file.
+        self.storage = await self._open_storage(stack)
         self.directory = DirectoryService(
             self.settings,
             self.storage.directory,
@@ -142,115 +132,103 @@ class Gateway:
             audit_timeout_s=g.audit_start_timeout_s,
             on_change=self._swap_directory,
         )
-        try:
-            view = await self.directory.load()
-        except BaseException:
-            await self.storage.close()
-            await self.audit.close()
-            raise
-        inventory = view.inventory()
-        ctx = FrontContext(
-            inventory=inventory,
-            audit=self.audit,
-            user_ca=user_ca,
-            limiter=FailureLimiter(
-                g.auth_max_failures,
-                g.auth_failure_window_s,
-                g.auth_ban_s,
-                address_max_failures=g.auth_address_max_failures,
-            ),
-            window=g.window,
-            max_packet=g.max_packet,
-            audit_start_timeout_s=g.audit_start_timeout_s,
-            max_forwards_per_session=g.max_forwards_per_session,
-            recordings_dir=g.recordings_dir,
-            record_input=g.record_input,
-            recording_limits=RecordingLimits(g.recording_max_bytes, g.recordings_min_free_bytes),
-            host_certificate=HostCertificates(host_ca, host_key),
-            env_stage=StagePolicy(
-                min_rtt_s=g.env_push_min_rtt_ms / 1000.0,
-                connections=g.env_push_connections,
-                per_connection=g.env_push_streams_per_connection,
-                chunk_size=g.env_push_chunk_mib * 1024 * 1024,
-                spool_ahead=g.env_push_spool_ahead_mib * 1024 * 1024,
-            ),
-            startups=StartupLimiter(g.max_startups, g.max_startups_per_source),
-            max_channels=g.max_channels_per_connection,
-            max_env=g.max_env_per_channel,
-            max_resizes_per_s=g.max_resizes_per_s,
-            coalescer=AuditCoalescer(g.audit_events_per_connection_s),
-        )
-        ctx.pool = UpstreamPool(
-            upstream_ca,
-            upstream_key,
-            target_rate=g.upstream_target_rate,
-            max_packet=g.max_packet,
-            keepalive_s=g.upstream_keepalive_s,
-            idle_s=g.upstream_idle_s,
-        )
-        ctx.inner_options = await asyncssh.SSHServerConnectionOptions.construct(
-            None,
-            server_version=f"gpuhop_{__version__}",
-            encoding=None,
-            window=g.window,
-            max_pktsize=g.max_packet,
-            login_timeout=g.login_timeout_s,
-            agent_forwarding=False,
-            x11_forwarding=False,
-            allow_pty=True,
-            rdns_lookup=False,
-            **connection_algorithms(g.ssh_algorithms),
-        )
-        ctx.session_store = self.storage.sessions
+        self.runtime = runtime = RuntimeRef(Runtime(await self.directory.load(), keys))
         self.live = await asyncio.to_thread(
-            build_live_state,
-            self.settings,
-            inventory,
-            upstream_ca,
-            upstream_key,
-            view,
-            self.storage.leases,
+            build_live_state, self.settings, runtime, self.storage.leases
         )
         self.live.session_store = self.storage.sessions
         self.live.live_costs = self.storage.live_costs
-        ctx.live = self.live
+        stack.push_async_callback(self.live.settle)
+        self.ctx = await self._front_context(stack, runtime)
+        self.ctx.live = self.live
+        self.ctx.session_store = self.storage.sessions
+        runtime.on_change(self._apply_change)  # before anything can connect or call
         if self._sock is None:  # supervised workers: their supervisor did it, once
-            state = self.live
-            try:
-                await reconcile_at_start(
-                    self.storage,
-                    self.audit,
-                    rate_of=lambda name: state.rate(h) if (h := inventory.host(name)) else None,
-                    recordings_dir=g.recordings_dir,
-                    owned=of_node(node_name(g)),
-                    audit_timeout_s=g.audit_start_timeout_s,
-                )
-            except BaseException:
-                await self.storage.close()
-                await self.audit.close()
-                raise
-        self.ctx = ctx
-        options = await asyncssh.SSHServerConnectionOptions.construct(
-            None,
-            server_factory=lambda: FrontServer(ctx),
-            server_host_keys=host_keys,
-            send_server_host_keys=True,  # clients learn a staged next key before it is used
-            server_version=f"gpuhop_{__version__}",
-            encoding=None,
-            window=g.window,
-            max_pktsize=g.max_packet,
-            login_timeout=g.login_timeout_s,
-            keepalive_interval=g.keepalive_interval_s,
-            keepalive_count_max=g.keepalive_count_max,
-            agent_forwarding=False,
-            x11_forwarding=False,
-            allow_pty=True,
-            rdns_lookup=False,
-            **connection_algorithms(g.ssh_algorithms),
+            await self._reconcile(runtime)
+        await self._listen(stack, runtime)
+        kill = await self._start_api(stack, runtime)
+        await self.live.start()
+        stack.push_async_callback(self.live.stop)
+        await self._start_duties(kill)
+        if g.krl_command:
+            self.krl = self._start_krl(stack, runtime)
+        watch = asyncio.get_running_loop().create_task(self.directory.watch())
+        stack.push_async_callback(stop_task, watch)
+        await self.audit.append(
+            "gateway.start",
+            "gateway",
+            {"pid": os.getpid(), "port": self.port, "version": __version__},
         )
-        loop = asyncio.get_running_loop()
+        self._started = True
+        log.info(
+            "gateway listening", ssh=f"{g.ssh_host}:{self.port}", api=self.api.url, pid=os.getpid()
+        )
 
+    async def _open_audit(self, stack: contextlib.AsyncExitStack) -> AuditStore:
+        g = self.settings.gateway
+        audit = InstrumentedAuditStore(
+            open_store(g.storage_url.get_secret_value(), signer_for(g)), self.metrics
+        )
+        stack.push_async_callback(audit.close)
+        stack.push_async_callback(self._audit_stop, audit)
+        return audit
+
+    async def _audit_stop(self, audit: AuditStore) -> None:
+        if self._started:
+            with contextlib.suppress(Exception):
+                await append_within(audit, "gateway.stop", "gateway", {"pid": os.getpid()}, 5)
+
+    async def _open_storage(self, stack: contextlib.AsyncExitStack) -> Storage:
+        g = self.settings.gateway
+        storage = await open_storage(
+            g.storage_url.get_secret_value(),
+            node=node_name(g),
+            replica_timeout_s=g.replica_timeout_s,
+        )
+        stack.push_async_callback(storage.close)
+        await storage.replicas.heartbeat()  # before any lease: they count while it beats
+        stack.push_async_callback(self._retire, storage)
+        # The replica's duties start later (they kill through the front) but stop
+        # late: its leases and sessions count while it beats, drain included.
+        stack.push_async_callback(lambda: stop_task(self._duties))
+        return storage
+
+    async def _retire(self, storage: Storage) -> None:
+        with contextlib.suppress(GatewayError):
+            await storage.replicas.retire()  # its sessions and leases are done
+
+    async def _front_context(
+        self, stack: contextlib.AsyncExitStack, runtime: RuntimeRef
+    ) -> FrontContext:
+        g = self.settings.gateway
+        ctx = build_front_context(self.settings, runtime, self.audit)
+        ctx.pool = self.pool = build_pool(g, runtime)
+        stack.push_async_callback(ctx.flush)
+        stack.push_async_callback(self.pool.close)
+        ctx.inner_options = await inner_options(g)
+        return ctx
+
+    async def _reconcile(self, runtime: RuntimeRef) -> None:
+        g, live = self.settings.gateway, self.live
+
+        def rate_of(name: str) -> Rate | None:
+            host = runtime.current.inventory.host(name)
+            return live.rate(host) if host is not None else None
+
+        await reconcile_at_start(
+            self.storage,
+            self.audit,
+            rate_of=rate_of,
+            recordings_dir=g.recordings_dir,
+            owned=of_node(node_name(g)),
+            audit_timeout_s=g.audit_start_timeout_s,
+        )
+
+    async def _listen(self, stack: contextlib.AsyncExitStack, runtime: RuntimeRef) -> None:
+        g, ctx = self.settings.gateway, self.ctx
+        options = await front_options(g, ctx, runtime.current.keys.host_keys)
         self._front_options = options
+        loop = asyncio.get_running_loop()
 
         def factory() -> FrontConnection:
             conn = FrontConnection.for_listener(options)
@@ -258,28 +236,35 @@ class Gateway:
             return conn
 
         if self._sock is not None:
-            self._server = await loop.create_server(factory, sock=self._sock, backlog=1024)
+            server = await loop.create_server(factory, sock=self._sock, backlog=1024)
         else:
-            self._server = await loop.create_server(
+            server = await loop.create_server(
                 factory, g.ssh_host, g.ssh_port, backlog=1024, reuse_address=True
             )
-        self.port = self._server.sockets[0].getsockname()[1]
+        stack.push_async_callback(self._drain)
+        stack.callback(server.close)
+        self.port = server.sockets[0].getsockname()[1]
+
+    async def _start_api(
+        self, stack: contextlib.AsyncExitStack, runtime: RuntimeRef
+    ) -> Callable[[str], bool]:
+        """The HTTP API; returns its ``kill_session`` (sessions and recorded jumps)."""
+        g, ctx = self.settings.gateway, self.ctx
         # The kill API reaches sessions and recorded jumps; metrics count sessions.
-        kill, live = session_controls(ChainMap[str, ActiveSession](ctx.sessions, ctx.jumps))
+        kill, live_sessions = session_controls(
+            ChainMap[str, ActiveSession](ctx.sessions, ctx.jumps)
+        )
         self.metrics.register_collectors(session_controls(ctx.sessions)[1], self.live)
-        self._api_ctx = ApiContext(
+        api_ctx = ApiContext(
             settings=self.settings,
-            inventory=inventory,
+            runtime=runtime,
             audit=self.audit,
             tokens=self.storage.tokens,
             sessions=self.storage.sessions,
-            user_ca=user_ca,
             kill_session=kill,
-            live_sessions=live,
+            live_sessions=live_sessions,
             kills=self.storage.kills,
             ssh_port=self.port,
-            ssh_keys=GatewayKeys(tuple(public_line(k) for k in host_keys)),
-            host_ca_key=public_line(host_ca),
             live=self.live,
             golden=GoldenRunner(
                 ctx,
@@ -293,68 +278,58 @@ class Gateway:
             metrics_token_required=g.metrics_require_token,
             directory=self.directory,
         )
-        self.api = await start_api(self._api_ctx, g.api_host, g.api_port, sock=self._api_sock)
+        self.api = await start_api(api_ctx, g.api_host, g.api_port, sock=self._api_sock)
+        stack.push_async_callback(self.api.stop)
         self.api_port = self.api.port
-        await self.live.start()
-        live_state = self.live
+        return kill
+
+    async def _start_duties(self, kill: Callable[[str], bool]) -> None:
+        live = self.live
         duties = ReplicaDuties(
             self.storage,
             self.audit,
-            rate_of=lambda name: (
-                live_state.rate(h) if (h := live_state.inventory.host(name)) else None
-            ),
+            rate_of=lambda name: live.rate(h) if (h := live.inventory.host(name)) else None,
             kill=kill,
-            audit_timeout_s=g.audit_start_timeout_s,
+            audit_timeout_s=self.settings.gateway.audit_start_timeout_s,
         )
         await duties.close_lost()
-        self._heartbeat = loop.create_task(duties.run())
-        if g.krl_command:
-            self.krl = KrlPublisher(
-                self.audit,
-                ctx.pool,
-                inventory,
-                account=g.probe_account,
-                command=g.krl_command,
-                interval_s=g.krl_push_interval_s,
-            )
-            self.krl.start()
-        self._directory_watch = asyncio.get_running_loop().create_task(self.directory.watch())
-        await self.audit.append(
-            "gateway.start",
-            "gateway",
-            {"pid": os.getpid(), "port": self.port, "version": __version__},
+        self._duties = asyncio.get_running_loop().create_task(duties.run())
+
+    def _start_krl(self, stack: contextlib.AsyncExitStack, runtime: RuntimeRef) -> KrlPublisher:
+        g = self.settings.gateway
+        krl = KrlPublisher(
+            self.audit,
+            self.pool,
+            runtime,
+            account=g.probe_account,
+            command=g.krl_command,
+            interval_s=g.krl_push_interval_s,
         )
-        log.info(
-            "gateway listening",
-            ssh=f"{g.ssh_host}:{self.port}",
-            api=self.api.url,
-            pid=os.getpid(),
-        )
+        krl.start()
+        stack.push_async_callback(krl.stop)
+        return krl
 
     def _swap_directory(self, view: DirectoryView) -> None:
-        """Install a changed directory: new logins, channels, API calls and probes use it,
-        and live connections, jumps and sessions it no longer allows are closed
+        """A changed directory becomes the current runtime (the first load is the start's)."""
+        if self.runtime is not None:
+            self.runtime.replace(self.runtime.current.with_view(view))
+
+    def _apply_change(self, old: Runtime, new: Runtime) -> None:
+        """New logins, channels, API calls and probes read ``new`` already; live
+        connections, jumps and sessions it no longer allows are closed now
         (:func:`gateway.ssh.authority.enforce`), wherever the swap runs."""
-        inventory = view.inventory()
-        if self.ctx is not None:
-            self.ctx.inventory = inventory
-            enforce(self.ctx)
-        if self._api_ctx is not None:
-            self._api_ctx.swap_inventory(inventory)
-        if self.live is not None:
-            self.live.update(inventory, view.dataset_list(), view.budget_limits())
-        if self.krl is not None:
-            self.krl.update(inventory)  # a removed user's certificates are revoked now
-        if self.ctx is not None:
-            log.info(
-                "directory loaded",
-                version=view.version,
-                users=len(inventory.users),
-                hosts=len(inventory.hosts),
-            )
+        if new.view is old.view:
+            return
+        enforce(self.ctx)
+        self.live.update(new.inventory, new.view.dataset_list(), new.view.budget_limits())
+        log.info(
+            "directory loaded",
+            version=new.view.version,
+            users=len(new.inventory.users),
+            hosts=len(new.inventory.hosts),
+        )
 
     async def _audit_within(self, kind: str, actor: str, data: dict[str, object]) -> None:
-        assert self.audit is not None
         await append_within(self.audit, kind, actor, data, 5.0)
 
     def reload_keys(self) -> None:
@@ -365,82 +340,52 @@ class Gateway:
         exchange used); certificates from a rotated-out user CA stay valid until
         they expire (see :func:`gateway.keys.previous_keys`).
         """
-        ctx = self.ctx
-        if ctx is None:
+        runtime = self.runtime
+        if runtime is None:
             return
-        g = self.settings.gateway
         try:
-            ctx.user_ca = load_user_ca(self.settings)
-            host_keys = gateway_host_keys(g.host_key, HOST_KEY_COMMENT)
-            host_ca = ensure_private_key(g.host_ca_key, "gpuhop host CA")
-            ctx.host_certificate = HostCertificates(host_ca, host_keys[0])
-            if self._front_options is not None:
-                offer_host_keys(self._front_options, host_keys)
+            keys = reload_key_ring(self.settings, runtime.current.keys)
         except (GatewayError, ValueError) as exc:
             log.error("key reload failed; keeping the old keys", error=str(exc))
             return
-        if self._api_ctx is not None:
-            self._api_ctx.ssh_keys.lines = tuple(public_line(k) for k in host_keys)
-        if ctx.pool is not None:
-            with contextlib.suppress(GatewayError, ValueError):
-                ctx.pool.upstream_ca = load_upstream_ca(self.settings)
-        log.info("keys reloaded", user_cas=len(ctx.user_ca.trusted_lines()))
-        ctx.audit_soon(
+        offer_host_keys(self._front_options, keys.host_keys)
+        runtime.replace(runtime.current.with_keys(keys))
+        log.info("keys reloaded", user_cas=len(keys.user_ca.trusted_lines()))
+        self.ctx.audit_soon(
             "gateway.keys_reloaded",
             "gateway",
             {
                 "pid": os.getpid(),
-                "user_ca": ctx.user_ca.public_line,
-                "host_ca": public_line(host_ca),
-                "host_keys": [public_line(k) for k in host_keys],
+                "user_ca": keys.user_ca.public_line,
+                "host_ca": keys.host_ca_line,
+                "host_keys": list(keys.host_key_lines),
             },
         )
 
     async def shutdown(self, drain_s: float | None = None) -> None:
         """Stop accepting, let live sessions finish up to ``drain_s``, then close."""
-        timeout = self.settings.gateway.drain_timeout_s if drain_s is None else drain_s
-        if self._server is not None:
-            self._server.close()
-        await stop_task(self._directory_watch)
-        if self.api is not None:
-            await self.api.stop()
-        if self.live is not None:
-            await self.live.stop()
-        if self.krl is not None:
-            await self.krl.stop()
-        ctx = self.ctx
-        if ctx is not None:
-            # Connections with no live session have nothing to drain.
-            busy = {s.user for s in ctx.sessions.values()}
-            for conn in list(ctx.connections):
-                if conn.principal is None or conn.principal.user not in busy:
-                    conn.close()
-            deadline = time.monotonic() + timeout
-            if ctx.sessions:
-                log.info("draining", sessions=len(ctx.sessions), timeout_s=timeout)
-            while ctx.sessions and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            for conn in list(ctx.connections):
-                conn.close()
-            end = time.monotonic() + 2.0
-            while (ctx.connections or ctx.sessions) and time.monotonic() < end:
-                await asyncio.sleep(0.02)
-            if ctx.pool is not None:
-                await ctx.pool.close()
-            await ctx.flush()
-        if self.live is not None:
-            await self.live.settle()
-        await stop_task(self._heartbeat)
-        if self.storage is not None:
-            with contextlib.suppress(GatewayError):
-                await self.storage.replicas.retire()  # its sessions and leases are done
-        if self.audit is not None:
-            with contextlib.suppress(Exception):
-                await append_within(self.audit, "gateway.stop", "gateway", {"pid": os.getpid()}, 5)
-            await self.audit.close()
-        if self.storage is not None:
-            await self.storage.close()
+        if drain_s is not None:
+            self._drain_s = drain_s
+        await self._stack.aclose()
         log.info("gateway stopped")
+
+    async def _drain(self) -> None:
+        ctx, timeout = self.ctx, self._drain_s
+        # Connections with no live session have nothing to drain.
+        busy = {s.user for s in ctx.sessions.values()}
+        for conn in list(ctx.connections):
+            if conn.principal is None or conn.principal.user not in busy:
+                conn.close()
+        deadline = time.monotonic() + timeout
+        if ctx.sessions:
+            log.info("draining", sessions=len(ctx.sessions), timeout_s=timeout)
+        while ctx.sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(ctx.connections):
+            conn.close()
+        end = time.monotonic() + 2.0
+        while (ctx.connections or ctx.sessions) and time.monotonic() < end:
+            await asyncio.sleep(0.02)
 
 
 HOST_KEY_COMMENT = "gpuhop gateway host key"
@@ -458,24 +403,127 @@ def load_upstream_ca(settings: Settings) -> UserCA:
     return UserCA.from_paths(settings.gateway.upstream_ca_key, comment="gpuhop upstream CA")
 
 
-def build_live_state(
-    settings: Settings,
-    inventory: Inventory,
-    upstream_ca: UserCA,
-    upstream_key: asyncssh.SSHKey,
-    view: DirectoryView | None = None,
-    lease_store: LeaseStore | None = None,
-) -> LiveState:
-    """Probes log in with the gateway's upstream key and a day-long certificate per host
-    from the upstream CA (principal ``PROBE_ACCOUNT@HOST``).
-
-    Data sets and budgets come from ``view`` (config and admin entries) when given,
-    else from the config file alone."""
+def load_key_ring(settings: Settings) -> KeyRing:
+    """Every key the gateway uses, made where missing (blocking: run it in a thread)."""
     g = settings.gateway
+    return KeyRing(
+        user_ca=load_user_ca(settings),
+        host_keys=tuple(gateway_host_keys(g.host_key, HOST_KEY_COMMENT)),
+        host_ca=ensure_private_key(g.host_ca_key, "gpuhop host CA"),
+        upstream_key=ensure_private_key(g.upstream_key, "gpuhop gateway upstream"),
+        upstream_ca=load_upstream_ca(settings),
+    )
+
+
+def reload_key_ring(settings: Settings, old: KeyRing) -> KeyRing:
+    """The rotated keys on a reload; the upstream key stays, and so does the upstream
+    CA when it cannot be read now."""
+    g = settings.gateway
+    upstream_ca = old.upstream_ca
+    user_ca = load_user_ca(settings)
+    host_keys = tuple(gateway_host_keys(g.host_key, HOST_KEY_COMMENT))
+    host_ca = ensure_private_key(g.host_ca_key, "gpuhop host CA")
+    with contextlib.suppress(GatewayError, ValueError):
+        upstream_ca = load_upstream_ca(settings)
+    return KeyRing(user_ca, host_keys, host_ca, old.upstream_key, upstream_ca)
+
+
+def build_front_context(settings: Settings, runtime: RuntimeRef, audit: AuditStore) -> FrontContext:
+    g = settings.gateway
+    return FrontContext(
+        runtime=runtime,
+        audit=audit,
+        limiter=FailureLimiter(
+            g.auth_max_failures,
+            g.auth_failure_window_s,
+            g.auth_ban_s,
+            address_max_failures=g.auth_address_max_failures,
+        ),
+        window=g.window,
+        max_packet=g.max_packet,
+        audit_start_timeout_s=g.audit_start_timeout_s,
+        max_forwards_per_session=g.max_forwards_per_session,
+        recordings_dir=g.recordings_dir,
+        record_input=g.record_input,
+        recording_limits=RecordingLimits(g.recording_max_bytes, g.recordings_min_free_bytes),
+        env_stage=StagePolicy(
+            min_rtt_s=g.env_push_min_rtt_ms / 1000.0,
+            connections=g.env_push_connections,
+            per_connection=g.env_push_streams_per_connection,
+            chunk_size=g.env_push_chunk_mib * 1024 * 1024,
+            spool_ahead=g.env_push_spool_ahead_mib * 1024 * 1024,
+        ),
+        startups=StartupLimiter(g.max_startups, g.max_startups_per_source),
+        max_channels=g.max_channels_per_connection,
+        max_env=g.max_env_per_channel,
+        max_resizes_per_s=g.max_resizes_per_s,
+        coalescer=AuditCoalescer(g.audit_events_per_connection_s),
+    )
+
+
+def build_pool(g: GatewaySettings, runtime: RuntimeRef) -> UpstreamPool:
+    return UpstreamPool(
+        lambda: runtime.current.keys,
+        target_rate=g.upstream_target_rate,
+        max_packet=g.max_packet,
+        keepalive_s=g.upstream_keepalive_s,
+        idle_s=g.upstream_idle_s,
+    )
+
+
+def _server_options(g: GatewaySettings) -> dict[str, Any]:
+    """What the front and the inner servers of recorded jumps share."""
+    return {
+        "server_version": f"gpuhop_{__version__}",
+        "encoding": None,
+        "window": g.window,
+        "max_pktsize": g.max_packet,
+        "login_timeout": g.login_timeout_s,
+        "agent_forwarding": False,
+        "x11_forwarding": False,
+        "allow_pty": True,
+        "rdns_lookup": False,
+        **connection_algorithms(g.ssh_algorithms),
+    }
+
+
+async def inner_options(g: GatewaySettings) -> asyncssh.SSHServerConnectionOptions:
+    """The inner servers' options (recorded jumps): their host key comes per host."""
+    options: asyncssh.SSHServerConnectionOptions = (
+        await asyncssh.SSHServerConnectionOptions.construct(None, **_server_options(g))
+    )
+    return options
+
+
+async def front_options(
+    g: GatewaySettings, ctx: FrontContext, host_keys: Sequence[asyncssh.SSHKey]
+) -> asyncssh.SSHServerConnectionOptions:
+    options: asyncssh.SSHServerConnectionOptions = (
+        await asyncssh.SSHServerConnectionOptions.construct(
+            None,
+            server_factory=lambda: FrontServer(ctx),
+            server_host_keys=list(host_keys),
+            send_server_host_keys=True,  # clients learn a staged next key before it is used
+            keepalive_interval=g.keepalive_interval_s,
+            keepalive_count_max=g.keepalive_count_max,
+            **_server_options(g),
+        )
+    )
+    return options
+
+
+def build_live_state(settings: Settings, runtime: RuntimeRef, lease_store: LeaseStore) -> LiveState:
+    """Probes log in with the gateway's upstream key and a day-long certificate per host
+    from the upstream CA (principal ``PROBE_ACCOUNT@HOST``), both read from the runtime
+    at each probe. Data sets and budgets come from its directory (config and admin
+    entries)."""
+    g = settings.gateway
+    now = runtime.current
 
     def probe_cert(host: str) -> asyncssh.SSHCertificate:
-        return upstream_ca.sign(
-            upstream_key,
+        keys = runtime.current.keys
+        return keys.upstream_ca.sign(
+            keys.upstream_key,
             user="gateway-probe",
             accounts=[host_principal(g.probe_account, host)],
             validity_s=86400,
@@ -484,26 +532,15 @@ def build_live_state(
     rates = {}
     if g.catalog is not None:
         catalog = load_catalog(g.catalog)
-        rates = {h.name: rate_for(h, catalog) for h in inventory.hosts}
-    budgets = (
-        view.budget_limits()
-        if view is not None
-        else {
-            ("user", b.user) if b.user else ("team", b.team): b.to_limits()
-            for b in settings.budgets
-        }
-    )
-    datasets = (
-        view.dataset_list() if view is not None else [d.to_dataset() for d in settings.datasets]
-    )
+        rates = {h.name: rate_for(h, catalog) for h in now.inventory.hosts}
     live = LiveState(
-        inventory,
-        ProbeCredentials(g.probe_account, upstream_key, certificate_for=probe_cert),
+        now.inventory,
+        ProbeCredentials(g.probe_account, now.keys.upstream_key, certificate_for=probe_cert),
         interval_s=g.probe_interval_s,
         timeout_s=g.probe_timeout_s,
         gpu_interval_s=g.probe_gpu_interval_s,
-        datasets=datasets,
-        budgets=budgets,
+        datasets=now.view.dataset_list(),
+        budgets=now.view.budget_limits(),
         rates=rates,
         lease_store=lease_store,
     )

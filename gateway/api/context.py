@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from gateway.audit.store import AuditStore
@@ -19,6 +19,7 @@ from gateway.live import LiveState
 from gateway.metrics import GatewayMetrics
 from gateway.models import Mode
 from gateway.placement.golden import GoldenRunner
+from gateway.runtime import RuntimeRef
 from gateway.storage import SessionKillStore, SessionStore, TokenStore
 
 if TYPE_CHECKING:
@@ -47,10 +48,10 @@ class ClosableSession(LiveSession, Protocol):
     def close(self) -> Callable[[], None]: ...
 
 
-@dataclass
+@dataclass(frozen=True)
 class GatewayKeys:
     """The gateway's SSH host keys as known_hosts lines: the one in use first, then a
-    staged next key. Replaced whole on reload (SIGHUP), hence outside the frozen context."""
+    staged next key."""
 
     lines: tuple[str, ...] = ()
 
@@ -64,11 +65,11 @@ class ApiContext:
     """Services the API routes use; one per gateway process."""
 
     settings: Settings
-    inventory: Inventory
+    runtime: RuntimeRef
+    """The directory and the keys, read at each request: see :mod:`gateway.runtime`."""
     audit: AuditStore
     tokens: TokenStore
     sessions: SessionStore
-    user_ca: UserCA
     kill_session: Callable[[str], bool]
     """Close a live session in this process; False when it is not running here."""
     live_sessions: Callable[[], Sequence[LiveSession]]
@@ -78,10 +79,6 @@ class ApiContext:
     clock: Callable[[], float] = time.time
     ssh_port: int = 0
     """The SSH front's bound port, for ``GET /v1/gateway``."""
-    ssh_keys: GatewayKeys = field(default_factory=GatewayKeys)
-    """The gateway's SSH host keys (public lines), what clients pin in known_hosts."""
-    host_ca_key: str = ""
-    """The host CA's public line: clients trust recorded jumps with ``@cert-authority``."""
     live: LiveState | None = None
     golden: GoldenRunner | None = None
     """Runs the placement golden test on hosts; None: ``/v1/placement/golden`` is 503."""
@@ -93,14 +90,23 @@ class ApiContext:
     directory: DirectoryService | None = None
     """Admin changes to users, keys, roles, ...; None: ``/v1/admin`` answers 503."""
 
-    def swap_inventory(self, inventory: Inventory) -> None:
-        """Replace the inventory whole after a directory change.
+    @property
+    def inventory(self) -> Inventory:
+        return self.runtime.current.inventory
 
-        The context stays frozen to routes; this one field is swapped by the
-        gateway, in one assignment on the event loop, so a request sees either
-        the old inventory or the new one, never a mix.
-        """
-        object.__setattr__(self, "inventory", inventory)
+    @property
+    def user_ca(self) -> UserCA:
+        return self.runtime.current.keys.user_ca
+
+    @property
+    def ssh_keys(self) -> GatewayKeys:
+        """The gateway's SSH host keys (public lines), what clients pin in known_hosts."""
+        return GatewayKeys(self.runtime.current.keys.host_key_lines)
+
+    @property
+    def host_ca_key(self) -> str:
+        """The host CA's public line: clients trust recorded jumps with ``@cert-authority``."""
+        return self.runtime.current.keys.host_ca_line
 
 
 def session_controls(

@@ -16,6 +16,7 @@ from gateway.audit.store import AuditStore, append_within
 from gateway.inventory.hosts import Inventory
 from gateway.keys import UserCA
 from gateway.models import Mode, Principal
+from gateway.runtime import RuntimeRef
 from gateway.sessionevents import SessionEnd, SessionStart
 from gateway.ssh.authority import recheck
 from gateway.ssh.envstage import StagePolicy
@@ -72,11 +73,14 @@ class ActiveSession:
 
 @dataclass
 class FrontContext:
-    """What every connection shares: inventory, audit, CA, limits, live sessions."""
+    """What every connection shares: the runtime, audit, limits, live sessions.
 
-    inventory: Inventory
+    The directory and keys are read from ``runtime`` at each use (``inventory``,
+    ``user_ca``, ``host_certificate``), never kept: see :mod:`gateway.runtime`.
+    """
+
+    runtime: RuntimeRef
     audit: AuditStore
-    user_ca: UserCA
     limiter: FailureLimiter
     connect_timeout_s: float = 10.0
     window: int = 8 * 1024 * 1024
@@ -94,7 +98,6 @@ class FrontContext:
     session_store: SessionStore | None = None
     live: LiveState | None = None
     inner_options: Any = None  # asyncssh.SSHServerConnectionOptions for recorded jumps
-    host_certificate: Callable[[str], tuple[asyncssh.SSHKey, asyncssh.SSHCertificate]] | None = None
     env_stage: StagePolicy = field(default_factory=StagePolicy)
     startups: StartupLimiter = field(default_factory=lambda: StartupLimiter(256, 64))
     max_channels: int = 64  # per connection
@@ -104,6 +107,18 @@ class FrontContext:
     passthrough_holds: PassthroughHolds = field(default_factory=PassthroughHolds)
     _pending: set[asyncio.Task[Any]] = field(default_factory=set)
     _summary_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def inventory(self) -> Inventory:
+        return self.runtime.current.inventory
+
+    @property
+    def user_ca(self) -> UserCA:
+        return self.runtime.current.keys.user_ca
+
+    def host_certificate(self, name: str) -> tuple[asyncssh.SSHKey, asyncssh.SSHCertificate]:
+        """The host certificate the inner server presents for inventory host ``name``."""
+        return self.runtime.current.keys.host_certificates(name)
 
     def register(self, session: ActiveSession, generation: int) -> None:
         """Add a live session decided under directory ``generation`` to the registry.

@@ -420,7 +420,7 @@ class FrontServer(asyncssh.SSHServer):
             await self._deny("direct-tcpip", dest, f"{dest} is not an inventory host's SSH port")
         assert host is not None
         recorded = evaluate(principal, AccessRequest(host, Mode.RECORDED))
-        if recorded.allowed and self._ctx.host_certificate is not None:
+        if recorded.allowed:
             return await self._open_recorded_jump(principal, host, dest, generation)
         # Passthrough asks for the whole host (see gateway.policy.passthrough).
         decision = evaluate(principal, passthrough_request(host))

@@ -612,7 +612,6 @@ async def run_inner(
     options: asyncssh.SSHServerConnectionOptions,
 ) -> None:
     """Serve the inner hop on ``sock`` until the user's session ends."""
-    assert ctx.host_certificate is not None
     key, cert = ctx.host_certificate(host.name)
     try:
         inner = await asyncssh.SSHServerConnectionOptions.construct(

@@ -26,15 +26,17 @@ import asyncio
 import contextlib
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import asyncssh
 import structlog
 
 from gateway.errors import KeyMaterialError, UpstreamError
-from gateway.keys import UserCA, host_trust
+from gateway.keys import host_trust
 from gateway.models import Host
 from gateway.policy.passthrough import host_principal
+from gateway.runtime import KeyRing
 from gateway.ssh.algorithms import connection_algorithms
 
 log = structlog.get_logger("gpuhop.upstream")
@@ -67,8 +69,7 @@ class _Entry:
 class UpstreamPool:
     def __init__(
         self,
-        upstream_ca: UserCA,
-        client_key: asyncssh.SSHKey,
+        keys: Callable[[], KeyRing],
         *,
         target_rate: int = 256_000_000,
         max_packet: int = 256 * 1024,
@@ -76,8 +77,7 @@ class UpstreamPool:
         idle_s: float = 60.0,
         connect_timeout_s: float = 10.0,
     ) -> None:
-        self.upstream_ca = upstream_ca  # never the user CA: see the module docstring
-        self._key = client_key
+        self._keys = keys  # the runtime's, read at each login: a reload reaches the next one
         self._target_rate = target_rate
         self._max_packet = max_packet
         self._keepalive_s = keepalive_s
@@ -174,8 +174,9 @@ class UpstreamPool:
             sock.close()
             raise UpstreamError(f"{host.name} unreachable: {exc or 'timed out'}") from exc
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        issued = self.upstream_ca.sign(
-            self._key,
+        keys = self._keys()
+        issued = keys.upstream_ca.sign(  # never the user CA: see the module docstring
+            keys.upstream_key,
             user=user,
             accounts=[host_principal(account, host.name)],
             validity_s=CERT_VALIDITY_S,
@@ -192,7 +193,7 @@ class UpstreamPool:
                     sock=sock,
                     host=host.name,
                     username=account,
-                    client_keys=[(self._key, issued.cert)],
+                    client_keys=[(keys.upstream_key, issued.cert)],
                     known_hosts=trust,
                     agent_path=None,  # never the user's agent for the gateway's own login
                     agent_forwarding=agent_path or False,

@@ -33,6 +33,7 @@ from gateway.keys import UserCA
 from gateway.models import Mode
 from gateway.storage import Scope, Storage, TokenStore, open_storage
 from gpuhop_sim.sshd import SshdHost
+from tests.fakeruntime import runtime_of
 from tests.integration.gwstack import new_storage_url
 from tests.sshkeys import KeyPair
 
@@ -210,11 +211,10 @@ async def make_stack(tmp_path: Path) -> AsyncIterator[StackFactory]:
         kill, live_sessions = session_controls(live)
         ctx = ApiContext(
             settings=settings,
-            inventory=settings.inventory(),
+            runtime=runtime_of(settings, user_ca),
             audit=audit,
             tokens=storage.tokens,
             sessions=storage.sessions,
-            user_ca=user_ca,
             kill_session=kill,
             live_sessions=live_sessions,
         )

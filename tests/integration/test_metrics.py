@@ -29,6 +29,7 @@ from gateway.config.loader import Settings
 from gateway.keys import UserCA
 from gateway.metrics import GatewayMetrics, InstrumentedAuditStore
 from gateway.storage import Scope, open_storage
+from tests.fakeruntime import runtime_of
 from tests.integration.conftest import build_stack
 from tests.integration.gwstack import GatewayStack, new_storage_url
 
@@ -186,11 +187,10 @@ async def api_for(tmp_path: Path) -> AsyncIterator[Starter]:
         kill, live = session_controls({})
         ctx = ApiContext(
             settings=settings,
-            inventory=settings.inventory(),
+            runtime=runtime_of(settings, await asyncio.to_thread(UserCA.from_paths, g.user_ca_key)),
             audit=audit,
             tokens=storage.tokens,
             sessions=storage.sessions,
-            user_ca=await asyncio.to_thread(UserCA.from_paths, g.user_ca_key),
             kill_session=kill,
             live_sessions=live,
             metrics=metrics,

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncssh
-
 from gateway.audit.memory import MemoryAuditStore
-from gateway.inventory.hosts import Inventory
-from gateway.keys import UserCA
 from gateway.models import Mode
 from gateway.sessionevents import SessionEnd, SessionStart
 from gateway.ssh.context import FrontContext
 from gateway.ssh.ratelimit import FailureLimiter
 from gateway.storage import open_storage
+from tests.fakeruntime import runtime_of
 
 START = SessionStart(
     "s1",
@@ -56,11 +53,7 @@ async def test_context_writes_audit_and_record_from_one_value() -> None:
     storage = await open_storage("memory://")
     audit = MemoryAuditStore()
     ctx = FrontContext(
-        Inventory(),
-        audit,
-        UserCA([asyncssh.generate_private_key("ssh-ed25519")]),
-        FailureLimiter(5, 60, 60),
-        session_store=storage.sessions,
+        runtime_of(), audit, FailureLimiter(5, 60, 60), session_store=storage.sessions
     )
     try:
         await ctx.start_session(START)
