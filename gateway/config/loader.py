@@ -6,6 +6,9 @@ The file has a ``[gateway]`` table (listeners, key files, limits:
 Any ``[gateway]`` field can be overridden from the environment as
 ``GPUHOP_GATEWAY__<FIELD>`` (e.g. ``GPUHOP_GATEWAY__SSH_PORT=2300``); the
 directory tables cannot, because a half-overridden list of hosts is a trap.
+``GPUHOP_GATEWAY__`` is the gateway's whole namespace: the bare
+``GPUHOP_GATEWAY`` (and every other ``GPUHOP_*`` name) belongs to the client,
+which reads ``GPUHOP_GATEWAY`` as the API's URL, so one shell may export both.
 
 Everything is validated here so that a mistake stops start-up with one line
 naming the file, the key and the problem (``ConfigError``), instead of
@@ -53,12 +56,12 @@ ENV_PREFIX = "GPUHOP_"
 
 
 class _GatewayEnvSource(EnvSettingsSource):
-    """Environment overrides for ``[gateway]`` only."""
+    """Environment overrides for ``[gateway]`` only, from ``GPUHOP_GATEWAY__<FIELD>``."""
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        if field_name != "gateway":
-            return None, field_name, False
-        return super().get_field_value(field, field_name)
+        # Never the bare GPUHOP_GATEWAY (the client's URL): no value here makes
+        # prepare_field_value gather the nested GPUHOP_GATEWAY__* names only.
+        return None, field_name, field_name == "gateway"
 
     def prepare_field_value(
         self, field_name: str, field: FieldInfo, value: Any, value_is_complex: bool
@@ -331,11 +334,8 @@ def _env_source(loc: tuple[int | str, ...]) -> str:
     """The environment variable a ``[gateway]`` value came from, if any."""
     if len(loc) < 2 or loc[0] != "gateway":
         return ""
-    present = {name.upper() for name in os.environ}
-    for name in (f"{ENV_PREFIX}GATEWAY__{str(loc[1]).upper()}", f"{ENV_PREFIX}GATEWAY"):
-        if name in present:
-            return name
-    return ""
+    name = f"{ENV_PREFIX}GATEWAY__{str(loc[1]).upper()}"
+    return name if name in {n.upper() for n in os.environ} else ""
 
 
 def _one_line(text: str) -> str:

@@ -153,6 +153,15 @@ def test_env_overrides_gateway_table(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert len(settings.hosts) == 2
 
 
+def test_clients_gateway_url_is_not_the_gateway_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GPUHOP_GATEWAY", "https://gw.example:8080")  # the client's API URL
+    monkeypatch.setenv("GPUHOP_GATEWAY__SSH_PORT", "2300")
+    settings = load_settings(write(tmp_path, "[gateway]\nssh_port = 2222\n" + BASE))
+    assert settings.gateway.ssh_port == 2300
+
+
 @pytest.mark.parametrize(
     ("name", "value", "expected"),
     [
