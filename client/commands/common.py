@@ -1,14 +1,15 @@
 """What several ``gpuhop`` commands share: settings, a quiet certificate renewal, --docker,
-the ``ssh`` command's shape for the TUI."""
+``--env NAME=VALUE``."""
 
 from __future__ import annotations
+
+import re
 
 import click
 
 from client import identity
-from client.errors import ClientError
+from client.errors import ClientError, UsageError
 from client.settings import ClientSettings, load_settings
-from client.tui.shell import GpuhopSsh, ssh_shape
 
 DOCKER_OPTION = click.option(
     "--docker",
@@ -35,10 +36,9 @@ def renew_quietly(settings: ClientSettings) -> None:
         click.echo(f"gpuhop: warning: could not renew the SSH certificate: {exc}", err=True)
 
 
-def gpuhop_ssh(ctx: click.Context) -> GpuhopSsh | None:
-    """How this gpuhop's ``ssh`` command takes arguments, for the TUI's shells (None: none).
-
-    Asked of the root group at run time, so the TUI and the ``ssh`` command need not
-    import each other."""
-    root = ctx.find_root().command
-    return ssh_shape(root) if isinstance(root, click.Group) else None
+def env_pair(text: str) -> tuple[str, str]:
+    """``NAME=VALUE`` from ``--env`` as a pair; ``UsageError`` for anything else."""
+    key, sep, value = text.partition("=")
+    if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+        raise UsageError(f"--env wants NAME=VALUE, got {text!r}")
+    return key, value

@@ -13,7 +13,6 @@ from pathlib import Path
 import click
 import platformdirs
 
-from client.commands.common import gpuhop_ssh
 from client.errors import ClientError
 from client.tui import run as run_tui
 
@@ -56,7 +55,7 @@ def demo(ctx: click.Context, state_dir: Path | None, detach: bool) -> None:
         GPUHOP_SSH_CONFIG=info["ssh_config"],
     )
     try:
-        code = run_tui(info["api_url"], info["user_token"], gpuhop_ssh(ctx))
+        code = run_tui(info["api_url"], info["user_token"])
     finally:
         subprocess.call(_demo_cmd("stop", "--state-dir", str(state)))
     sys.exit(code)

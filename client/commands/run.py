@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import click
 from client import credentials, identity
 from client import workdir as wd
 from client.api.models import HostView
+from client.commands.common import env_pair
 from client.commands.common import settings as load
 from client.errors import ClientError, UsageError
 from client.run import Runner, RunRequest, RunSummary, StdStreams, install_signals
@@ -112,7 +112,7 @@ def run(
     if host and region:
         raise UsageError("give --host or --region, not both")
     timeout_s = parse_duration(timeout) if timeout else None
-    pairs = tuple(_env_pair(e) for e in env)
+    pairs = tuple(env_pair(e) for e in env)
     profile = identity.ready(settings)
     info = (
         _place(settings, host, region, gpus, data)
@@ -179,13 +179,6 @@ def _place(settings: ClientSettings, host: str, region: str, gpus: int, data: st
     creds = credentials.resolve(settings)
     with identity.open_api(creds.url, creds.token, settings) as api:
         return place(api, host, region, gpus, data)
-
-
-def _env_pair(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-        raise UsageError(f"--env wants NAME=VALUE, got {text!r}")
-    return key, value
 
 
 def _summary_json(summary: RunSummary, info: HostView | None, gpus: int) -> dict[str, Any]:

@@ -6,7 +6,6 @@ import sys
 
 import click
 
-from client.commands.common import gpuhop_ssh
 from client.tui import run
 
 
@@ -23,7 +22,6 @@ from client.tui import run
     help="An API token (default: GPUHOP_TOKEN, then the stored login); "
     "prefer the variable: other local users can see command lines.",
 )
-@click.pass_context
-def tui(ctx: click.Context, gateway: str | None, token: str | None) -> None:
+def tui(gateway: str | None, token: str | None) -> None:
     """The terminal UI: hosts with live latency and price, sessions, placement, audit."""
-    sys.exit(run(gateway, token, gpuhop_ssh(ctx)))
+    sys.exit(run(gateway, token))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from client import identity, sshconf
@@ -35,11 +36,43 @@ def write_ssh_config(settings: ClientSettings, profile: Profile) -> Path:
     return sshconf.write_config(paths, text)
 
 
+def session_variables(gpus: int, env: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """What the session asks of the gateway: ``env`` as given, ``GPUHOP_GPUS`` from
+    ``gpus`` (which wins over an ``env`` one) when above 0."""
+    out = dict(env)
+    if gpus > 0:
+        out["GPUHOP_GPUS"] = str(gpus)
+    return out
+
+
+def setenv_option(variables: Mapping[str, str]) -> str:
+    """``-oSetEnv=...`` carrying ``variables``; a pair holding a blank or a quote is
+    double-quoted the way OpenSSH's config parser reads it back.
+
+    >>> setenv_option({"GPUHOP_GPUS": "2", "MSG": "a b"})
+    '-oSetEnv=GPUHOP_GPUS=2 "MSG=a b"'
+    """
+    return "-oSetEnv=" + " ".join(_quoted(f"{k}={v}") for k, v in variables.items())
+
+
+def _quoted(pair: str) -> str:
+    if not any(c.isspace() or c in "\"'\\" for c in pair):
+        return pair
+    return '"' + pair.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def ssh_argv(
-    binary: str, config: Path, host: str, command: tuple[str, ...], account: str = ""
+    binary: str,
+    config: Path,
+    host: str,
+    command: tuple[str, ...],
+    account: str = "",
+    variables: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """``ssh -F CONFIG [-l ACCOUNT] HOST [COMMAND...]``."""
+    """``ssh -F CONFIG [-l ACCOUNT] [-oSetEnv=...] HOST [COMMAND...]``."""
     argv = [binary, "-F", str(config)]
     if account:
         argv += ["-l", account]
+    if variables:
+        argv.append(setenv_option(variables))
     return [*argv, host, *command]

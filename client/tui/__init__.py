@@ -6,18 +6,11 @@ benches construct it with an ``httpx`` transport and a fixed clock).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from client.tui.shell import GpuhopSsh
-
-
-def run(
-    gateway: str | None = None, token: str | None = None, gpuhop_ssh: GpuhopSsh | None = None
-) -> int:
+def run(gateway: str | None = None, token: str | None = None) -> int:
     """Run the app in this terminal until the user quits; the process exit code."""
     from client.tui.app import GpuhopApp
 
-    app = GpuhopApp(gateway, token, gpuhop_ssh=gpuhop_ssh)
+    app = GpuhopApp(gateway, token)
     app.run()
     return app.return_code or 0

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from client.cli import main as gpuhop
 from client.tui import run
-from client.tui.shell import ssh_shape
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,8 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gateway", help="API URL (default: GPUHOP_GATEWAY or the stored login)")
     parser.add_argument("--token", help="API token (default: GPUHOP_TOKEN or the stored login)")
     args = parser.parse_args(argv)
-    # Shells still go through `gpuhop ssh HOST` when there is no GPUHOP_SSH_CONFIG.
-    return run(args.gateway, args.token, ssh_shape(gpuhop))
+    return run(args.gateway, args.token)
 
 
 if __name__ == "__main__":

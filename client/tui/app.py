@@ -48,7 +48,6 @@ from client.tui.screens.hosts import HostsScreen
 from client.tui.screens.placement import PlacementScreen
 from client.tui.screens.sessions import SessionsScreen
 from client.tui.shell import (
-    GpuhopSsh,
     ShellCommand,
     ShellRequest,
     pick_session,
@@ -99,10 +98,7 @@ class GpuhopApp(App[None]):
         shell_runner: ShellRunner | None = None,
         env_backend: EnvBackend | None = None,
         theme: str = "textual-dark",
-        gpuhop_ssh: GpuhopSsh | None = None,
     ) -> None:
-        """``gpuhop_ssh``: how the CLI's ``ssh`` command takes arguments (None: no such
-        command here, so a shell needs GPUHOP_SSH_CONFIG)."""
         super().__init__()
         self.clock = clock
         self.refresh_s = refresh_s
@@ -114,7 +110,6 @@ class GpuhopApp(App[None]):
         self._transport = transport
         self._timer = timer
         self._shell_runner = shell_runner or self._run_in_terminal
-        self._gpuhop_ssh = gpuhop_ssh
         self._env_backend = env_backend
         self._last_notice: tuple[str, float] = ("", 0.0)
         self.data: AsyncClient | None = None
@@ -263,11 +258,7 @@ class GpuhopApp(App[None]):
 
     def open_shell(self, request: ShellRequest) -> None:
         """Suspend, run the shell in the real terminal, then show the session's summary."""
-        try:
-            command = shell_command(request, os.environ, gpuhop_ssh=self._gpuhop_ssh)
-        except ClientError as exc:
-            self.notice(exc, "shell")
-            return
+        command = shell_command(request, os.environ)
         since = self.clock()
         code = self._shell_runner(command)
         if code < 0:

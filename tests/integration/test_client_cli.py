@@ -454,6 +454,16 @@ def test_gpuhop_ssh_runs_openssh_with_its_exit_status(rita: Client) -> None:
     assert "ProxyJump gpuhop-gateway" in config
 
 
+def test_gpuhop_ssh_gpus_and_env_reach_the_host(rita: Client) -> None:
+    script = 'echo "$GPUHOP_GPUS|$CUDA_VISIBLE_DEVICES|$LC_NOTE"'  # the hosts AcceptEnv LC_*
+    result = rita.gpuhop("ssh", "--gpus", "2", "-e", 'LC_NOTE=a "b" c', "sg-1", script)
+    assert result.returncode == 0, result.stderr
+    gpus, devices, msg = result.stdout.strip().split("|")
+    assert (gpus, len(devices.split(",")), msg) == ("2", 2, 'a "b" c'), result.stdout
+    bad = rita.gpuhop("ssh", "--env", "no-equals", "sg-1", "true")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
+
+
 def test_ssh_config_install_drives_plain_ssh_and_scp(rita: Client, tmp_path: Path) -> None:
     user_config = rita.home / ".ssh" / "config"
     user_config.parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from client.tui.cast import Player, parse_cast
 from client.tui.envs import load_envs
 from client.tui.fake import FakeGateway, fixed_rtt_timer
 from client.tui.format import RttWindow, cost, duration, ms, sparkline
-from client.tui.shell import GpuhopSsh, ShellRequest, pick_session, shell_command
+from client.tui.shell import ShellRequest, pick_session, shell_command
 from client.tui.views import gpu_label, host_rows, matches, summarize
 from client.tui.widgets.terminal import screen_text
 
@@ -71,26 +71,18 @@ def test_host_rows_sort_filter_and_latency() -> None:
 def test_shell_command_forms() -> None:
     req = ShellRequest("sg-1", "rita", gpus=2, env="base")
     env = {"GPUHOP_SSH_CONFIG": "/d/ssh_config", "GPUHOP_SSH_GATEWAY": "gw"}
-    cmd = shell_command(req, env, gpuhop_ssh=GpuhopSsh(frozenset({"account"})))
+    cmd = shell_command(req, env)
     assert cmd.argv == (
         "ssh", "-F", "/d/ssh_config", "-t",
         "-oSetEnv=GPUHOP_GPUS=2 GPUHOP_ENV=base", "rita+sg-1@gw",
     )  # fmt: skip
-    cmd = shell_command(req, {}, gpuhop_ssh=GpuhopSsh(frozenset({"account"})))
+    cmd = shell_command(req, {})
     assert cmd.argv[1:] == (
-        "-m", "client.cli", "ssh", "sg-1", "--", "-oSetEnv=GPUHOP_GPUS=2 GPUHOP_ENV=base",
+        "-m", "client.cli", "ssh", "--gpus=2", "--env=GPUHOP_ENV=base", "sg-1",
     )  # fmt: skip
     assert cmd.argv[0] == sys.executable
-    stops = GpuhopSsh(frozenset({"account"}), interspersed=False)  # click stops at HOST
-    assert shell_command(req, {}, gpuhop_ssh=stops).argv[-2:] == (
-        "sg-1", "-oSetEnv=GPUHOP_GPUS=2 GPUHOP_ENV=base",
-    )  # fmt: skip
-    cmd = shell_command(req, {}, gpuhop_ssh=GpuhopSsh(frozenset({"account", "gpus", "env"})))
-    assert cmd.argv[-3:] == ("--gpus=2", "--env=base", "sg-1")
-    bare = shell_command(ShellRequest("sg-1", "rita"), {}, gpuhop_ssh=GpuhopSsh())
-    assert bare.argv[-1] == "sg-1"
-    with pytest.raises(ClientError, match="GPUHOP_SSH_CONFIG"):
-        shell_command(req, {}, gpuhop_ssh=None)
+    bare = shell_command(ShellRequest("sg-1", "rita"), {})
+    assert bare.argv[-2:] == ("--gpus=0", "sg-1")
 
 
 def test_pick_session_takes_the_newest_on_the_host_since_launch() -> None:

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from client.cli import COMMANDS as COMMANDS_TABLE
 from client.cli import main
-from client.tui.shell import ssh_shape
+from client.tui.shell import ShellRequest, shell_command
 
 COMMANDS = ["login", "logout", "hosts", "ssh", "ssh-config", "run", "demo"]
 
@@ -83,6 +83,13 @@ def test_help_imports_no_command() -> None:
     assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout
 
 
-def test_the_tui_reads_the_ssh_commands_shape_from_the_lazy_group() -> None:
-    shape = ssh_shape(main)
-    assert shape is not None and "account" in shape.options and not shape.interspersed
+def test_the_tuis_shell_argv_parses_with_the_lazy_groups_ssh_command() -> None:
+    """The TUI runs ``gpuhop ssh --gpus N --env GPUHOP_ENV=E HOST`` without reading click's
+    definition first; the real command (through the lazy group) takes it as meant."""
+    argv = shell_command(ShellRequest("sg-1", "rita", gpus=2, env="base"), {}).argv
+    assert argv[1:4] == ("-m", "client.cli", "ssh")
+    command = main.get_command(click.Context(main), "ssh")
+    assert command is not None
+    ctx = command.make_context("ssh", list(argv[4:]))
+    assert ctx.params["gpus"] == 2 and ctx.params["env"] == ("GPUHOP_ENV=base",)
+    assert ctx.params["host"] == "sg-1" and ctx.params["command"] == ()

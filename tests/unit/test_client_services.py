@@ -15,7 +15,7 @@ from client.api.clients import Client
 from client.api.models import Excluded, Placement, Ranked
 from client.errors import HostNotFound
 from client.services.placement import best_in_region, place
-from client.services.ssh import ssh_argv
+from client.services.ssh import session_variables, ssh_argv
 from client.settings import Secret
 
 
@@ -81,3 +81,13 @@ def test_ssh_argv() -> None:
     assert ssh_argv("ssh", Path("/c"), "sg-1", ("nvidia-smi",), "root") == [
         "ssh", "-F", "/c", "-l", "root", "sg-1", "nvidia-smi",
     ]  # fmt: skip
+
+
+def test_ssh_argv_sends_gpus_and_env_through_setenv() -> None:
+    variables = session_variables(2, [("GPUHOP_GPUS", "9"), ("LANG", "C"), ("MSG", 'a "b"')])
+    assert variables == {"GPUHOP_GPUS": "2", "LANG": "C", "MSG": 'a "b"'}  # --gpus wins
+    assert ssh_argv("ssh", Path("/c"), "sg-1", (), "", variables) == [
+        "ssh", "-F", "/c", '-oSetEnv=GPUHOP_GPUS=2 LANG=C "MSG=a \\"b\\""', "sg-1",
+    ]  # fmt: skip
+    assert session_variables(0, []) == {}
+    assert "-oSetEnv" not in " ".join(ssh_argv("ssh", Path("/c"), "sg-1", (), "", {}))
