@@ -21,14 +21,20 @@ from gateway.errors import GatewayError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-CONFIG_OPTION = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    envvar="GPUHOP_CONFIG",
-    required=True,
-    help="Gateway config file (TOML). Env: GPUHOP_CONFIG.",
-)
+
+def config_option(*, required: bool = True) -> Callable[[F], F]:
+    """``--config FILE`` (env ``GPUHOP_CONFIG``); optional where another option can stand in."""
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(path_type=Path, dir_okay=False),
+        envvar="GPUHOP_CONFIG",
+        required=required,
+        help="Gateway config file (TOML). Env: GPUHOP_CONFIG.",
+    )
+
+
+CONFIG_OPTION = config_option()
 
 
 def _fail(message: str, code: int) -> None:

@@ -212,6 +212,22 @@ def current(url: str) -> str | None:
         db.engine.dispose()
 
 
+def up_to_date(url: str) -> str:
+    """The database's revision when it is this gpuhop's newest (``db current``).
+
+    Raises ``SchemaBehind`` ("upgrade due: at X, code wants Y") for a database
+    that is behind, empty or from before migrations, and ``StorageError`` for
+    one written by a newer gpuhop.
+    """
+    rev = current(url)
+    if rev == HEAD:
+        return rev
+    if rev is not None and rev not in revisions():
+        raise StorageError(f"at {rev}, newer than this gpuhop's {HEAD}: upgrade gpuhop")
+    at = rev or "empty or pre-migration"
+    raise SchemaBehind(f"upgrade due: at {at}, code wants {HEAD}", rev, HEAD)
+
+
 def ensure_url(url: str) -> None:
     """What a starting gateway does: create an empty database's schema, refuse an old one."""
     from gateway.storage.engine import open_database

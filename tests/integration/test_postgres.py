@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from click.testing import CliRunner, Result
 
 from gateway.audit import postgres as pg_audit
 from gateway.audit.chain import GENESIS
@@ -25,6 +26,7 @@ from gateway.audit.pgconn import conninfo_of
 from gateway.audit.postgres import PostgresAuditStore
 from gateway.audit.sqlite import SQLiteAuditStore
 from gateway.audit.store import AuditStore, append_within, open_store, verify_database
+from gateway.cli.root import main as gateway_cli
 from gateway.errors import ConfigError, StorageError
 from gateway.models import Mode
 from gateway.storage import Scope, migrate, open_storage
@@ -261,6 +263,48 @@ def test_newer_schema_is_refused(url: str) -> None:
     sql(url, "UPDATE alembic_version SET version_num = '9999'")
     with pytest.raises(StorageError, match="newer than this gpuhop"):
         open_store(url)
+
+
+def _db(*args: str) -> Result:
+    return CliRunner().invoke(gateway_cli, ["db", *args], catch_exceptions=False)
+
+
+def test_db_current_fails_until_upgraded(url: str, next_revision: Callable[[], None]) -> None:
+    head = migrate.HEAD
+    empty = _db("current", "--database", url)
+    assert empty.exit_code == 3
+    assert (
+        empty.stderr
+        == f"gpuhop-gateway: error: upgrade due: at empty or pre-migration, code wants {head}\n"
+    )
+    assert _db("upgrade", "--database", url).exit_code == 0
+    at_head = _db("current", "--database", url)
+    assert (at_head.exit_code, at_head.stdout) == (0, f"{head}\n")
+    next_revision()
+    behind = _db("current", "--database", url)
+    assert behind.exit_code == 3
+    assert behind.stderr == f"gpuhop-gateway: error: upgrade due: at {head}, code wants {NEXT}\n"
+    upgraded = _db("upgrade", "--database", url)
+    assert upgraded.exit_code == 0 and f"revision {NEXT} (was {head})" in upgraded.stdout
+    assert _db("current", "--database", url).stdout == f"{NEXT}\n"
+
+
+def test_db_current_refuses_a_newer_schema(url: str) -> None:
+    migrate.upgrade(url)
+    sql(url, "UPDATE alembic_version SET version_num = '9999'")
+    newer = _db("current", "--database", url)
+    assert newer.exit_code == 3 and "at 9999, newer than this gpuhop's" in newer.stderr
+
+
+def test_db_commands_find_the_database_by_config_or_url(url: str, tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[gateway]\nstorage_url = "{url}"\n')
+    assert _db("upgrade", "--config", str(config)).exit_code == 0
+    assert _db("current", "--config", str(config)).stdout == f"{migrate.HEAD}\n"
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    assert _db("current", "--config", str(config), "--database", other).exit_code == 3
+    neither = _db("current")
+    assert neither.exit_code == 2 and "--database URL" in neither.stderr
 
 
 def test_foreign_database_is_refused(url: str) -> None:
