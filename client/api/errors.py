@@ -5,6 +5,7 @@
     401                             TokenRejected (78)
     403                             PolicyDenied (77): "denied: <why> (<path>)"
     /v1/admin 404 / 409, 422 / 502  NotFound (66) / AdminRefused (65) / HostLost (75)
+    a code naming a bad argument    UsageError (2): the gateway's message alone
     anything else                   ClientError (1) with the gateway's code and message
     a body that is not the model    ClientError: "unexpected response from the gateway"
 
@@ -25,9 +26,13 @@ from client.errors import (
     NotFound,
     PolicyDenied,
     TokenRejected,
+    UsageError,
 )
 
 _ERROR_BODY = TypeAdapter(ErrorBody)
+ARGUMENT_CODES = frozenset({"unknown_dataset"})
+"""Gateway codes that mean a value the user gave is wrong (``--data nosuch``): the
+message says which, and the API path would only distract."""
 
 
 def transport_error(base_url: str, path: str, exc: httpx.HTTPError) -> ClientError:
@@ -51,6 +56,8 @@ def response_error(path: str, response: httpx.Response) -> ClientError:
             f"the gateway refused the token ({code or status}: {message}); "
             "run `gpuhop login` again or set a new GPUHOP_TOKEN"
         )
+    if code in ARGUMENT_CODES:
+        return UsageError(message)
     if status == 403:
         return PolicyDenied(f"denied: {message} ({path})")
     if status == 429:

@@ -14,7 +14,7 @@ from client import credentials, identity
 from client.api.base import to_json
 from client.api.models import Constraints, Golden, GoldenHost, Placement
 from client.commands.common import settings as load
-from client.errors import UsageError
+from client.errors import HostNotFound, UsageError
 from client.tables import Column, console, print_table
 from client.workdir import select_files
 
@@ -62,7 +62,7 @@ def pick(
     With --golden, the best --top hosts also run a short job at once (COMMAND after
     `--`, or the gateway's default: nvidia-smi and a little throughput) with the GPUs
     leased, and each shows measured time and cost beside the prediction. Exit status 1
-    when no host ran it successfully."""
+    when no host ran it successfully; 68 when no host fits at all."""
     try:
         w_cost, w_latency, w_sync = (float(x) for x in weights.split(","))
     except ValueError as exc:
@@ -106,8 +106,10 @@ def pick(
         result = api.placement(constraints)
     if as_json:
         click.echo(json.dumps(to_json(result), indent=2))
-        return
-    _ranking_table(result)
+    else:
+        _ranking_table(result)
+    if not result.ranked:
+        raise HostNotFound("no host fits these constraints; each excluded host says why")
 
 
 RANKED_COLUMNS = tuple(

@@ -28,8 +28,13 @@ def place(api: Client, host: str, region: str, gpus: int, data: str = "") -> Hos
 
 
 def best_in_region(ranking: Placement, region: str) -> str:
-    """The name of the first ranked host in ``region``; ``HostNotFound`` lists the reasons."""
+    """The name of the first ranked host in ``region``; ``HostNotFound`` lists the reasons,
+    or the known regions when ``region`` is none of them."""
     anywhere = region in ("", ANY_REGION)
+    known = sorted({r.region for r in ranking.ranked} | {e.region for e in ranking.excluded})
+    if not anywhere and region not in known:
+        names = ", ".join(known) or "none"
+        raise HostNotFound(f"unknown region {region} (known: {names}); no such hosts there")
     ranked = [r for r in ranking.ranked if anywhere or r.region == region]
     if ranked:
         return ranked[0].name

@@ -525,6 +525,20 @@ def test_pick_ranks_and_explains_and_run_region_any_uses_it(rita: Client) -> Non
     assert summary["cost_usd"] is not None and summary["cost_usd"] >= 0
 
 
+def test_pick_and_run_say_clearly_when_nothing_fits(rita: Client) -> None:
+    none_fit = rita.gpuhop("pick", "--gpus", "99")
+    assert none_fit.returncode == 68, none_fit.stderr  # not 0: nothing was ranked
+    assert "EXCLUDED" in none_fit.stdout and none_fit.stderr.count("\n") == 1
+    as_json = rita.gpuhop("pick", "--gpus", "99", "--json")
+    assert as_json.returncode == 68 and json.loads(as_json.stdout)["ranked"] == []
+    no_data = rita.gpuhop("pick", "--data", "nosuch")
+    assert no_data.returncode == 2, no_data.stderr
+    assert no_data.stderr == "gpuhop: no data set named 'nosuch'\n"
+    region = rita.gpuhop("run", "--region", "xx", "-q", "--", "true")
+    assert region.returncode == 68, region.stderr
+    assert region.stderr.startswith("gpuhop: unknown region xx (known: ae, my, sg)")
+
+
 # ---------------------------------------------------------------- golden test
 
 

@@ -47,7 +47,13 @@ from client.api.models import (
     SessionPage,
     SessionView,
 )
-from client.errors import ClientError, GatewayUnavailable, PolicyDenied, TokenRejected
+from client.errors import (
+    ClientError,
+    GatewayUnavailable,
+    PolicyDenied,
+    TokenRejected,
+    UsageError,
+)
 from client.settings import Secret
 
 DOC: dict[str, Any] = json.loads(
@@ -212,6 +218,7 @@ def _error(status: int, code: str) -> Callable[[httpx.Request], httpx.Response]:
         (429, "rate_limited", GatewayUnavailable, 69),
         (503, "storage_unavailable", GatewayUnavailable, 69),
         (404, "not_found", ClientError, 1),
+        (404, "unknown_dataset", UsageError, 2),
     ],
 )
 def test_errors_are_translated_once(
@@ -221,6 +228,16 @@ def test_errors_are_translated_once(
         api.me()
     assert type(info.value) is error and info.value.exit_code == exit_code
     assert code in str(info.value) or f"{code} msg" in str(info.value)
+
+
+def test_a_bad_argument_is_the_gateways_message_alone() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = {"error": {"code": "unknown_dataset", "message": "no data set named 'x'"}}
+        return httpx.Response(404, json=body)
+
+    with _api(handler) as api, pytest.raises(UsageError) as info:
+        api.me()
+    assert str(info.value) == "no data set named 'x'"
 
 
 def test_unreachable_gateway_is_unavailable() -> None:

@@ -44,6 +44,14 @@ def test_no_ranked_host_in_the_region_says_why() -> None:
         best_in_region(narrow, "zz")
 
 
+def test_an_unknown_region_names_the_known_ones() -> None:
+    with pytest.raises(HostNotFound, match=r"^unknown region xx \(known: my, sg\)"):
+        best_in_region(RANKING, "xx")
+    nothing = Placement(ranked=(), excluded=RANKING.excluded)
+    with pytest.raises(HostNotFound, match=r"in region sg \(sg-2: host is down\)"):
+        best_in_region(nothing, "sg")  # a known region with nothing free says why
+
+
 def _host(name: str, region: str, free: int) -> dict[str, Any]:
     return {
         "name": name, "region": region, "country": region.upper(), "status": "up",
