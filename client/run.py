@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import re
 import secrets
 import shlex
 import signal
@@ -80,6 +81,9 @@ CONTAINER_FAILED = 125  # docker's own code: the container could not be created 
 NO_GPU_RUNTIME = "the Docker engine on this host has no NVIDIA container runtime"
 KILL_WAIT_S = 2.0
 STOP_WAIT_S = 2.5
+GATEWAY_NOTICE = re.compile(rb"\r?\n?(gpuhop: [^\r\n]*)\r?\n")
+"""One line the gateway itself writes to a session's stderr (after a blank line, for a
+terminal that may be mid-line), e.g. ``gpuhop: sg-1: host stopped answering``."""
 
 
 class Output(Protocol):
@@ -174,6 +178,9 @@ class _Job(asyncssh.SSHClientSession[bytes]):
         # Until "go" only the gateway speaks on this channel (a refusal); keep that
         # back, the send channel's refusal already says it.
         self._held: list[tuple[bytes, asyncssh.DataType]] | None = []
+        self.notices: list[bytes] = []
+        """The gateway's own lines, kept back: the error the run ends with says them once
+        (``show_notices`` prints them when it does not)."""
 
     def release(self) -> None:
         """Start passing output through (the command is about to run)."""
@@ -192,10 +199,23 @@ class _Job(asyncssh.SSHClientSession[bytes]):
             self._emit(data, datatype)
 
     def _emit(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        if datatype == asyncssh.EXTENDED_DATA_STDERR:
+        notice = (
+            GATEWAY_NOTICE.fullmatch(data) if datatype == asyncssh.EXTENDED_DATA_STDERR else None
+        )
+        if notice is not None and not notice.group(1).startswith(b"gpuhop: warning: "):
+            self.notices.append(notice.group(1) + b"\n")
+        elif notice is not None:
+            self._out.stderr(notice.group(1) + b"\n")  # a warning is news now
+        elif datatype == asyncssh.EXTENDED_DATA_STDERR:
             self._out.stderr(data)
         else:
             self._out.stdout(data)
+
+    def show_notices(self) -> None:
+        """Print the gateway's kept-back lines (the run's end did not say them)."""
+        notices, self.notices = self.notices, []
+        for line in notices:
+            self._out.stderr(line)
 
     def exit_status_received(self, status: int) -> None:
         self.exit_status = status
@@ -311,13 +331,17 @@ class Runner:
         out: Output,
         *,
         run_id: str | None = None,
+        connected: Callable[[], None] = lambda: None,
     ) -> None:
+        """``connected`` is called once the gateway has answered (before any file goes
+        out), so progress lines never come before a connection error."""
         self.request = request
         self.profile = profile
         self.paths = paths
         self.settings = settings
         self.out = out
         self.run_id = run_id or new_run_id()
+        self.connected = connected
         self.bytes_sent = 0
         self._stop: asyncio.Future[int] | None = None
         self._started = time.monotonic()
@@ -351,6 +375,7 @@ class Runner:
         self._started = time.monotonic()
         username = login_name(self.profile, self.request.host, self.request.account)
         conn = await self._race(connect(self.profile, self.paths, self.settings, username))
+        self.connected()
         beats = _Beats()
         job = _Job(self.out, beats)
         # The job channel opens while the files go out; its wrapper waits for "go".
@@ -486,6 +511,12 @@ class Runner:
         return self._summary("lost", err.exit_code, job, err)
 
     def _ended(self, job: _Job) -> RunSummary:
+        summary = self._outcome(job)
+        if summary.error is None or summary.error_shown:
+            job.show_notices()
+        return summary
+
+    def _outcome(self, job: _Job) -> RunSummary:
         exc = job.closed.result()
         if exc is not None:
             err: ClientError = HostLost(f"lost the connection to the gateway: {_reason(exc)}")

@@ -17,7 +17,14 @@ from client.api.models import HostView
 from client.commands.common import env_pair
 from client.commands.common import settings as load
 from client.errors import ClientError, UsageError
-from client.run import Runner, RunRequest, RunSummary, StdStreams, install_signals
+from client.run import (
+    Runner,
+    RunRequest,
+    RunSummary,
+    StdStreams,
+    install_signals,
+    new_run_id,
+)
 from client.services.gateway import gateway_connector
 from client.services.images import ensure_image, image_ref
 from client.services.placement import place
@@ -140,14 +147,26 @@ def run(
         image=ref,
     )
     out = StdStreams()
-    runner = Runner(request, profile, identity.paths_of(settings), settings, out)
-    if not quiet:
+    run_id = new_run_id()
+
+    def sending() -> None:
         size = wd.total_size(selection)
         click.echo(
-            f"gpuhop: run {runner.run_id} on {target}: sending {len(selection.files)} files "
+            f"gpuhop: run {run_id} on {target}: sending {len(selection.files)} files "
             f"({format_size(size)}, {selection.source})",
             err=True,
         )
+
+    paths = identity.paths_of(settings)
+    runner = Runner(
+        request,
+        profile,
+        paths,
+        settings,
+        out,
+        run_id=run_id,
+        connected=_quiet_call if quiet else sending,
+    )
 
     async def go() -> RunSummary:
         undo = install_signals(runner)
@@ -173,6 +192,10 @@ def run(
 
 def _quiet(line: str) -> None:
     """``--quiet``: gpuhop's own progress lines are dropped."""
+
+
+def _quiet_call() -> None:
+    """``--quiet``: no "sending" line once connected."""
 
 
 def _place(settings: ClientSettings, host: str, region: str, gpus: int, data: str) -> HostView:

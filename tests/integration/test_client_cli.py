@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -412,6 +414,20 @@ def test_gpus_are_leased_through_the_gateway(rita: Client) -> None:
 def test_unknown_host_is_68(rita: Client) -> None:
     result = rita.gpuhop("run", "--host", "nowhere-9", "-q", "--", "true")
     assert result.returncode == 68, result.stderr
+
+
+def test_an_unreachable_gateway_is_one_line_and_no_progress(rita: Client, tmp_path: Path) -> None:
+    cut_off = Client(tmp_path / "cut-off")
+    shutil.copytree(rita.root, cut_off.root)
+    profile = cut_off.data_dir / "profile.json"
+    data = json.loads(profile.read_text())
+    with socket.socket() as closed:  # a port nothing listens on: the gateway's SSH is down
+        closed.bind(("127.0.0.1", 0))
+        data["ssh_port"] = closed.getsockname()[1]
+    profile.write_text(json.dumps(data))
+    result = cut_off.gpuhop("run", "--host", "sg-1", "--", "true")
+    assert result.returncode == 69, result.stderr
+    assert result.stderr.count("\n") == 1 and "sending" not in result.stderr, result.stderr
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ The full path through a gateway is in tests/integration/test_client_cli.py.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -17,15 +18,23 @@ from pathlib import Path
 
 import pytest
 
+from client.errors import HostLost
+from client.identity import Paths, Profile
 from client.remote import KILL_SCRIPT, SEND_SCRIPT, script_command
 from client.run import (
+    Runner,
     RunRequest,
+    RunSummary,
+    _Beats,
+    _Job,
     channel_env,
     gateway_refusal,
     job_command,
     send_chunks,
     signal_exit_code,
 )
+from client.settings import load_settings
+from client.sshconn import asyncssh
 from client.workdir import Selection, select_files
 from tests.conftest import require
 
@@ -219,3 +228,54 @@ def test_signal_exit_codes(name: str, code: int) -> None:
 def test_gateway_refusals(status: int, stderr: str, kind: str | None, older: bool) -> None:
     found = gateway_refusal(status, stderr, "sg-1", older=older)
     assert (type(found).__name__ if found is not None else None) == kind
+
+
+class _Recorded:
+    """An ``Output`` that keeps what it was given."""
+
+    def __init__(self) -> None:
+        self.out = b""
+        self.err = b""
+
+    def stdout(self, data: bytes) -> None:
+        self.out += data
+
+    def stderr(self, data: bytes) -> None:
+        self.err += data
+
+
+def _ended(*stderr: bytes, status: int = 255) -> tuple[RunSummary, _Recorded]:
+    """A job whose channel got ``stderr`` chunks after "go", then ``status``."""
+    out = _Recorded()
+    request = RunRequest("sg-1", ("true",), Selection(Path("."), (), "walk"))
+    profile = Profile("http://127.0.0.1:1", "rita", "127.0.0.1", 1, "k", "ca")
+    runner = Runner(request, profile, Paths(Path(".")), load_settings({}), out)
+
+    async def go() -> RunSummary:
+        job = _Job(out, _Beats())
+        job.release()
+        job.data_received(b"step 1\n", 0)
+        for chunk in stderr:
+            job.data_received(chunk, asyncssh.EXTENDED_DATA_STDERR)
+        job.exit_status_received(status)
+        job.connection_lost(None)
+        return runner._ended(job)
+
+    return asyncio.run(go()), out
+
+
+def test_a_host_lost_mid_job_is_said_once_without_a_blank_line() -> None:
+    summary, out = _ended(b"\r\ngpuhop: connection to sg-1 lost\r\n")
+    assert isinstance(summary.error, HostLost) and not summary.error_shown
+    assert str(summary.error) == "connection to sg-1 lost"  # the CLI prints this one line
+    assert (out.out, out.err) == (b"step 1\n", b"")
+
+
+def test_the_gateways_warnings_and_unclaimed_lines_still_show() -> None:
+    warning = b"\r\ngpuhop: warning: idle for 10m; the session ends in 5m\r\n"
+    summary, out = _ended(warning, b"\r\ngpuhop: a nested gpuhop said this\r\n", status=1)
+    assert summary.error is None and summary.exit_code == 1
+    assert out.err == (
+        b"gpuhop: warning: idle for 10m; the session ends in 5m\n"
+        b"gpuhop: a nested gpuhop said this\n"
+    )
