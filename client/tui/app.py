@@ -33,6 +33,7 @@ from client.errors import (
     ClientError,
     CredentialsError,
     GatewayUnavailable,
+    NoKeyring,
     NotLoggedIn,
     TokenRejected,
 )
@@ -44,6 +45,7 @@ from client.tui.messages import ApiFailed, ApiRecovered, MeLoaded, ShellSummary
 from client.tui.screens.audit import AuditScreen
 from client.tui.screens.dialogs import HelpScreen, SummaryScreen
 from client.tui.screens.environments import EnvironmentsScreen
+from client.tui.screens.firstrun import FirstRunScreen
 from client.tui.screens.hosts import HostsScreen
 from client.tui.screens.placement import PlacementScreen
 from client.tui.screens.sessions import SessionsScreen
@@ -222,11 +224,19 @@ class GpuhopApp(App[None]):
     @on(ApiFailed)
     def _api_failed(self, message: ApiFailed) -> None:
         err = message.error
+        if message.what == "login" and isinstance(err, NotLoggedIn | NoKeyring):
+            self.set_status(state="not logged in")
+            self.push_screen(FirstRunScreen(str(err)), self._first_run_done)
+            return
         if isinstance(err, TokenRejected):
             self.set_status(state="token rejected")
         elif isinstance(err, GatewayUnavailable | CredentialsError):
             self.set_status(state="offline")
         self.notice(err, message.what)
+
+    def _first_run_done(self, again: bool | None) -> None:
+        if again:
+            self.resolve_login(*self._given)
 
     @on(ApiRecovered)
     def _api_recovered(self) -> None:

@@ -17,11 +17,17 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
+from client import credentials
 from client.api.models import SessionView
+from client.credentials import Credentials
+from client.errors import NotLoggedIn
+from client.settings import Secret
 from client.tui.app import GpuhopApp
 from client.tui.envs import load_envs
 from client.tui.fake import FakeGateway, ReplayEnvBackend, fixed_rtt_timer
 from client.tui.screens.dialogs import SummaryScreen
+from client.tui.screens.firstrun import FirstRunScreen
+from client.tui.screens.hosts import HostsScreen
 from tests.tui.conftest import until
 from tests.tui.stack import repo_root
 
@@ -183,3 +189,51 @@ def _loaded(screen: Any) -> bool:
 
 def _events(screen: Any) -> bool:
     return bool(getattr(screen, "events", ()))
+
+
+NOT_LOGGED_IN = (
+    "not logged in: run `gpuhop login GATEWAY_URL`, or set GPUHOP_GATEWAY and GPUHOP_TOKEN"
+)
+
+
+def first_run_app(monkeypatch: pytest.MonkeyPatch, logins: list[Credentials]) -> GpuhopApp:
+    """An app given no gateway: each look for the stored login takes the next of ``logins``
+    (none left: not logged in)."""
+
+    def resolve(settings: object) -> Credentials:
+        if not logins:
+            raise NotLoggedIn(NOT_LOGGED_IN)
+        return logins.pop(0)
+
+    monkeypatch.setattr(credentials, "resolve", resolve)
+    fake = FakeGateway.recorded(FIXTURES / "api.json")
+    return GpuhopApp(
+        transport=fake.transport(), timer=fixed_rtt_timer(1.2), refresh_s=3600, images=IMAGES
+    )
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_first_run(
+    snap_compare: Snap, monkeypatch: pytest.MonkeyPatch, size: tuple[int, int]
+) -> None:
+    async def ready(pilot: Pilot[Any]) -> None:
+        await until(pilot, lambda: isinstance(pilot.app.screen, FirstRunScreen), 10, "first run")
+        await pilot.pause()
+
+    assert shot(snap_compare, first_run_app(monkeypatch, []), terminal_size=size, run_before=ready)
+
+
+async def test_first_run_stays_until_a_login_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    later: list[Credentials] = []
+    app = first_run_app(monkeypatch, later)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, FirstRunScreen), 10, "first run")
+        await pilot.pause(1.0)
+        assert isinstance(app.screen, FirstRunScreen)  # not a toast that fades
+        assert not app._notifications and app.status.state == "not logged in"
+        later.append(Credentials("http://127.0.0.1:8080", Secret("gph_snapshot"), "keyring"))
+        await pilot.press("r")  # `gpuhop login` done in another terminal: look again
+        await until(pilot, lambda: app.me is not None, 10, "me")
+        screen = app.screen
+        assert isinstance(screen, HostsScreen)
+        await until(pilot, lambda: len(screen.hosts) > 0, 10, "hosts")
