@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # tests.integration.gwstack is not an installed package
     sys.path.insert(0, str(REPO))
 
-from gateway.keys import ensure_private_key, public_line  # noqa: E402
+from gateway.adapters.keys import ensure_private_key, public_line  # noqa: E402
 from gpuhop_sim import procs  # noqa: E402
 from gpuhop_sim.sshd import SshdHost  # noqa: E402
 from tests.integration.gwstack import GatewayStack, StackUser  # noqa: E402

@@ -30,10 +30,11 @@ if str(REPO) not in sys.path:  # tests.integration.pg is not an installed packag
 
 from audit_verify import TARGET, synthetic_rows  # noqa: E402
 
-from gateway.audit.chain import AuditEvent, Row, canonical_text, verify_rows  # noqa: E402
-from gateway.audit.pgconn import conninfo_of  # noqa: E402
-from gateway.audit.store import AuditStore, open_store, verify_database  # noqa: E402
-from gateway.storage import migrate  # noqa: E402
+from gateway.adapters.audit.pgconn import conninfo_of  # noqa: E402
+from gateway.adapters.audit.store import open_store, verify_database  # noqa: E402
+from gateway.adapters.storage import migrate  # noqa: E402
+from gateway.domain.audit.chain import AuditEvent, Row, canonical_text, verify_rows  # noqa: E402
+from gateway.ports import AuditStore  # noqa: E402
 from tests.integration.pg import PgServer, find_bindir  # noqa: E402
 
 PAGE = 1000

@@ -21,7 +21,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from gateway.audit.chain import (
+from gateway.adapters.audit.sqlite import SQLiteAuditStore
+from gateway.adapters.audit.store import verify_database
+from gateway.domain.audit.chain import (
     GENESIS,
     AuditEvent,
     Row,
@@ -30,8 +32,6 @@ from gateway.audit.chain import (
     freeze_data,
     verify_events,
 )
-from gateway.audit.sqlite import SQLiteAuditStore
-from gateway.audit.store import verify_database
 
 TARGET = 100_000  # events/s on one core
 KINDS = ("session.open", "channel.exec", "session.close", "policy.deny")

@@ -11,7 +11,7 @@ OpenSSH's jump cannot beat the inner session's channel window, which the
 client sets to 2 MiB end to end: about 2 MiB per 120 ms, ~17 MB/s. In recorded
 mode the window that spans the 120 ms is the gateway's own, on its connection
 to the host, sized from the round trip it measured when it connected
-(``gateway.ssh.upstream.window_for_rtt``); the client's 2 MiB only spans
+(``gateway.adapters.hosts.upstream.window_for_rtt``); the client's 2 MiB only spans
 loopback.
 
 Recorded mode records this exec's output: asciicast v2, where each NUL byte

@@ -4,7 +4,7 @@
 (gateway.cli.directory, straight on storage) are both made by :func:`build`
 from :data:`TABLE`, so a command, its arguments, options and help exist on
 both sides or on neither. Each entry names the directory change it makes by
-its audit event (``admin.user.add``: ``gateway.directory.changes``) or the
+its audit event (``admin.user.add``: ``gateway.config.changes``) or the
 listing it prints; each side supplies one handler per command path.
 
 Pure (click and the standard library only) so the client, which never imports

@@ -18,11 +18,11 @@ from collections.abc import Callable
 
 import structlog
 
-from gateway.audit.reconcile import REPLICA_LOST, close_orphans
-from gateway.audit.store import AuditStore
+from gateway.adapters.storage import Replica, SessionRecord, Storage
+from gateway.domain.metering.meter import Rate
 from gateway.errors import StorageError
-from gateway.metering.meter import Rate
-from gateway.storage import Replica, SessionRecord, Storage
+from gateway.ports import AuditStore
+from gateway.services.reconcile import REPLICA_LOST, close_orphans
 
 log = structlog.get_logger("gpuhop.replication")
 

@@ -27,51 +27,53 @@ import asyncssh
 import structlog
 
 from gateway import __version__
-from gateway.api import ApiContext, session_controls, start_api
-from gateway.api.server import ApiServer, bind_api_socket
-from gateway.audit.anchor import signer_for
-from gateway.audit.coalesce import AuditCoalescer
-from gateway.audit.reconcile import (
-    node_name,
-    of_node,
-    reconcile_at_start,
-    reconcile_before_workers,
-)
-from gateway.audit.recording import Limits as RecordingLimits
-from gateway.audit.store import AuditStore, append_within, open_store
-from gateway.config.loader import Settings
-from gateway.config.process import GatewaySettings
-from gateway.directory.service import DirectoryService, stop_task
-from gateway.directory.view import DirectoryView
-from gateway.errors import GatewayError
-from gateway.inventory.catalog import load_catalog
-from gateway.inventory.leases import LeaseStore
-from gateway.inventory.probes import ProbeCredentials
-from gateway.keys import (
+from gateway.adapters.asciicast.recording import Limits as RecordingLimits
+from gateway.adapters.audit.anchor import signer_for
+from gateway.adapters.audit.store import open_store
+from gateway.adapters.hosts.algorithms import connection_algorithms
+from gateway.adapters.hosts.probes import ProbeCredentials
+from gateway.adapters.hosts.upstream import UpstreamPool
+from gateway.adapters.keys import (
+    KeyRing,
     UserCA,
     ensure_private_key,
     gateway_host_keys,
     previous_keys,
 )
-from gateway.krlpush import KrlPublisher
-from gateway.live import LiveState
-from gateway.metering.meter import Rate, rate_for
-from gateway.metrics import GatewayMetrics, InstrumentedAuditStore
-from gateway.placement.golden import GoldenLimits, GoldenRunner
-from gateway.policy.passthrough import host_principal
-from gateway.policy.rules import default_account
+from gateway.adapters.sshcompat import offer_host_keys
+from gateway.adapters.storage import Storage, open_storage
+from gateway.config.loader import Settings
+from gateway.config.process import GatewaySettings
+from gateway.domain.audit.coalesce import AuditCoalescer
+from gateway.domain.inventory.catalog import load_catalog
+from gateway.domain.inventory.leases import LeaseStore
+from gateway.domain.metering.meter import Rate, rate_for
+from gateway.domain.policy.passthrough import host_principal
+from gateway.domain.policy.rules import default_account
+from gateway.domain.ratelimit import FailureLimiter
+from gateway.edges.http import ApiContext, session_controls, start_api
+from gateway.edges.http.metrics import GatewayMetrics, InstrumentedAuditStore
+from gateway.edges.http.server import ApiServer, bind_api_socket
+from gateway.edges.ssh.front import FrontConnection, FrontServer
+from gateway.errors import GatewayError
+from gateway.ports import AuditStore, append_within
 from gateway.replication import ReplicaDuties
-from gateway.runtime import KeyRing, Runtime, RuntimeRef
-from gateway.ssh.algorithms import connection_algorithms
-from gateway.ssh.authority import enforce
-from gateway.ssh.compat import offer_host_keys
-from gateway.ssh.context import ActiveSession, FrontContext
-from gateway.ssh.envstage import StagePolicy
-from gateway.ssh.front import FrontConnection, FrontServer
-from gateway.ssh.limits import StartupLimiter
-from gateway.ssh.ratelimit import FailureLimiter
-from gateway.ssh.upstream import UpstreamPool
-from gateway.storage import Storage, open_storage
+from gateway.services.directory import DirectoryService, stop_task
+from gateway.services.directoryview import DirectoryView
+from gateway.services.envstage import StagePolicy
+from gateway.services.golden import GoldenLimits, GoldenRunner
+from gateway.services.krlpush import KrlPublisher
+from gateway.services.live import LiveState
+from gateway.services.reconcile import (
+    node_name,
+    of_node,
+    reconcile_at_start,
+    reconcile_before_workers,
+)
+from gateway.services.runtime import Runtime, RuntimeRef
+from gateway.services.sessions.authority import enforce
+from gateway.services.sessions.context import ActiveSession, FrontContext
+from gateway.services.sessions.limits import StartupLimiter
 
 log = structlog.get_logger("gpuhop.server")
 
@@ -317,7 +319,7 @@ class Gateway:
     def _apply_change(self, old: Runtime, new: Runtime) -> None:
         """New logins, channels, API calls and probes read ``new`` already; live
         connections, jumps and sessions it no longer allows are closed now
-        (:func:`gateway.ssh.authority.enforce`), wherever the swap runs."""
+        (:func:`gateway.services.sessions.authority.enforce`), wherever the swap runs."""
         if new.view is old.view:
             return
         enforce(self.ctx)
@@ -338,7 +340,7 @@ class Gateway:
 
         Live sessions are untouched (a connection keeps the host key its key
         exchange used); certificates from a rotated-out user CA stay valid until
-        they expire (see :func:`gateway.keys.previous_keys`).
+        they expire (see :func:`gateway.adapters.keys.previous_keys`).
         """
         runtime = self.runtime
         if runtime is None:

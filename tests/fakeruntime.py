@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncssh
 
+from gateway.adapters.keys import KeyRing, UserCA
 from gateway.config.loader import Settings
-from gateway.directory.view import DirectoryView
-from gateway.keys import UserCA
-from gateway.runtime import KeyRing, Runtime, RuntimeRef
+from gateway.services.directoryview import DirectoryView
+from gateway.services.runtime import Runtime, RuntimeRef
 
 
 def _key() -> asyncssh.SSHKey:

@@ -8,7 +8,7 @@
                                     connect_gateway=gateway, progress=show)
 
 One SSH connection to the gateway (logged in as the plain user) carries the
-gateway's ``gpuhop-env`` requests (``gateway/ssh/envservice.py``):
+gateway's ``gpuhop-env`` requests (``gateway/services/envpush.py``):
 
 1. ``images HOST...``: what each host holds. Per host the push is then
    ``current`` (the name already points at our image ID), ``tagged`` (the ID

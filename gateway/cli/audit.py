@@ -26,8 +26,8 @@ from gateway.config.loader import load_settings
 from gateway.errors import ChainBroken, ConfigError, GatewayError, StorageError
 
 if TYPE_CHECKING:  # imported when a command runs: `gpuhop-gateway --help` stays quick
-    from gateway.audit.chain import AuditEvent
-    from gateway.audit.store import AuditStore
+    from gateway.domain.audit.chain import AuditEvent
+    from gateway.ports import AuditStore
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -68,7 +68,7 @@ def database_url(database: str | None, config_path: Path | None) -> str:
 
 
 def _quiet_logs() -> None:
-    from gateway.logs import configure
+    from gateway.adapters.logs import configure
 
     configure("warning")  # to stderr: stdout carries events and exports
 
@@ -86,7 +86,7 @@ def _check_exists(url: str) -> None:
 
 def with_store(url: str, work: Callable[[AuditStore], Awaitable[T]]) -> T:
     """Open the store ``url`` names, run ``work`` on it, close it."""
-    from gateway.audit.store import open_store
+    from gateway.adapters.audit.store import open_store
 
     _check_exists(url)
     _quiet_logs()
@@ -102,8 +102,8 @@ def with_store(url: str, work: Callable[[AuditStore], Awaitable[T]]) -> T:
 
 
 def _row(e: AuditEvent) -> tuple[str, str, str, str, str]:
-    from gateway.audit.chain import canonical_text
-    from gateway.audit.export import iso_utc
+    from gateway.domain.audit.chain import canonical_text
+    from gateway.services.auditexport import iso_utc
 
     data = canonical_text(e.data)
     if len(data) > DATA_WIDTH:
@@ -154,9 +154,9 @@ def audit_verify(
     an event rewritten, events deleted from the end, or events appended without
     the audit key. Without --config or --checkpoint-key only the links are checked.
     """
-    from gateway.audit.anchor import TrustedKeys, anchors_for
-    from gateway.audit.checkpoint import parse_head
-    from gateway.audit.store import verify_database
+    from gateway.adapters.audit.anchor import TrustedKeys, anchors_for
+    from gateway.adapters.audit.store import verify_database
+    from gateway.domain.audit.checkpoint import parse_head
 
     g = load_settings(config_path).gateway if config_path is not None else None
     if database is None:
@@ -236,7 +236,7 @@ def audit_ls(
     as_json: bool,
 ) -> None:
     """List events, oldest first; page on with --since-id LAST_ID."""
-    from gateway.audit.export import iter_events, jsonl_line, newest_after_id
+    from gateway.services.auditexport import iter_events, jsonl_line, newest_after_id
 
     async def work(store: AuditStore) -> list[AuditEvent]:
         after = since_id
@@ -263,7 +263,7 @@ def audit_ls(
 @_one_line_errors
 def audit_show(database: str | None, config_path: Path | None, event_id: int) -> None:
     """Print one event as JSON with its hash link; exit 4 when that link is broken."""
-    from gateway.audit.export import event_dict, get_event, iso_utc
+    from gateway.services.auditexport import event_dict, get_event, iso_utc
 
     event, link = with_store(database_url(database, config_path), lambda s: get_event(s, event_id))
     if event is None or link is None:
@@ -303,7 +303,7 @@ def audit_export(
     since_id: int,
 ) -> None:
     """Write events as JSONL (verifiable with verify-export) or CSV, a page at a time."""
-    from gateway.audit.export import Format, export
+    from gateway.services.auditexport import Format, export
 
     url = database_url(database, config_path)
 
@@ -336,7 +336,7 @@ def audit_export(
 @_one_line_errors
 def audit_verify_export(path: Path) -> None:
     """Verify a full JSONL export (from event 1) on its own, with no database."""
-    from gateway.audit.export import verify_jsonl
+    from gateway.services.auditexport import verify_jsonl
 
     with path.open(encoding="utf-8") as f:
         result = verify_jsonl(f)
@@ -372,7 +372,7 @@ def audit_replay(
     plain: bool,
 ) -> None:
     """Play a recorded session's terminal at its recorded speed (or --speed N), or --cat it."""
-    from gateway.audit.replay import PlainText, play, read_cast, recording_path
+    from gateway.adapters.asciicast.replay import PlainText, play, read_cast, recording_path
 
     if recordings_dir is None:
         if config_path is None:

@@ -59,7 +59,7 @@ def one_line_errors(func: F) -> F:
 def load(config_path: Path) -> Settings:
     """The settings in ``config_path``, with logging set up as they say."""
     settings = load_settings(config_path)
-    from gateway.logs import configure
+    from gateway.adapters.logs import configure
 
     configure(settings.gateway.log_level, settings.gateway.log_format)
     return settings

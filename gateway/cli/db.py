@@ -44,7 +44,7 @@ def db() -> None:
 @one_line_errors
 def db_upgrade(config_path: Path | None, database_url: str | None) -> None:
     """Migrate the storage database to this gpuhop's schema (safe with several replicas)."""
-    from gateway.storage.migrate import upgrade
+    from gateway.adapters.storage.migrate import upgrade
 
     before, after = upgrade(storage_url(config_path, database_url))
     click.echo(f"database schema at revision {after} (was {before or 'empty or pre-migration'})")
@@ -60,6 +60,6 @@ def db_current(config_path: Path | None, database_url: str | None) -> None:
     A database behind (or empty) fails with "upgrade due: at X, code wants Y",
     so a deploy script can run ``db current || db upgrade``.
     """
-    from gateway.storage.migrate import up_to_date
+    from gateway.adapters.storage.migrate import up_to_date
 
     click.echo(up_to_date(storage_url(config_path, database_url)))

@@ -6,7 +6,7 @@ The same ``DirectoryService`` the API uses checks, audits (actor
 their poll interval. Whoever can read the config and the database is already
 the gateway's operator, so no token is asked for. Output: a table, or
 ``--json``. The commands are those of ``client.admintable`` (the same as
-``gpuhop admin``); here each one makes its ``gateway.directory.changes`` value.
+``gpuhop admin``); here each one makes its ``gateway.config.changes`` value.
 A refused change is one line on stderr with the exit code ``gpuhop admin``
 gives it: 65 refused (invalid, duplicate, in use, config-managed, host key
 mismatch), 66 no such entry, 2 bad flags; 3 when storage or the audit log is
@@ -28,12 +28,12 @@ import click
 from client import admintable
 from client.admintable import Handler, key_text, money, owner, role_spec
 from gateway.cli.common import one_line_errors
+from gateway.config import changes as ch
 from gateway.config.directory import BudgetConfig, DatasetConfig, HostConfig, RoleConfig
 from gateway.config.loader import Settings, load_settings
-from gateway.directory import changes as ch
-from gateway.directory.service import key_fingerprint
-from gateway.directory.view import validated
 from gateway.errors import ConfigError, DirectoryInvalid
+from gateway.services.directory import key_fingerprint
+from gateway.services.directoryview import validated
 
 T = TypeVar("T")
 
@@ -54,10 +54,10 @@ def actor_name() -> str:
 
 
 async def _with_service(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
-    from gateway.audit.anchor import signer_for
-    from gateway.audit.store import open_store
-    from gateway.directory.service import DirectoryService
-    from gateway.storage import open_storage
+    from gateway.adapters.audit.anchor import signer_for
+    from gateway.adapters.audit.store import open_store
+    from gateway.adapters.storage import open_storage
+    from gateway.services.directory import DirectoryService
 
     url = settings.gateway.storage_url.get_secret_value()
     signer = await asyncio.to_thread(signer_for, settings.gateway)
@@ -75,7 +75,7 @@ async def _with_service(settings: Settings, work: Callable[[Any], Awaitable[T]])
 
 def apply(config_path: Path, change: Any) -> None:
     """Make one change and say so on stdout."""
-    from gateway.directory.service import Actor
+    from gateway.services.directory import Actor
 
     settings = load_settings(config_path)
 
@@ -227,7 +227,7 @@ def hosts_add(
     labels: tuple[str, ...],
     **fields: Any,
 ) -> None:
-    from gateway.inventory.hostscan import scan_host_key
+    from gateway.adapters.hosts.hostscan import scan_host_key
 
     if host_key and fingerprint:
         raise ConfigError("give --host-key or --fingerprint, not both")

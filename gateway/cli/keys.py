@@ -45,13 +45,13 @@ def ca_rotate(config_path: Path, which: str, pid: int | None) -> None:
     it signed keep working until they expire. Put every line of the printed
     trust file on hosts (TrustedUserCAKeys) or clients (@cert-authority).
     """
-    from gateway.keys import previous_keys, public_line, rotate_key
+    from gateway.adapters.keys import previous_keys, public_line, rotate_key
 
     g = load_settings(config_path).gateway
     path = g.user_ca_key if which == "user" else g.host_ca_key
     old = rotate_key(path, f"gpuhop {which} CA")
     keep = [path, *previous_keys(path, g.cert_max_validity_s + 300)]
-    from gateway.keys import load_private_key
+    from gateway.adapters.keys import load_private_key
 
     click.echo(f"rotated {which} CA; old key kept as {old}", err=True)
     for p in keep:
@@ -77,7 +77,7 @@ def hostkey() -> None:
 @one_line_errors
 def hostkey_show(config_path: Path) -> None:
     """Print the host key in use, then the staged next key if there is one."""
-    from gateway.keys import load_private_key, next_key_path, public_line
+    from gateway.adapters.keys import load_private_key, next_key_path, public_line
 
     path = load_settings(config_path).gateway.host_key
     for p in (path, next_key_path(path)):
@@ -91,7 +91,7 @@ def hostkey_show(config_path: Path) -> None:
 @one_line_errors
 def hostkey_stage(config_path: Path, pid: int | None) -> None:
     """Make the next host key (or keep the one already staged) and print both keys."""
-    from gateway.keys import ensure_private_key, public_line, stage_next_key
+    from gateway.adapters.keys import ensure_private_key, public_line, stage_next_key
 
     path = load_settings(config_path).gateway.host_key
     current = ensure_private_key(path, "gpuhop gateway host key")
@@ -108,7 +108,7 @@ def hostkey_stage(config_path: Path, pid: int | None) -> None:
 @one_line_errors
 def hostkey_promote(config_path: Path, pid: int | None) -> None:
     """Make the staged key the host key; print it. The old key is kept beside it."""
-    from gateway.keys import load_private_key, promote_next_key, public_line
+    from gateway.adapters.keys import load_private_key, promote_next_key, public_line
 
     path = load_settings(config_path).gateway.host_key
     old = promote_next_key(path)
@@ -138,12 +138,12 @@ def ca_sign(
     their roles grant in passthrough; such a certificate is capped at
     cert_passthrough_max_validity_s.
     """
-    from gateway.api.routes.certificates import certificate_validity
-    from gateway.audit.store import open_store
+    from gateway.adapters.audit.store import open_store
+    from gateway.adapters.keys import parse_public_key
     from gateway.cli.directory import view_of
-    from gateway.keys import parse_public_key
-    from gateway.models import Principal
-    from gateway.policy.passthrough import host_principals, passthrough_agent_forwarding
+    from gateway.domain.models import Principal
+    from gateway.domain.policy.passthrough import host_principals, passthrough_agent_forwarding
+    from gateway.edges.http.routes.certificates import certificate_validity
     from gateway.server import load_user_ca
 
     settings = load_settings(config_path)
@@ -173,7 +173,7 @@ def ca_sign(
         raise KeyMaterialError(f"{target}: cannot write certificate: {exc.strerror}") from exc
 
     async def record() -> None:
-        from gateway.audit.anchor import signer_for
+        from gateway.adapters.audit.anchor import signer_for
 
         store = open_store(g.storage_url.get_secret_value(), signer_for(g))
         try:

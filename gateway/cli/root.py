@@ -93,8 +93,8 @@ def token() -> None:
 @one_line_errors
 def token_create(config_path: Path, user_name: str, scope: str, name: str, ttl: str) -> None:
     """Create an API token; prints the secret (shown once) on stdout."""
-    from gateway.api.bootstrap import create_token_blocking
-    from gateway.storage import Scope
+    from gateway.adapters.storage import Scope
+    from gateway.edges.http.bootstrap import create_token_blocking
 
     try:
         seconds = parse_duration(ttl)

@@ -2,7 +2,7 @@
 ``[[datasets]]`` and ``[[budgets]]`` entries, each with its domain value.
 
 The same models validate the config file's seed and the admin commands' directory
-changes (``gateway.directory.changes``), so both refuse a mistake with the same line.
+changes (``gateway.config.changes``), so both refuse a mistake with the same line.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from gateway.config.fields import (
     Selector,
     Slug,
 )
-from gateway.metering.budgets import BudgetLimits
-from gateway.models import Host, Mode, Role, User
-from gateway.policy.forwards import parse_port_spec
-from gateway.policy.residency import DataSet
+from gateway.domain.metering.budgets import BudgetLimits
+from gateway.domain.models import Host, Mode, Role, User
+from gateway.domain.policy.forwards import parse_port_spec
+from gateway.domain.policy.residency import DataSet
 
 
 class RegionConfig(BaseModel):

@@ -13,9 +13,9 @@ from typing import Annotated, NoReturn
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
+from gateway.domain.inventory.keys import parse_public_key
+from gateway.domain.policy.forwards import parse_port_spec
 from gateway.errors import KeyMaterialError
-from gateway.inventory.keys import parse_public_key
-from gateway.policy.forwards import parse_port_spec
 
 SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")

@@ -47,10 +47,10 @@ from gateway.config.directory import (
 )
 from gateway.config.fields import COUNTRY, fail
 from gateway.config.process import GatewaySettings
+from gateway.domain.inventory.hosts import Inventory
+from gateway.domain.inventory.keys import parse_public_key
+from gateway.domain.models import Region
 from gateway.errors import ConfigError
-from gateway.inventory.hosts import Inventory
-from gateway.inventory.keys import parse_public_key
-from gateway.models import Region
 
 ENV_PREFIX = "GPUHOP_"
 

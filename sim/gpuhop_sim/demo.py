@@ -23,12 +23,12 @@ from typing import Any
 import click
 import platformdirs
 
+from gateway.adapters.keys import UserCA, ensure_private_key, public_line
+from gateway.adapters.storage import Scope
 from gateway.cli.common import one_line_errors
 from gateway.config.loader import load_settings
+from gateway.domain.policy.passthrough import host_principal
 from gateway.errors import GatewayError
-from gateway.keys import UserCA, ensure_private_key, public_line
-from gateway.policy.passthrough import host_principal
-from gateway.storage import Scope
 
 DEMO_USER = "alice"
 DEMO_ACCOUNT = "root"
@@ -279,7 +279,7 @@ async def _run(state: Path, ready_file: Path) -> None:
 
 def run_foreground(state: Path) -> None:
     """Run the demo in this process until Ctrl-C (used by --detach's child too)."""
-    from gateway.logs import configure
+    from gateway.adapters.logs import configure
     from gateway.server import run_event_loop
 
     configure("warning")

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from gateway.domain.krl import build_krl
 from gateway.errors import GatewayError
-from gateway.krl import build_krl
 from gpuhop_sim.gpustate import FakeGpu, default_gpus, install_nvidia_smi, write_state
 
 SESSION_PATH_TAIL = "/usr/local/bin:/usr/bin:/bin"

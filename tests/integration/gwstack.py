@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.keys import UserCA, ensure_private_key, public_line
+from gateway.adapters.keys import UserCA, ensure_private_key, public_line
 from gpuhop_sim.sshd import SshdHost
 
 KEX = "curve25519-sha256"

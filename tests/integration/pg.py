@@ -165,7 +165,7 @@ def read_audit_events(url: str, kind: str | None = None) -> list[dict[str, Any]]
     """Audit rows as ``GatewayStack.audit_events`` gives them: id, kind, actor, then data."""
     import psycopg
 
-    from gateway.audit.pgconn import conninfo_of
+    from gateway.adapters.audit.pgconn import conninfo_of
 
     info, _ = conninfo_of(url)
     query = "SELECT id, kind, actor, data FROM audit_events"

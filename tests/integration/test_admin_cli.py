@@ -20,13 +20,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from gateway.audit.chain import GENESIS, AuditEvent
-from gateway.audit.export import PAGE, export, newest_after_id
-from gateway.audit.memory import MemoryAuditStore
-from gateway.audit.recording import Recording
-from gateway.audit.replay import PlainText, play
-from gateway.audit.store import open_store
+from gateway.adapters.asciicast.recording import Recording
+from gateway.adapters.asciicast.replay import PlainText, play
+from gateway.adapters.audit.memory import MemoryAuditStore
+from gateway.adapters.audit.store import open_store
 from gateway.cli.audit import audit_commands
+from gateway.domain.audit.chain import GENESIS, AuditEvent
+from gateway.services.auditexport import PAGE, export, newest_after_id
 from tests.integration.conftest import build_stack
 from tests.integration.gwstack import GatewayStack, new_storage_url
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.keys import ensure_private_key, public_line
+from gateway.adapters.keys import ensure_private_key, public_line
 from gpuhop_sim.sshd import SshdHost
 from tests.integration.conftest import build_stack
 from tests.integration.gwstack import GatewayStack, StackUser

@@ -23,15 +23,16 @@ import httpx
 import jsonschema  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
-from gateway.api import ApiContext, ApiServer, session_controls, start_api
-from gateway.api.bootstrap import CLI_ACTOR, create_token, create_token_blocking
-from gateway.audit.chain import AuditEvent
-from gateway.audit.store import AuditStore, open_store
+from gateway.adapters.audit.store import open_store
+from gateway.adapters.keys import UserCA
+from gateway.adapters.storage import Scope, Storage, TokenStore, open_storage
 from gateway.config.loader import Settings
+from gateway.domain.audit.chain import AuditEvent
+from gateway.domain.models import Mode
+from gateway.edges.http import ApiContext, ApiServer, session_controls, start_api
+from gateway.edges.http.bootstrap import CLI_ACTOR, create_token, create_token_blocking
 from gateway.errors import ConfigError
-from gateway.keys import UserCA
-from gateway.models import Mode
-from gateway.storage import Scope, Storage, TokenStore, open_storage
+from gateway.ports import AuditStore
 from gpuhop_sim.sshd import SshdHost
 from tests.fakeruntime import runtime_of
 from tests.integration.gwstack import new_storage_url
@@ -39,7 +40,7 @@ from tests.sshkeys import KeyPair
 
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 DOCUMENT: dict[str, Any] = json.loads(DOC_PATH.read_text())
-REGENERATE = "python -m gateway.api.openapi > docs/openapi.json"
+REGENERATE = "python -m gateway.edges.http.openapi > docs/openapi.json"
 
 
 # ---------------------------------------------------------------- contract checking

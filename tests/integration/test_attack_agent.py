@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.keys import ensure_private_key, public_line
+from gateway.adapters.keys import ensure_private_key, public_line
 from gpuhop_sim import procs
 from tests.integration.conftest import need_openssh
 from tests.integration.gwstack import GatewayStack, StackUser

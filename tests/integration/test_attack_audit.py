@@ -27,9 +27,9 @@ from typing import Any
 import asyncssh
 import pytest
 
-from gateway.audit.chain import event_hash
-from gateway.audit.checkpoint import checkpoint_message
-from gateway.keys import ensure_private_key
+from gateway.adapters.keys import ensure_private_key
+from gateway.domain.audit.chain import event_hash
+from gateway.domain.audit.checkpoint import checkpoint_message
 from tests.integration.conftest import build_stack
 from tests.integration.gwstack import GatewayStack
 

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.ssh.envprotocol import stage_key
+from gateway.services.envprotocol import stage_key
 from gpuhop_sim.delayproxy import ThreadedDelayProxy
 from tests.integration.conftest import need_openssh
 from tests.integration.gwstack import GatewayStack

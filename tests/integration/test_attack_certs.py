@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.keys import ensure_private_key, public_line
+from gateway.adapters.keys import ensure_private_key, public_line
 from gpuhop_sim.embedded import EmbeddedHost
 from tests.integration.conftest import need_openssh
 from tests.integration.gwstack import GatewayStack, StackUser

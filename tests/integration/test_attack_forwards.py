@@ -28,7 +28,7 @@ import asyncssh
 import httpx
 import pytest
 
-from gateway.keys import ensure_private_key, public_line
+from gateway.adapters.keys import ensure_private_key, public_line
 from tests.integration.conftest import need_openssh
 from tests.integration.gwstack import GatewayStack, StackUser
 

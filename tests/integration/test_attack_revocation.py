@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.keys import ensure_private_key, public_line
+from gateway.adapters.keys import ensure_private_key, public_line
 from tests.integration.conftest import build_stack
 from tests.integration.gwstack import GatewayStack, StackUser
 from tests.integration.pg import PgServer

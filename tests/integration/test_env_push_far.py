@@ -29,7 +29,7 @@ from client.envs.engine import DockerEngine
 from client.envs.remote import push_via_gateway
 from client.envs.spec import load_env
 from client.envs.sync import PushReport
-from gateway.ssh.envprotocol import stage_key
+from gateway.services.envprotocol import stage_key
 from gpuhop_sim.delayproxy import ThreadedDelayProxy
 from gpuhop_sim.sshd import SshdHost
 from tests.conftest import missing_peer

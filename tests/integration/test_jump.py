@@ -157,7 +157,7 @@ def test_registered_user_with_wrong_key_refused(stack: GatewayStack) -> None:
 
 
 def _cert_for(stack: GatewayStack, name: str, tmp_path: Path, **sign: object) -> Path:
-    from gateway.keys import ensure_private_key
+    from gateway.adapters.keys import ensure_private_key
 
     key = ensure_private_key(stack.users[name].key, "")
     issued = stack.ca().sign(key, user=str(sign.pop("as_user", name)), accounts=["root"], **sign)  # type: ignore[arg-type]

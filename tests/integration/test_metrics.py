@@ -22,13 +22,13 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import __version__
-from gateway.api import ApiContext, session_controls, start_api
-from gateway.api.bootstrap import create_token
-from gateway.audit.store import open_store
+from gateway.adapters.audit.store import open_store
+from gateway.adapters.keys import UserCA
+from gateway.adapters.storage import Scope, open_storage
 from gateway.config.loader import Settings
-from gateway.keys import UserCA
-from gateway.metrics import GatewayMetrics, InstrumentedAuditStore
-from gateway.storage import Scope, open_storage
+from gateway.edges.http import ApiContext, session_controls, start_api
+from gateway.edges.http.bootstrap import create_token
+from gateway.edges.http.metrics import GatewayMetrics, InstrumentedAuditStore
 from tests.fakeruntime import runtime_of
 from tests.integration.conftest import build_stack
 from tests.integration.gwstack import GatewayStack, new_storage_url

@@ -20,17 +20,18 @@ import psycopg
 import pytest
 from click.testing import CliRunner, Result
 
-from gateway.audit import postgres as pg_audit
-from gateway.audit.chain import GENESIS
-from gateway.audit.pgconn import conninfo_of
-from gateway.audit.postgres import PostgresAuditStore
-from gateway.audit.sqlite import SQLiteAuditStore
-from gateway.audit.store import AuditStore, append_within, open_store, verify_database
+from gateway.adapters.audit import postgres as pg_audit
+from gateway.adapters.audit.pgconn import conninfo_of
+from gateway.adapters.audit.postgres import PostgresAuditStore
+from gateway.adapters.audit.sqlite import SQLiteAuditStore
+from gateway.adapters.audit.store import open_store, verify_database
+from gateway.adapters.storage import Scope, migrate, open_storage
+from gateway.adapters.storage.schema import metadata
 from gateway.cli.root import main as gateway_cli
+from gateway.domain.audit.chain import GENESIS
+from gateway.domain.models import Mode
 from gateway.errors import ConfigError, StorageError
-from gateway.models import Mode
-from gateway.storage import Scope, migrate, open_storage
-from gateway.storage.schema import metadata
+from gateway.ports import AuditStore, append_within
 from tests.integration.pg import PgServer, start_postgres
 
 pytestmark = pytest.mark.postgres
@@ -373,7 +374,7 @@ def test_unreachable_server_is_one_line_without_password() -> None:
 
 APPENDER = """
 import asyncio, sys
-from gateway.audit.store import open_store
+from gateway.adapters.audit.store import open_store
 
 async def main(url: str, actor: str, n: int) -> None:
     store = open_store(url)

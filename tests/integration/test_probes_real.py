@@ -15,8 +15,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from gateway.errors import UpstreamError
-from gateway.inventory.probes import (
+from gateway.adapters.hosts.probes import (
     HostProbe,
     HostStatus,
     ProbeCredentials,
@@ -26,7 +25,8 @@ from gateway.inventory.probes import (
     ssh_rtt_ms,
     tcp_connect_ms,
 )
-from gateway.models import Host
+from gateway.domain.models import Host
+from gateway.errors import UpstreamError
 from gpuhop_sim.delayproxy import ThreadedDelayProxy
 from gpuhop_sim.sshd import SshdHost
 from tests.sshkeys import KeyPair

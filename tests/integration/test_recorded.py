@@ -223,7 +223,7 @@ def test_paramiko_direct_form(stack: GatewayStack) -> None:
 
 
 def test_pinned_host_key_mismatch_refused(fresh_stack: GatewayStack) -> None:
-    from gateway.keys import ensure_private_key, public_line
+    from gateway.adapters.keys import ensure_private_key, public_line
 
     wrong = public_line(ensure_private_key(fresh_stack.root / "keys" / "not-the-host", ""))
     text = fresh_stack.config.read_text().replace(fresh_stack.hosts["my-1"].host_key_line, wrong)
@@ -339,7 +339,7 @@ def test_host_trusted_by_certificate_from_the_inventory_ca(
     fresh_stack: GatewayStack, right_ca: bool
 ) -> None:
     """A host may be pinned by a host CA instead of a key: its certificate must name it."""
-    from gateway.keys import ensure_private_key, public_line
+    from gateway.adapters.keys import ensure_private_key, public_line
 
     stack = fresh_stack
     host = stack.hosts["my-1"]

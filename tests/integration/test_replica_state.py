@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway.inventory.hosts import Inventory
-from gateway.inventory.leases import Lease, LeaseRefused
-from gateway.live import LiveState
-from gateway.metering.budgets import BudgetLimits
-from gateway.models import Host, User
-from gateway.storage import Storage, migrate, open_storage
+from gateway.adapters.storage import Storage, migrate, open_storage
+from gateway.domain.inventory.hosts import Inventory
+from gateway.domain.inventory.leases import Lease, LeaseRefused
+from gateway.domain.metering.budgets import BudgetLimits
+from gateway.domain.models import Host, User
+from gateway.services.live import LiveState
 from tests.integration.pg import PgServer
 
 pytestmark = pytest.mark.postgres

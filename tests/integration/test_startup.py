@@ -15,15 +15,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.adapters.keys import ensure_private_key, public_line
+from gateway.adapters.storage import Scope
+from gateway.config import changes as ch
 from gateway.config.directory import HostConfig
 from gateway.config.loader import Settings
-from gateway.directory import changes as ch
-from gateway.directory.service import Actor
-from gateway.keys import ensure_private_key, public_line
-from gateway.metrics import InstrumentedAuditStore
-from gateway.runtime import Runtime
+from gateway.edges.http.metrics import InstrumentedAuditStore
 from gateway.server import Gateway
-from gateway.storage import Scope
+from gateway.services.directory import Actor
+from gateway.services.runtime import Runtime
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBk9mlM6jN2KcHl7jbCIBq3ZoUr5ZgP2F6FA6y8m7DnE"
 

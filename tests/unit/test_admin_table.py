@@ -18,7 +18,7 @@ from client import admintable
 from client.admin import admin as client_admin
 from client.errors import AdminRefused, NotFound
 from gateway.cli.directory import admin as gateway_admin
-from gateway.directory import changes
+from gateway.config import changes
 from gateway.errors import ConfigManaged, DirectoryConflict, DirectoryInvalid, DirectoryNotFound
 
 PATHS = [c.path for c in admintable.commands()]

@@ -1,4 +1,4 @@
-"""The agent hook and relay (gateway/ssh/compat.py, gateway/ssh/agentrelay.py).
+"""The agent hook and relay (gateway/adapters/sshcompat.py, gateway/edges/ssh/agentrelay.py).
 
 A real asyncssh server and client on loopback: the client asks for agent
 forwarding on one session channel, the hook names that channel (found in the
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import asyncssh
 
-from gateway.ssh.agentrelay import AgentRelay
-from gateway.ssh.compat import ServerConnection
+from gateway.adapters.sshcompat import ServerConnection
+from gateway.edges.ssh.agentrelay import AgentRelay
 
 
 class _Session(asyncssh.SSHServerSession[bytes]):

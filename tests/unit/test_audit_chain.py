@@ -14,8 +14,9 @@ from types import MappingProxyType
 
 import pytest
 
-import gateway.audit.store
-from gateway.audit.chain import (
+import gateway.ports
+from gateway.adapters.audit.memory import MemoryAuditStore
+from gateway.domain.audit.chain import (
     GENESIS,
     AuditEvent,
     VerifyResult,
@@ -27,7 +28,6 @@ from gateway.audit.chain import (
     verify_events,
     verify_rows,
 )
-from gateway.audit.memory import MemoryAuditStore
 from gateway.errors import ChainBroken, StorageError
 
 
@@ -230,6 +230,6 @@ async def test_memory_store_appends_lists_and_verifies() -> None:
 
 
 def test_store_protocol_examples_run() -> None:
-    failures, tried = doctest.testmod(gateway.audit.store, raise_on_error=False)
+    failures, tried = doctest.testmod(gateway.ports, raise_on_error=False)
     assert tried >= 4
     assert failures == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit.anchor import (
+from gateway.adapters.audit.anchor import (
     ANCHOR_MAX_BYTES,
     CheckpointSigner,
     TrustedKeys,
@@ -16,16 +16,16 @@ from gateway.audit.anchor import (
     read_anchor,
     write_anchor,
 )
-from gateway.audit.chain import event_hash
-from gateway.audit.checkpoint import Anchors, Checkpoint, parse_head
-from gateway.audit.reconcile import CRASH_ERROR, close_orphans, of_node
-from gateway.audit.sqlite import SQLiteAuditStore, verify_file
-from gateway.audit.store import open_store
+from gateway.adapters.audit.sqlite import SQLiteAuditStore, verify_file
+from gateway.adapters.audit.store import open_store
+from gateway.adapters.storage import open_storage
+from gateway.adapters.storage.sessions import SessionStore
+from gateway.domain.audit.chain import event_hash
+from gateway.domain.audit.checkpoint import Anchors, Checkpoint, parse_head
+from gateway.domain.metering.meter import Rate
+from gateway.domain.models import Mode
 from gateway.errors import KeyMaterialError, StorageError
-from gateway.metering.meter import Rate
-from gateway.models import Mode
-from gateway.storage import open_storage
-from gateway.storage.sessions import SessionStore
+from gateway.services.reconcile import CRASH_ERROR, close_orphans, of_node
 
 
 def _write(path: Path, signer: CheckpointSigner | None, n: int) -> None:

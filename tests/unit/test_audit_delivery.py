@@ -1,4 +1,5 @@
-"""The writer-thread pieces both database audit stores share (gateway/audit/delivery.py)."""
+"""The writer-thread pieces both database audit stores share
+(gateway/adapters/audit/delivery.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from types import MappingProxyType
 
 import pytest
 
-from gateway.audit.chain import GENESIS, AuditEvent, freeze_data, verify_rows
-from gateway.audit.checkpoint import Checkpoint
-from gateway.audit.delivery import deliver, link_batch, to_event
+from gateway.adapters.audit.delivery import deliver, link_batch, to_event
+from gateway.domain.audit.chain import GENESIS, AuditEvent, freeze_data, verify_rows
+from gateway.domain.audit.checkpoint import Checkpoint
 
 
 @dataclass

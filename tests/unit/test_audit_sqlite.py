@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit.chain import GENESIS
-from gateway.audit.memory import MemoryAuditStore
-from gateway.audit.sqlite import SQLiteAuditStore
-from gateway.audit.store import open_store, verify_database
+from gateway.adapters.audit.memory import MemoryAuditStore
+from gateway.adapters.audit.sqlite import SQLiteAuditStore
+from gateway.adapters.audit.store import open_store, verify_database
+from gateway.domain.audit.chain import GENESIS
 from gateway.errors import ConfigError, StorageError
 
 
@@ -149,7 +149,7 @@ async def test_group_commit_500_concurrent(db: Path) -> None:
 
 APPENDER = """
 import asyncio, sys
-from gateway.audit.sqlite import SQLiteAuditStore
+from gateway.adapters.audit.sqlite import SQLiteAuditStore
 
 async def main(path: str, actor: str, n: int) -> None:
     store = SQLiteAuditStore(path)
@@ -204,7 +204,7 @@ async def test_two_processes_share_one_chain(db: Path) -> None:
 
 KILLED = """
 import asyncio, sys, time
-from gateway.audit.sqlite import SQLiteAuditStore
+from gateway.adapters.audit.sqlite import SQLiteAuditStore
 
 async def main(path: str) -> None:
     store = SQLiteAuditStore(path)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from gateway.metering.budgets import BudgetDecision, BudgetLimits, check, check_all
+from gateway.domain.metering.budgets import BudgetDecision, BudgetLimits, check, check_all
 
 DAY = BudgetLimits(daily=50.0)
 MONTH = BudgetLimits(monthly=1000.0)

@@ -7,9 +7,15 @@ from pathlib import Path
 import pytest
 
 from gateway.config.loader import load_settings
+from gateway.domain.inventory.catalog import (
+    COLUMNS,
+    PriceCatalog,
+    PriceRow,
+    load_catalog,
+    parse_catalog,
+)
+from gateway.domain.models import Host
 from gateway.errors import ConfigError
-from gateway.inventory.catalog import COLUMNS, PriceCatalog, PriceRow, load_catalog, parse_catalog
-from gateway.models import Host
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 HEADER = ",".join(COLUMNS)

@@ -1,4 +1,4 @@
-"""One test per asyncssh internal that gateway/ssh/compat.py relies on.
+"""One test per asyncssh internal that gateway/adapters/sshcompat.py relies on.
 
 Each fails if the installed asyncssh no longer has the name, the signature or
 the behaviour the fence expects, so an upgrade shows at once what broke.
@@ -17,7 +17,7 @@ from asyncssh.channel import SSHAgentChannel
 from asyncssh.connection import SSHConnection
 from asyncssh.public_key import CERT_TYPE_USER, decode_ssh_certificate
 
-from gateway.ssh import compat
+from gateway.adapters import sshcompat as compat
 
 
 def _params(func: object) -> list[str]:

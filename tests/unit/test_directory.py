@@ -10,12 +10,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.audit.memory import MemoryAuditStore
+from gateway.adapters.audit.memory import MemoryAuditStore
+from gateway.adapters.storage import Storage, open_storage
+from gateway.config import changes as ch
 from gateway.config.directory import BudgetConfig, DatasetConfig, HostConfig, RoleConfig
 from gateway.config.loader import Settings
-from gateway.directory import changes as ch
-from gateway.directory.service import Actor, DirectoryService
-from gateway.directory.view import DirectoryView
 from gateway.errors import (
     ConfigManaged,
     DirectoryConflict,
@@ -24,7 +23,8 @@ from gateway.errors import (
     DirectoryNotFound,
     StorageError,
 )
-from gateway.storage import Storage, open_storage
+from gateway.services.directory import Actor, DirectoryService
+from gateway.services.directoryview import DirectoryView
 
 KEY_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAkZXCIljCI4m4QgaFavOri6apUXmKVGDweSaO7XR9Xt a"
 KEY_B = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl b"
@@ -160,7 +160,7 @@ async def test_audit_failure_changes_nothing(
 
 
 def test_config_wins_over_a_clashing_stored_entry() -> None:
-    from gateway.storage.directory import Stamp, StoredDirectory, StoredUser
+    from gateway.adapters.storage.directory import Stamp, StoredDirectory, StoredUser
 
     stored = StoredDirectory(version=3, users=(StoredUser("cfg", "", Stamp(0.0, "ops")),))
     view = DirectoryView.build(SETTINGS, stored)

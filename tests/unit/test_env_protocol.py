@@ -11,8 +11,8 @@ import pytest
 
 from client.envs.build import EnvImage
 from client.envs.remote import HostImages, RemoteImage, compare_envs
-from gateway.ssh import envprotocol
-from gateway.ssh.envprotocol import (
+from gateway.services import envprotocol
+from gateway.services.envprotocol import (
     IMAGES_SCRIPT,
     EnvRequest,
     HostReport,

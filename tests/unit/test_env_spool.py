@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.ssh.envstage import Spool, StagePolicy
+from gateway.services.envstage import Spool, StagePolicy
 
 
 def test_the_spool_is_full_once_ahead_of_its_slowest_reader() -> None:

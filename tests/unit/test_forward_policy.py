@@ -1,4 +1,4 @@
-"""Table tests for the pure forward decisions (gateway.policy.forwards)."""
+"""Table tests for the pure forward decisions (gateway.domain.policy.forwards)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import asyncssh
 import pytest
 from pydantic import ValidationError
 
+from gateway.adapters.sshcompat import ServerConnection
 from gateway.config.directory import RoleConfig
-from gateway.models import Host, Mode, Principal, Role
-from gateway.policy.forwards import (
+from gateway.domain.models import Host, Mode, Principal, Role
+from gateway.domain.policy.forwards import (
     ForwardKind,
     ForwardRequest,
     decide_forward,
@@ -19,7 +20,6 @@ from gateway.policy.forwards import (
     parse_port_spec,
     ssh_ports_of,
 )
-from gateway.ssh.compat import ServerConnection
 
 R = Mode.RECORDED
 SG1 = Host("sg-1", "sg", "10.0.0.5", 2201)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.inventory.gpus import (
+from gateway.domain.inventory.gpus import (
     NVIDIA_SMI_COMMAND,
     Gpu,
     GpuInventory,

@@ -7,10 +7,10 @@ import dataclasses
 
 import pytest
 
+from gateway.domain.inventory.hosts import Inventory
+from gateway.domain.inventory.keys import parse_public_key
+from gateway.domain.models import Host, Region, Role, User
 from gateway.errors import ConfigError, KeyMaterialError
-from gateway.inventory.hosts import Inventory
-from gateway.inventory.keys import parse_public_key
-from gateway.models import Host, Region, Role, User
 
 ALICE_DATA = "AAAAC3NzaC1lZDI1NTE5AAAAIA4rvjnjHBt9MCKTTCSqLAI8S4digGjBcYKacs34ww99"
 BOB_DATA = "AAAAC3NzaC1lZDI1NTE5AAAAIPb4+RIzy8qFs5n/tSj3nTVu2+egcSW6oSmQL1wKEckQ"

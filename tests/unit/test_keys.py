@@ -7,7 +7,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from gateway import keys
+from gateway.adapters import keys
 from gateway.errors import KeyMaterialError
 
 
@@ -37,7 +37,7 @@ def test_offered_host_keys_replace_the_tables_new_connections_use() -> None:
 
     import asyncssh
 
-    from gateway.ssh.compat import offer_host_keys
+    from gateway.adapters.sshcompat import offer_host_keys
 
     a = asyncssh.generate_private_key("ssh-ed25519")
     b = asyncssh.generate_private_key("ssh-ed25519")

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 import pytest
 
-from gateway.inventory.leases import (
+from gateway.domain.inventory.leases import (
     Lease,
     LeaseAllocator,
     LeaseRefused,

@@ -6,12 +6,12 @@ import doctest
 
 import pytest
 
-import gateway.audit.coalesce
-import gateway.ssh.limits
-from gateway.audit.coalesce import AuditCoalescer
-from gateway.ssh.algorithms import connection_algorithms
-from gateway.ssh.envprotocol import MAX_HOSTS, parse_request
-from gateway.ssh.limits import Refused, Startup, StartupLimiter, turn_away_bytes
+import gateway.domain.audit.coalesce
+import gateway.services.sessions.limits
+from gateway.adapters.hosts.algorithms import connection_algorithms
+from gateway.domain.audit.coalesce import AuditCoalescer
+from gateway.services.envprotocol import MAX_HOSTS, parse_request
+from gateway.services.sessions.limits import Refused, Startup, StartupLimiter, turn_away_bytes
 
 FORBIDDEN_MARKERS = ("sha1", "-cbc", "ssh-dss", "arcfour", "md5")
 
@@ -24,7 +24,9 @@ class Clock:
         return self.now
 
 
-@pytest.mark.parametrize("module", [gateway.audit.coalesce, gateway.ssh.limits])
+@pytest.mark.parametrize(
+    "module", [gateway.domain.audit.coalesce, gateway.services.sessions.limits]
+)
 def test_doctests(module: object) -> None:
     assert doctest.testmod(module).failed == 0  # type: ignore[arg-type]
 

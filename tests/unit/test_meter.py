@@ -7,9 +7,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.inventory.catalog import parse_catalog
-from gateway.metering.budgets import Spend
-from gateway.metering.meter import (
+from gateway.domain.inventory.catalog import parse_catalog
+from gateway.domain.metering.budgets import Spend
+from gateway.domain.metering.meter import (
     BYTES_PER_GB,
     Cost,
     Rate,
@@ -23,7 +23,7 @@ from gateway.metering.meter import (
     spend,
     totals,
 )
-from gateway.models import Host
+from gateway.domain.models import Host
 
 
 class Clock:

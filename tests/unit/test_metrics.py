@@ -10,17 +10,17 @@ import pytest
 from fastapi import APIRouter, FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.api.timing import ApiTiming
-from gateway.audit.chain import AuditEvent
-from gateway.audit.memory import MemoryAuditStore
-from gateway.audit.store import AuditStore
+from gateway.adapters.audit.memory import MemoryAuditStore
+from gateway.adapters.hosts.hostprobe import HostProbe
+from gateway.domain.audit.chain import AuditEvent
+from gateway.domain.inventory.gpus import GpuInventory
+from gateway.domain.inventory.hosts import Inventory
+from gateway.domain.models import Host, Mode, Region
+from gateway.edges.http.metrics import GatewayMetrics, InstrumentedAuditStore, reason_class
+from gateway.edges.http.timing import ApiTiming
 from gateway.errors import StorageError, UpstreamError
-from gateway.inventory.gpus import GpuInventory
-from gateway.inventory.hostprobe import HostProbe
-from gateway.inventory.hosts import Inventory
-from gateway.live import LiveState
-from gateway.metrics import GatewayMetrics, InstrumentedAuditStore, reason_class
-from gateway.models import Host, Mode, Region
+from gateway.ports import AuditStore
+from gateway.services.live import LiveState
 
 
 def samples(metrics: GatewayMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

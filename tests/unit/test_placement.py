@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from gateway.models import Host
-from gateway.placement.rank import (
+from gateway.domain.models import Host
+from gateway.domain.placement import (
     Constraints,
     ExcludedHost,
     HostSnapshot,
@@ -22,7 +22,7 @@ from gateway.placement.rank import (
     exclusion_reasons,
     rank_hosts,
 )
-from gateway.policy.residency import DataSet
+from gateway.domain.policy.residency import DataSet
 
 H100 = "NVIDIA H100 80GB HBM3"
 
@@ -284,15 +284,15 @@ def test_a_host_may_appear_only_once() -> None:
 
 
 PURE = (
-    "gateway.placement.rank",
-    "gateway.metering.meter",
-    "gateway.metering.budgets",
-    "gateway.policy.residency",
-    "gateway.inventory.gpus",
-    "gateway.inventory.latency",
-    "gateway.inventory.catalog",
-    "gateway.inventory.leases",
-    "gateway.inventory.hostprobe",  # the probe loop: edge-free, though it has a default clock
+    "gateway.domain.placement",
+    "gateway.domain.metering.meter",
+    "gateway.domain.metering.budgets",
+    "gateway.domain.policy.residency",
+    "gateway.domain.inventory.gpus",
+    "gateway.domain.inventory.latency",
+    "gateway.domain.inventory.catalog",
+    "gateway.domain.inventory.leases",
+    "gateway.adapters.hosts.hostprobe",  # the probe loop: edge-free, though it has a default clock
 )
 
 

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from gateway.models import AccessRequest, Decision, Host, Mode, Principal, Role
-from gateway.policy.rules import allowed_accounts, default_account, evaluate, host_matches
+from gateway.domain.models import AccessRequest, Decision, Host, Mode, Principal, Role
+from gateway.domain.policy.rules import allowed_accounts, default_account, evaluate, host_matches
 
 P, R = Mode.PASSTHROUGH, Mode.RECORDED
 
@@ -199,7 +199,7 @@ def test_allowed_accounts(roles: tuple[Role, ...], expected: tuple[str, ...]) ->
 
 def test_rules_import_no_edges() -> None:
     code = (
-        "import sys, gateway.policy.rules; "
+        "import sys, gateway.domain.policy.rules; "
         "bad = {'asyncssh', 'docker', 'textual', 'httpx', 'pydantic'} & set(sys.modules); "
         "sys.exit(sorted(bad) or 0)"
     )

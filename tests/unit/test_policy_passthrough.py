@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from gateway.krl import IssuedCert, build_krl, revoked_fingerprints, sha256_of
-from gateway.models import Host, Mode, Principal, Role
-from gateway.policy.passthrough import (
+from gateway.domain.krl import IssuedCert, build_krl, revoked_fingerprints, sha256_of
+from gateway.domain.models import Host, Mode, Principal, Role
+from gateway.domain.policy.passthrough import (
     host_principals,
     passthrough_accounts,
     passthrough_agent_forwarding,
     passthrough_request,
     passthrough_residency,
 )
-from gateway.policy.residency import DataSet
+from gateway.domain.policy.residency import DataSet
 
 SG = Host("sg-1", "sg", "10.0.0.1", gpu_count=4, residency=("SG",))
 MY = Host("my-1", "my", "10.0.0.2", gpu_count=2, residency=("MY",))
@@ -132,7 +132,7 @@ def test_krl_is_read_by_ssh_keygen(tmp_path: Path) -> None:
 def test_revocation_list_is_bounded_keeping_the_longest_lived(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("gateway.krl.MAX_ENTRIES", 2)
+    monkeypatch.setattr("gateway.domain.krl.MAX_ENTRIES", 2)
     fps = [f"SHA256:{c * 43}" for c in "ABC"]
     issued = [IssuedCert("erin", fp, 2000.0 + i) for i, fp in enumerate(fps)]
     assert revoked_fingerprints(issued, set(), now=1000.0) == (fps[1], fps[2])

@@ -8,10 +8,10 @@ from collections import deque
 import asyncssh
 import pytest
 
+from gateway.adapters.hosts.hostprobe import HostProbe
+from gateway.domain.inventory.gpus import Gpu, GpuInventory
+from gateway.domain.inventory.latency import ProbeSample, median, percentile, summarize
 from gateway.errors import UpstreamError
-from gateway.inventory.gpus import Gpu, GpuInventory
-from gateway.inventory.hostprobe import HostProbe
-from gateway.inventory.latency import ProbeSample, median, percentile, summarize
 
 HANG = "hang"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.ssh.ratelimit import FailureLimiter
+from gateway.domain.ratelimit import FailureLimiter
 
 
 def _limiter(now: list[float], **kw: int) -> FailureLimiter:

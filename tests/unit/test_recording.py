@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from client.tui.cast import output_bytes, parse_cast
-from gateway.audit.recording import Limits, Recording, RecordingError
-from gateway.audit.replay import read_cast
+from gateway.adapters.asciicast.recording import Limits, Recording, RecordingError
+from gateway.adapters.asciicast.replay import read_cast
 
 NO_RESERVE = Limits(min_free_bytes=0)
 

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.models import Decision, Host
-from gateway.policy.residency import DataSet, check_named_residency, check_residency, host_places
+from gateway.domain.models import Decision, Host
+from gateway.domain.policy.residency import (
+    DataSet,
+    check_named_residency,
+    check_residency,
+    host_places,
+)
 
 SG1 = Host("sg-1", "sg", "10.0.0.1", residency=("SG",))
 SG2 = Host("sg-2", "sg", "10.0.0.2", residency=("SG", "sg"))

@@ -1,4 +1,4 @@
-"""The fence around asyncssh's login options (gateway/ssh/restrictions.py).
+"""The fence around asyncssh's login options (gateway/edges/ssh/restrictions.py).
 
 A real asyncssh server and client on loopback: the options a certificate
 carries are read off the connection that authenticated with it, and a second
@@ -13,7 +13,7 @@ import asyncio
 
 import asyncssh
 
-from gateway.ssh.restrictions import LoginRestrictions
+from gateway.edges.ssh.restrictions import LoginRestrictions
 
 
 class _Server(asyncssh.SSHServer):

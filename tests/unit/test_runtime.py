@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.audit.memory import MemoryAuditStore
+from gateway.adapters.audit.memory import MemoryAuditStore
 from gateway.config.loader import Settings
-from gateway.directory.view import DirectoryView
-from gateway.runtime import Runtime
-from gateway.ssh.context import FrontContext
-from gateway.ssh.ratelimit import FailureLimiter
+from gateway.domain.ratelimit import FailureLimiter
+from gateway.services.directoryview import DirectoryView
+from gateway.services.runtime import Runtime
+from gateway.services.sessions.context import FrontContext
 from tests.fakeruntime import key_ring, runtime_of
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBk9mlM6jN2KcHl7jbCIBq3ZoUr5ZgP2F6FA6y8m7DnE"

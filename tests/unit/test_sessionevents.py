@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from gateway.audit.memory import MemoryAuditStore
-from gateway.models import Mode
-from gateway.sessionevents import SessionEnd, SessionStart
-from gateway.ssh.context import FrontContext
-from gateway.ssh.ratelimit import FailureLimiter
-from gateway.storage import open_storage
+from gateway.adapters.audit.memory import MemoryAuditStore
+from gateway.adapters.storage import open_storage
+from gateway.domain.models import Mode
+from gateway.domain.ratelimit import FailureLimiter
+from gateway.domain.sessionevents import SessionEnd, SessionStart
+from gateway.services.sessions.context import FrontContext
 from tests.fakeruntime import runtime_of
 
 START = SessionStart(

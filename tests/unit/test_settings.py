@@ -12,8 +12,8 @@ from pydantic import BaseModel
 from gateway.config.directory import HostConfig, RegionConfig, RoleConfig, UserConfig
 from gateway.config.loader import Settings, load_settings
 from gateway.config.process import GatewaySettings
+from gateway.domain.models import Mode
 from gateway.errors import ConfigError
-from gateway.models import Mode
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "gateway.toml"
 KEY_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKbsaD3em6GU/pUGOuUOvPqzah812/DqAkv5H1etMPlN a"

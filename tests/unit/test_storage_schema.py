@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit.store import open_store
+from gateway.adapters.audit.store import open_store
+from gateway.adapters.storage import SCHEMA_VERSION, Scope, open_storage, open_storage_blocking
+from gateway.adapters.storage.engine import parse_storage_url
+from gateway.domain.models import Mode
 from gateway.errors import ConfigError, StorageError
-from gateway.models import Mode
-from gateway.storage import SCHEMA_VERSION, Scope, open_storage, open_storage_blocking
-from gateway.storage.engine import parse_storage_url
 
 
 @pytest.mark.parametrize(

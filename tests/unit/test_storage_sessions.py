@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway.adapters.storage import SessionRecord, Storage, open_storage
+from gateway.domain.models import Mode
 from gateway.errors import StorageError
-from gateway.models import Mode
-from gateway.storage import SessionRecord, Storage, open_storage
 
 
 @pytest.fixture

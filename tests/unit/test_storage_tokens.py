@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.storage import (
+from gateway.adapters.storage import (
     Scope,
     Storage,
     TokenExpired,
@@ -17,7 +17,7 @@ from gateway.storage import (
     TokenRevoked,
     open_storage,
 )
-from gateway.storage.tokens import LAST_USED_EVERY_S
+from gateway.adapters.storage.tokens import LAST_USED_EVERY_S
 
 
 class Clock:

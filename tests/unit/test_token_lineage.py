@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.storage import Scope, Storage, TokenRejected, open_storage
-from gateway.storage.tokens import TokenRevoked
+from gateway.adapters.storage import Scope, Storage, TokenRejected, open_storage
+from gateway.adapters.storage.tokens import TokenRevoked
 
 
 @pytest.fixture

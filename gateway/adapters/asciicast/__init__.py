@@ -1,0 +1,1 @@
+"""Session recordings as asciicast v2 files: writing, replay."""

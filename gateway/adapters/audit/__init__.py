@@ -1,0 +1,1 @@
+"""Audit stores (SQLite, PostgreSQL, memory) and the anchor file."""

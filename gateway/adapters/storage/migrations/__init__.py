@@ -1,0 +1,2 @@
+"""Alembic migrations for everything gpuhop stores (run through
+``gateway.adapters.storage.migrate``)."""

@@ -1,0 +1,1 @@
+"""The audit log's pure parts: the hash chain, checkpoints, coalescing."""

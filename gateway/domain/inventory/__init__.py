@@ -1,0 +1,1 @@
+"""Hosts, keys, GPUs, prices, latency and leases as values."""

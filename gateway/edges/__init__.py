@@ -1,0 +1,2 @@
+"""Inbound edges: the SSH front and the HTTP API. They adapt a protocol
+to the services and map errors once."""

@@ -1,0 +1,2 @@
+"""Use cases: sessions (context, authority, admission, limits),
+environment push, the golden test, the directory, live state, reconciliation."""

@@ -1,1 +1,0 @@
-"""Alembic migrations for everything gpuhop stores (run through ``gateway.storage.migrate``)."""
