@@ -41,7 +41,7 @@ from gateway.adapters.keys import (
     previous_keys,
 )
 from gateway.adapters.sshcompat import offer_host_keys
-from gateway.adapters.storage import Storage, open_storage
+from gateway.adapters.storage import SessionStore, Storage, open_storage
 from gateway.config.loader import Settings
 from gateway.config.process import GatewaySettings
 from gateway.domain.audit.coalesce import AuditCoalescer
@@ -142,8 +142,6 @@ class Gateway:
         self.live.live_costs = self.storage.live_costs
         stack.push_async_callback(self.live.settle)
         self.ctx = await self._front_context(stack, runtime)
-        self.ctx.live = self.live
-        self.ctx.session_store = self.storage.sessions
         runtime.on_change(self._apply_change)  # before anything can connect or call
         if self._sock is None:  # supervised workers: their supervisor did it, once
             await self._reconcile(runtime)
@@ -203,8 +201,10 @@ class Gateway:
         self, stack: contextlib.AsyncExitStack, runtime: RuntimeRef
     ) -> FrontContext:
         g = self.settings.gateway
-        ctx = build_front_context(self.settings, runtime, self.audit)
-        ctx.pool = self.pool = build_pool(g, runtime)
+        self.pool = build_pool(g, runtime)
+        ctx = build_front_context(
+            self.settings, runtime, self.audit, self.pool, self.storage.sessions, self.live
+        )
         stack.push_async_callback(ctx.flush)
         stack.push_async_callback(self.pool.close)
         ctx.inner_options = await inner_options(g)
@@ -430,11 +430,21 @@ def reload_key_ring(settings: Settings, old: KeyRing) -> KeyRing:
     return KeyRing(user_ca, host_keys, host_ca, old.upstream_key, upstream_ca)
 
 
-def build_front_context(settings: Settings, runtime: RuntimeRef, audit: AuditStore) -> FrontContext:
+def build_front_context(
+    settings: Settings,
+    runtime: RuntimeRef,
+    audit: AuditStore,
+    pool: UpstreamPool,
+    session_store: SessionStore,
+    live: LiveState,
+) -> FrontContext:
     g = settings.gateway
     return FrontContext(
         runtime=runtime,
         audit=audit,
+        pool=pool,
+        session_store=session_store,
+        live=live,
         limiter=FailureLimiter(
             g.auth_max_failures,
             g.auth_failure_window_s,

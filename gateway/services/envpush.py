@@ -360,7 +360,6 @@ class EnvSession(asyncssh.SSHServerSession[bytes]):
     async def _run_on(self, target: _Allowed, command: str) -> tuple[int | None, bytes, bytes]:
         """Run ``command`` on a host over the gateway's pooled connection."""
         pool = self._ctx.pool
-        assert pool is not None
         entry = await pool.acquire(self._principal.user, target.host, target.account)
         try:
             proc = await entry.conn.create_process(command)
@@ -501,12 +500,10 @@ class EnvSession(asyncssh.SSHServerSession[bytes]):
                 task.cancel()
             for branch in self._branches:
                 branch.abort("the push ended")  # no-op for a closed channel
-                if pool is not None:
-                    pool.release(branch.entry)
+                pool.release(branch.entry)
             for _, host in self._staged:
                 host.abort()
-                if pool is not None:
-                    pool.release(host.entry)
+                pool.release(host.entry)
             spool.close()
         return reports
 
@@ -529,7 +526,6 @@ class EnvSession(asyncssh.SSHServerSession[bytes]):
     ) -> _Branch | envstage.StagedHost | str:
         """A tee branch for a near host, a staged push for a far one, or why neither."""
         pool = self._ctx.pool
-        assert pool is not None
         try:
             entry = await pool.acquire(self._principal.user, target.host, target.account)
         except GatewayError as exc:
@@ -569,8 +565,7 @@ class EnvSession(asyncssh.SSHServerSession[bytes]):
 
     def _rtt_s(self, host: Host, login_estimate: float) -> float:
         """The host's round trip: the probes' median, else the login-time estimate."""
-        live = self._ctx.live
-        status = live.status(host.name) if live is not None else None
+        status = self._ctx.live.status(host.name)
         median_ms = status.latency.median_ms if status is not None else None
         return login_estimate if median_ms is None else median_ms / 1000.0
 

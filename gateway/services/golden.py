@@ -350,8 +350,6 @@ class GoldenRunner:
         run: _Run,
     ) -> GoldenResult:
         pool = self._ctx.pool
-        if pool is None:
-            return GoldenResult(host.name, "unreachable", error="the gateway has no upstream pool")
         try:
             entry = await pool.acquire(principal.user, host, account)
         except GatewayError as exc:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 
 from gateway.adapters.audit.memory import MemoryAuditStore
+from gateway.adapters.storage import open_storage
 from gateway.config.loader import Settings
-from gateway.domain.ratelimit import FailureLimiter
 from gateway.services.directoryview import DirectoryView
 from gateway.services.runtime import Runtime
-from gateway.services.sessions.context import FrontContext
-from tests.fakeruntime import key_ring, runtime_of
+from tests.fakeruntime import front_context, key_ring, runtime_of
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBk9mlM6jN2KcHl7jbCIBq3ZoUr5ZgP2F6FA6y8m7DnE"
 WITH_HOST = Settings(
@@ -54,9 +53,11 @@ async def test_changed_wakes_a_waiter_and_answers_at_once_when_already_newer() -
     assert await asyncio.wait_for(ref.changed(first), 5) is second
 
 
-def test_front_context_reads_the_reference_at_each_use() -> None:
+async def test_front_context_reads_the_reference_at_each_use() -> None:
     ref = runtime_of()
-    ctx = FrontContext(ref, MemoryAuditStore(), FailureLimiter(5, 60, 60))
+    storage = await open_storage("memory://")
+    ctx = front_context(ref, MemoryAuditStore(), storage.sessions)
+    await storage.close()
     old_ca = ctx.user_ca
     assert ctx.inventory.host("sg-1") is None
     ref.replace(ref.current.with_view(DirectoryView.build(WITH_HOST)).with_keys(key_ring()))

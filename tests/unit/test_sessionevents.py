@@ -5,10 +5,8 @@ from __future__ import annotations
 from gateway.adapters.audit.memory import MemoryAuditStore
 from gateway.adapters.storage import open_storage
 from gateway.domain.models import Mode
-from gateway.domain.ratelimit import FailureLimiter
 from gateway.domain.sessionevents import SessionEnd, SessionStart
-from gateway.services.sessions.context import FrontContext
-from tests.fakeruntime import runtime_of
+from tests.fakeruntime import front_context, runtime_of
 
 START = SessionStart(
     "s1",
@@ -52,9 +50,7 @@ def test_end_carries_the_start_and_only_known_optionals() -> None:
 async def test_context_writes_audit_and_record_from_one_value() -> None:
     storage = await open_storage("memory://")
     audit = MemoryAuditStore()
-    ctx = FrontContext(
-        runtime_of(), audit, FailureLimiter(5, 60, 60), session_store=storage.sessions
-    )
+    ctx = front_context(runtime_of(), audit, storage.sessions)
     try:
         await ctx.start_session(START)
         ctx.end_session(SessionEnd(START, bytes_up=7, bytes_down=9, error="", cost_usd=1.5))

@@ -164,7 +164,7 @@ class _Forward:
         self._done = True
         if self.on_done is not None:
             self.on_done()
-        if self._entry is not None and self.ctx.pool is not None:
+        if self._entry is not None:
             self.ctx.pool.release(self._entry)
         data: dict[str, object] = {
             "forward_id": self.id,
@@ -386,7 +386,6 @@ class InnerServer(asyncssh.SSHServer):
                 asyncssh.OPEN_RESOURCE_SHORTAGE, "audit log unavailable; forward refused"
             ) from exc
         pool = self._ctx.pool
-        assert pool is not None
         try:
             entry = await pool.acquire(self._principal.user, self._host, self._account)
         except GatewayError as exc:
@@ -450,7 +449,6 @@ class InnerServer(asyncssh.SSHServer):
             log.error("audit write failed; refusing remote forward", dest=dest, error=str(exc))
             return None
         pool = self._ctx.pool
-        assert pool is not None
         try:
             entry = await pool.acquire(self._principal.user, self._host, self._account)
         except GatewayError as exc:

@@ -300,7 +300,6 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
             await self._relay_agent(chan)
             if self._finished:
                 return
-        assert ctx.pool is not None
         try:
             if self._agent is not None:  # never a shared connection: see upstream.py
                 entry = await ctx.pool.acquire_private(
@@ -440,8 +439,6 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
             return "GPUHOP_GPUS must not be negative"
         self._gpus = gpus
         data = env.get("GPUHOP_DATA") or None
-        if live is None:
-            return ""
         if data:
             residency = live.residency(data, t.host)
             if not residency.allowed:
@@ -569,7 +566,7 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
         self._bytes_down += len(data)
         self._last_activity = time.monotonic()
         if self._metered:
-            self._ctx.live.add_egress(self.session_id, len(data))  # type: ignore[union-attr]
+            self._ctx.live.add_egress(self.session_id, len(data))
         if self._recording is not None:
             try:
                 self._recording.output(data)  # before forwarding: nothing unrecorded is seen
@@ -709,15 +706,15 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
         self._finished = True
         ctx = self._ctx
         ctx.sessions.pop(self.session_id, None)
-        if self._entry is not None and ctx.pool is not None:
+        if self._entry is not None:
             ctx.pool.release(self._entry)  # type: ignore[arg-type]
         if self._agent is not None:
             self._agent.close()
         cost = None
-        if self._metered and ctx.live is not None:
+        if self._metered:
             stopped = ctx.live.stop_meter(self.session_id)
             cost = None if stopped is None else round(stopped.total, 6)
-        if self._lease is not None and ctx.live is not None:
+        if self._lease is not None:
             ctx.live.idle.pop(self.session_id, None)
             ctx.spawn(ctx.live.release(self.session_id))
         if self._space_timer is not None:

@@ -82,6 +82,9 @@ class FrontContext:
     runtime: RuntimeRef
     audit: AuditStore
     limiter: FailureLimiter
+    pool: UpstreamPool  # the gateway's own connections to hosts, shared by sessions
+    session_store: SessionStore  # the session records the API serves
+    live: LiveState  # probes, meters, leases, data sets
     connect_timeout_s: float = 10.0
     window: int = 8 * 1024 * 1024
     max_packet: int = 256 * 1024
@@ -89,14 +92,11 @@ class FrontContext:
     connections: set[Any] = field(default_factory=set)  # FrontServer instances
     jumps: dict[str, ActiveSession] = field(default_factory=dict)  # recorded ssh -J hops
     generation: int = 0  # bumped on every directory swap; see ``register``
-    pool: UpstreamPool | None = None
     recordings_dir: Path = Path("recordings")
     record_input: bool = False
     recording_limits: RecordingLimits = field(default_factory=RecordingLimits)
     audit_start_timeout_s: float = 10.0
     max_forwards_per_session: int = 64  # forwards and -R listeners open at once, per jump
-    session_store: SessionStore | None = None
-    live: LiveState | None = None
     inner_options: Any = None  # asyncssh.SSHServerConnectionOptions for recorded jumps
     env_stage: StagePolicy = field(default_factory=StagePolicy)
     startups: StartupLimiter = field(default_factory=lambda: StartupLimiter(256, 64))
@@ -188,30 +188,28 @@ class FrontContext:
         await append_within(
             self.audit, start.event, start.user, start.audit_data(), self.audit_start_timeout_s
         )
-        if self.session_store is not None:
-            try:
-                await self.session_store.record_start(
-                    session_id=start.session_id,
-                    user=start.user,
-                    host=start.host,
-                    region=start.region,
-                    mode=start.mode,
-                    account=start.account,
-                    source=start.source,
-                    gpus=start.gpus,
-                )
-            except Exception as exc:  # the audit log is the source of truth
-                log.error("session record failed", error=str(exc))
+        try:
+            await self.session_store.record_start(
+                session_id=start.session_id,
+                user=start.user,
+                host=start.host,
+                region=start.region,
+                mode=start.mode,
+                account=start.account,
+                source=start.source,
+                gpus=start.gpus,
+            )
+        except Exception as exc:  # the audit log is the source of truth
+            log.error("session record failed", error=str(exc))
 
     def end_session(self, end: SessionEnd) -> None:
         """Audit a session's end and close its record, without blocking the caller."""
         self.audit_soon(end.event, end.user, end.audit_data())
-        if self.session_store is not None:
-            self.spawn(self._record_end(self.session_store, end))
+        self.spawn(self._record_end(end))
 
-    async def _record_end(self, store: SessionStore, end: SessionEnd) -> None:
+    async def _record_end(self, end: SessionEnd) -> None:
         try:
-            await store.record_end(
+            await self.session_store.record_end(
                 end.session_id,
                 bytes_up=end.bytes_up,
                 bytes_down=end.bytes_down,

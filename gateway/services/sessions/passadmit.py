@@ -71,7 +71,7 @@ class PassthroughAdmission:
         and lease; returns the cost this session closes. Safe to call twice."""
         live = ctx.live
         hold, self.hold = self.hold, None
-        if live is None or hold is None:
+        if hold is None:
             return None
         live.add_egress(self.session_id, bytes_down)
         own = live.stop_meter(self.session_id)
@@ -116,8 +116,6 @@ async def admit_passthrough(
         )
     admission = PassthroughAdmission(session_id, principal.user, host.name, accounts)
     live = ctx.live
-    if live is None:
-        return admission
     residency = passthrough_residency(host, live.datasets)
     if not residency.allowed:
         return residency.reason
