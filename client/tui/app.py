@@ -226,7 +226,9 @@ class GpuhopApp(App[None]):
         err = message.error
         if message.what == "login" and isinstance(err, NotLoggedIn | NoKeyring):
             self.set_status(state="not logged in")
-            self.push_screen(FirstRunScreen(str(err)), self._first_run_done)
+            if not isinstance(self.screen, FirstRunScreen):
+                self.push_screen(FirstRunScreen(str(err)), self._first_run_done)
+            self.notice(err, message.what)
             return
         if isinstance(err, TokenRejected):
             self.set_status(state="token rejected")

@@ -230,7 +230,7 @@ async def test_first_run_stays_until_a_login_is_found(monkeypatch: pytest.Monkey
         await until(pilot, lambda: isinstance(app.screen, FirstRunScreen), 10, "first run")
         await pilot.pause(1.0)
         assert isinstance(app.screen, FirstRunScreen)  # not a toast that fades
-        assert not app._notifications and app.status.state == "not logged in"
+        assert app.status.state == "not logged in"
         later.append(Credentials("http://127.0.0.1:8080", Secret("gph_snapshot"), "keyring"))
         await pilot.press("r")  # `gpuhop login` done in another terminal: look again
         await until(pilot, lambda: app.me is not None, 10, "me")
