@@ -53,6 +53,7 @@ from gateway.domain.policy.rules import default_account
 from gateway.domain.ratelimit import FailureLimiter
 from gateway.edges.http import ApiContext, session_controls, start_api
 from gateway.edges.http.metrics import GatewayMetrics, InstrumentedAuditStore
+from gateway.edges.http.readiness import Readiness
 from gateway.edges.http.server import ApiServer, bind_api_socket
 from gateway.edges.ssh.front import FrontConnection, FrontServer
 from gateway.errors import GatewayError
@@ -114,6 +115,9 @@ class Gateway:
         self.api: ApiServer
         self.krl: KrlPublisher | None = None  # only with ``krl_command``
         self._duties: asyncio.Task[None] | None = None  # this replica's heartbeat and sweeps
+        self.readiness = Readiness(lambda: self.storage.ping())
+        # Unwound after the drain, so GET /v1/ready answers "draining" meanwhile.
+        self._after_drain = contextlib.AsyncExitStack()
         self._front_options: asyncssh.SSHServerConnectionOptions
 
     async def startup(self) -> None:
@@ -243,6 +247,7 @@ class Gateway:
             server = await loop.create_server(
                 factory, g.ssh_host, g.ssh_port, backlog=1024, reuse_address=True
             )
+        stack.push_async_callback(self._after_drain.aclose)
         stack.push_async_callback(self._drain)
         stack.callback(server.close)
         self.port = server.sockets[0].getsockname()[1]
@@ -265,6 +270,7 @@ class Gateway:
             sessions=self.storage.sessions,
             kill_session=kill,
             live_sessions=live_sessions,
+            readiness=self.readiness,
             kills=self.storage.kills,
             ssh_port=self.port,
             live=self.live,
@@ -281,7 +287,7 @@ class Gateway:
             directory=self.directory,
         )
         self.api = await start_api(api_ctx, g.api_host, g.api_port, sock=self._api_sock)
-        stack.push_async_callback(self.api.stop)
+        self._after_drain.push_async_callback(self.api.stop)
         self.api_port = self.api.port
         return kill
 
@@ -365,7 +371,11 @@ class Gateway:
         )
 
     async def shutdown(self, drain_s: float | None = None) -> None:
-        """Stop accepting, let live sessions finish up to ``drain_s``, then close."""
+        """Stop accepting, let live sessions finish up to ``drain_s``, then close.
+
+        The API serves until the sessions are done, ``/v1/ready`` answering 503.
+        """
+        self.readiness.draining = True
         if drain_s is not None:
             self._drain_s = drain_s
         await self._stack.aclose()

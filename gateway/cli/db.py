@@ -1,8 +1,9 @@
 """``gpuhop-gateway db``: the storage database's schema.
 
-Each command finds the database by ``--database URL`` or, without it, by the
+Each command finds the database by ``--database URL`` (or the
+``GPUHOP_GATEWAY__STORAGE_URL`` the gateway itself reads) or, without it, by the
 ``storage_url`` of ``--config FILE``, so an upgrade can run from a machine (or
-a Kubernetes Job) that holds only the URL.
+the Helm chart's migration Job) that holds only the URL.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ DATABASE_OPTION = click.option(
     "database_url",
     metavar="URL",
     default=None,
-    help="Storage URL (sqlite:///FILE or postgresql://...); replaces the config's storage_url.",
+    envvar="GPUHOP_GATEWAY__STORAGE_URL",
+    help="Storage URL (sqlite:///FILE or postgresql://...); replaces the config's storage_url. "
+    "Env: GPUHOP_GATEWAY__STORAGE_URL.",
 )
 
 

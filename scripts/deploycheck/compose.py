@@ -78,6 +78,10 @@ def check(run: Run) -> None:
         for name, svc in (("gateway", gw), ("postgres", pg)):
             if not svc.get("healthcheck", {}).get("test"):
                 problems.append(f"{name} has no healthcheck")
+        if "/v1/ready" not in " ".join(gw.get("healthcheck", {}).get("test", [])):
+            problems.append("gateway healthcheck does not ask GET /v1/ready")
+        if str(gw.get("environment", {}).get("GPUHOP_DB_UPGRADE")) != "1":
+            problems.append("gateway does not run db upgrade at start (GPUHOP_DB_UPGRADE=1)")
         build = gw.get("build", {})
         if (
             Path(build.get("context", "")) != REPO

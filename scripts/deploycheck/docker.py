@@ -52,6 +52,19 @@ def check(run: Run) -> None:
         else:
             raise Failed("an unreadable *_FILE secret did not stop the entrypoint")
 
+    def db_upgrade() -> None:
+        fake = run.work / "fake-gateway-args"
+        fake.mkdir(exist_ok=True)
+        probe = fake / "gpuhop-gateway"
+        probe.write_text('#!/bin/sh\necho "$*"\n')
+        probe.chmod(0o755)
+        out = entrypoint(run, ["serve", "--config", "x"], {"GPUHOP_DB_UPGRADE": "1"}, fake)
+        if out != "db upgrade --config x\nserve --config x":
+            raise Failed(f"GPUHOP_DB_UPGRADE=1 ran {out!r}, expected db upgrade then serve")
+        out = entrypoint(run, ["serve", "--config", "x"], {}, fake)
+        if out != "serve --config x":
+            raise Failed(f"without GPUHOP_DB_UPGRADE the entrypoint ran {out!r}")
+
     def image_config() -> None:
         secret = run.work / "storage_url"
         secret.write_text(PLACEHOLDER_URL + "\n")
@@ -64,4 +77,5 @@ def check(run: Run) -> None:
     run.check("docker", "hadolint deploy/docker/Dockerfile", hadolint)
     run.check("docker", "COPY sources vs Dockerfile.dockerignore", copy_sources)
     run.check("docker", "entrypoint *_FILE secrets", secret_files)
+    run.check("docker", "entrypoint GPUHOP_DB_UPGRADE=1: db upgrade, then serve", db_upgrade)
     run.check("docker", "image gateway.toml: check-config through the entrypoint", image_config)

@@ -76,6 +76,15 @@ HELM_REFUSALS: tuple[tuple[str, dict[str, Any], str], ...] = (
 )
 
 
+# Liveness and start-up ask whether the process answers; readiness whether it
+# should get traffic (storage reachable, keys loaded, not draining).
+PROBE_PATHS = {
+    "startupProbe": "/v1/health",
+    "livenessProbe": "/v1/health",
+    "readinessProbe": "/v1/ready",
+}
+
+
 def _kinds(docs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     kinds: dict[str, list[dict[str, Any]]] = {}
     for doc in docs:
@@ -107,9 +116,9 @@ def _chart_invariants(values: dict[str, Any], docs: list[dict[str, Any]]) -> Non
         problems.append("container root filesystem writable or privilege escalation allowed")
     if "ALL" not in sc.get("capabilities", {}).get("drop", []):
         problems.append("container keeps capabilities")
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-        if container.get(probe, {}).get("httpGet", {}).get("path") != "/v1/health":
-            problems.append(f"{probe} is not GET /v1/health")
+    for probe, path in PROBE_PATHS.items():
+        if container.get(probe, {}).get("httpGet", {}).get("path") != path:
+            problems.append(f"{probe} is not GET {path}")
     toml_text = kinds["ConfigMap"][0]["data"]["gateway.toml"]
     drain = float(tomllib.loads(toml_text)["gateway"].get("drain_timeout_s", 30.0))
     if pod.get("terminationGracePeriodSeconds", 30) <= drain:
@@ -129,12 +138,44 @@ def _chart_invariants(values: dict[str, Any], docs: list[dict[str, Any]]) -> Non
     for claim in kinds.get("PersistentVolumeClaim", []):
         if "ReadWriteMany" not in claim["spec"]["accessModes"] and want_replicas > 1:
             problems.append("recordings claim is not ReadWriteMany")
+    problems += _migration_problems(kinds, container)
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     if mounts.get("keys", {}).get("readOnly") is not True:
         problems.append("keys are not mounted read-only")
     problems += _path_problems(tomllib.loads(toml_text)["gateway"], pod, mounts)
     if problems:
         raise Failed("; ".join(problems))
+
+
+MIGRATION_HOOKS = {"pre-install", "pre-upgrade"}
+
+
+def _migration_problems(
+    kinds: dict[str, list[dict[str, Any]]], gateway: dict[str, Any]
+) -> list[str]:
+    """A ``db upgrade`` Job runs as a pre-install and pre-upgrade hook, with the gateway's
+    image and storage URL, and is not selected by the gateway's Services."""
+    jobs = [
+        j
+        for j in kinds.get("Job", [])
+        if j["spec"]["template"]["spec"]["containers"][0].get("args", [])[:2] == ["db", "upgrade"]
+    ]
+    if len(jobs) != 1:
+        return [f"{len(jobs)} db upgrade Jobs, expected one"]
+    job = jobs[0]
+    hooks = set(job["metadata"].get("annotations", {}).get("helm.sh/hook", "").split(","))
+    problems = []
+    if not hooks >= MIGRATION_HOOKS:
+        problems.append(f"the db upgrade Job is not a {','.join(sorted(MIGRATION_HOOKS))} hook")
+    pod = job["spec"]["template"]
+    (migrate,) = pod["spec"]["containers"]
+    if migrate["image"] != gateway["image"]:
+        problems.append("the db upgrade Job runs another image than the gateway")
+    if "GPUHOP_GATEWAY__STORAGE_URL" not in {e["name"] for e in migrate.get("env", [])}:
+        problems.append("the db upgrade Job sets no GPUHOP_GATEWAY__STORAGE_URL")
+    if pod["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "gateway":
+        problems.append("the db upgrade pod carries the gateway's selector labels")
+    return problems
 
 
 def _path_problems(
@@ -223,7 +264,7 @@ def check(run: Run) -> None:
         )
         run.check(
             "helm",
-            f"{name}: probes, security, services, drain",
+            f"{name}: probes, security, services, drain, migration hook",
             lambda: _chart_invariants(rendered()["values"], rendered()["docs"]),
         )
         run.check("helm", f"{name}: rendered gateway.toml: check-config", gateway_config)

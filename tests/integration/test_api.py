@@ -31,6 +31,7 @@ from gateway.domain.audit.chain import AuditEvent
 from gateway.domain.models import Mode
 from gateway.edges.http import ApiContext, ApiServer, session_controls, start_api
 from gateway.edges.http.bootstrap import CLI_ACTOR, create_token, create_token_blocking
+from gateway.edges.http.readiness import Readiness
 from gateway.errors import ConfigError
 from gateway.ports import AuditStore
 from gpuhop_sim.sshd import SshdHost
@@ -218,6 +219,7 @@ async def make_stack(tmp_path: Path) -> AsyncIterator[StackFactory]:
             sessions=storage.sessions,
             kill_session=kill,
             live_sessions=live_sessions,
+            readiness=Readiness(storage.ping),
         )
         api = await start_api(ctx, "127.0.0.1", 0)
         client = httpx.AsyncClient(
@@ -283,6 +285,12 @@ async def test_health_needs_no_token(stack: Stack) -> None:
     response = await stack.client.get("/v1/health")
     assert response.status_code == 200
     assert response.json()["status"] == "ok"
+
+
+async def test_ready_needs_no_token(stack: Stack) -> None:
+    response = await stack.client.get("/v1/ready")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ready" and response.json()["reason"] is None
 
 
 async def test_me(stack: Stack) -> None:

@@ -29,6 +29,7 @@ from gateway.config.loader import Settings
 from gateway.edges.http import ApiContext, session_controls, start_api
 from gateway.edges.http.bootstrap import create_token
 from gateway.edges.http.metrics import GatewayMetrics, InstrumentedAuditStore
+from gateway.edges.http.readiness import Readiness
 from tests.fakeruntime import runtime_of
 from tests.integration.conftest import build_stack
 from tests.integration.gwstack import GatewayStack, new_storage_url
@@ -193,6 +194,7 @@ async def api_for(tmp_path: Path) -> AsyncIterator[Starter]:
             sessions=storage.sessions,
             kill_session=kill,
             live_sessions=live,
+            readiness=Readiness(storage.ping),
             metrics=metrics,
             metrics_token_required=token_required,
         )

@@ -304,6 +304,10 @@ def test_db_commands_find_the_database_by_config_or_url(url: str, tmp_path: Path
     assert _db("current", "--config", str(config)).stdout == f"{migrate.HEAD}\n"
     other = f"sqlite:///{tmp_path / 'other.db'}"
     assert _db("current", "--config", str(config), "--database", other).exit_code == 3
+    from_env = CliRunner(env={"GPUHOP_GATEWAY__STORAGE_URL": url}).invoke(
+        gateway_cli, ["db", "current"], catch_exceptions=False
+    )
+    assert (from_env.exit_code, from_env.stdout) == (0, f"{migrate.HEAD}\n")  # a Job's way
     neither = _db("current")
     assert neither.exit_code == 2 and "--database URL" in neither.stderr
 

@@ -16,6 +16,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
 from gateway.adapters.storage.directory import DirectoryStore, StoredDirectory
 from gateway.adapters.storage.engine import Database, open_database, parse_storage_url
 from gateway.adapters.storage.kills import SessionKillStore
@@ -77,8 +80,16 @@ class Storage:
     live_costs: LiveCostStore
     kills: SessionKillStore
 
+    async def ping(self) -> None:
+        """One round trip to the database, without retries (readiness); ``StorageError`` if not."""
+        await asyncio.to_thread(self.db.run, _select_one, False)
+
     async def close(self) -> None:
         await self.db.close()
+
+
+def _select_one(conn: Connection) -> None:
+    conn.execute(sa.text("SELECT 1"))
 
 
 def open_storage_blocking(

@@ -17,6 +17,7 @@ from gateway.config.loader import Settings
 from gateway.domain.inventory.hosts import Inventory
 from gateway.domain.models import Mode
 from gateway.edges.http.metrics import GatewayMetrics
+from gateway.edges.http.readiness import Readiness
 from gateway.ports import AuditStore
 from gateway.services.golden import GoldenRunner
 from gateway.services.live import LiveState
@@ -74,6 +75,8 @@ class ApiContext:
     """Close a live session in this process; False when it is not running here."""
     live_sessions: Callable[[], Sequence[LiveSession]]
     """Sessions running in this process now."""
+    readiness: Readiness
+    """What ``GET /v1/ready`` asks besides the keys: storage and draining."""
     kills: SessionKillStore | None = None
     """Kill requests to the replica running a session elsewhere; None: such kills are 409."""
     clock: Callable[[], float] = time.time

@@ -68,6 +68,19 @@ class Health(BaseModel):
     version: str
 
 
+class Ready(BaseModel):
+    """``GET /v1/ready``: 200 with ``ready``, or 503 with ``unready`` and why."""
+
+    model_config = _OUT
+
+    status: Literal["ready", "unready"]
+    reason: Literal["draining", "keys_missing", "storage_unreachable"] | None = None
+    """Why not ready (stable code); None when ready."""
+    message: str = ""
+    """One line for people; wording may change."""
+    version: str
+
+
 class Me(BaseModel):
     """Who the bearer token speaks for."""
 

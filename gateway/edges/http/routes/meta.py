@@ -1,13 +1,13 @@
-"""``/v1/health`` (no token), ``/v1/me`` and ``/v1/gateway``."""
+"""``/v1/health`` and ``/v1/ready`` (no token), ``/v1/me`` and ``/v1/gateway``."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from gateway import __version__
 from gateway.domain.policy.rules import allowed_accounts
 from gateway.edges.http.auth import AnyCaller, Ctx
-from gateway.edges.http.schemas import GatewayInfo, Health, Me
+from gateway.edges.http.schemas import GatewayInfo, Health, Me, Ready
 
 public = APIRouter(tags=["meta"])
 router = APIRouter(tags=["meta"])
@@ -15,8 +15,18 @@ router = APIRouter(tags=["meta"])
 
 @public.get("/health", response_model=Health)
 async def health() -> Health:
-    """Liveness: the API answers. Needs no token."""
+    """Liveness: the process answers (readiness is ``/v1/ready``). Needs no token."""
     return Health(version=__version__)
+
+
+@public.get("/ready", response_model=Ready, responses={503: {"model": Ready}})
+async def ready(ctx: Ctx, response: Response) -> Ready:
+    """Readiness: storage answers, keys are loaded, not draining; else 503. Needs no token."""
+    problem = await ctx.readiness.problem(ctx.ssh_keys.lines)
+    if problem is None:
+        return Ready(status="ready", version=__version__)
+    response.status_code = 503
+    return Ready(status="unready", reason=problem[0], message=problem[1], version=__version__)
 
 
 @router.get("/me", response_model=Me)
