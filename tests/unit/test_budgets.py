@@ -44,6 +44,14 @@ BOTH = BudgetLimits(daily=50.0, monthly=1000.0)
             "user alice: warning: 49.99 USD of the 50.00 USD daily budget spent (99%)",
         ),
         (
+            0.0552,
+            0.0552,
+            BudgetLimits(daily=0.06),
+            True,
+            True,
+            "user alice: warning: 0.055 USD of the 0.060 USD daily budget spent (92%)",
+        ),
+        (
             50.0,
             50.0,
             DAY,
@@ -167,3 +175,14 @@ NO_USER = BudgetDecision(False, False, "user alice: spent")
 )
 def test_check_all(decisions: list[BudgetDecision], expected: BudgetDecision) -> None:
     assert check_all(decisions) == expected
+
+
+def test_a_warning_notice_says_warning_once() -> None:
+    user = check(45.0, 45.0, DAY, "user alice")
+    team = check(0.0552, 0.0, BudgetLimits(daily=0.06), "team ml")
+    combined = check_all([user, team])
+    assert combined.notice == (
+        "warning: user alice: 45.00 USD of the 50.00 USD daily budget spent (90%); "
+        "team ml: 0.055 USD of the 0.060 USD daily budget spent (92%)"
+    )
+    assert combined.notice.count("warning") == 1

@@ -49,6 +49,15 @@ class BudgetDecision:
     warning: bool
     reason: str
 
+    @property
+    def notice(self) -> str:
+        """The line a session shows for a warning, with "warning" said once.
+
+        >>> check(45.0, 45.0, BudgetLimits(daily=50.0), "user alice").notice
+        'warning: user alice: 45.00 USD of the 50.00 USD daily budget spent (90%)'
+        """
+        return "warning: " + self.reason.replace(": warning: ", ": ")
+
 
 def check(
     spent_today: float,
@@ -72,13 +81,13 @@ def check(
             return BudgetDecision(
                 False,
                 False,
-                f"{subject}: {_money(spent, limits.currency)} spent of the "
-                f"{_money(limit, limits.currency)} {name} budget; new sessions are refused "
+                f"{subject}: {_money(spent, limits.currency, limit)} spent of the "
+                f"{_money(limit, limits.currency, spent)} {name} budget; new sessions are refused "
                 f"until the {period} ends",
             )
     warnings = [
-        f"{_money(spent, limits.currency)} of the {_money(limit, limits.currency)} {name} "
-        f"budget spent ({math.floor(spent / limit * 100)}%)"
+        f"{_money(spent, limits.currency, limit)} of the {_money(limit, limits.currency, spent)} "
+        f"{name} budget spent ({math.floor(spent / limit * 100)}%)"
         for name, _, spent, limit in reversed(periods)
         if limit is not None and spent >= warn_at * limit
     ]
@@ -108,5 +117,22 @@ def check_all(decisions: Iterable[BudgetDecision]) -> BudgetDecision:
     return BudgetDecision(True, False, "; ".join(d.reason for d in decided))
 
 
-def _money(amount: float, currency: str) -> str:
-    return f"{amount:.2f} {currency}"
+MAX_DECIMALS = 6
+
+
+def _money(amount: float, currency: str, beside: float | None = None) -> str:
+    """Two decimals, or as many more (up to six) as it takes to tell ``amount`` from the
+    different ``beside`` it is shown with: never "0.06 USD of the 0.06 USD ... (92%)".
+
+    >>> _money(0.0552, "USD", 0.06), _money(0.06, "USD", 0.0552)
+    ('0.055 USD', '0.060 USD')
+    """
+    decimals = 2
+    while (
+        beside is not None
+        and amount != beside
+        and decimals < MAX_DECIMALS
+        and round(amount, decimals) == round(beside, decimals)
+    ):
+        decimals += 1
+    return f"{amount:.{decimals}f} {currency}"

@@ -453,7 +453,7 @@ class RecordedSession(asyncssh.SSHServerSession[bytes]):
         if not budget.allowed:
             return budget.reason
         if budget.warning:
-            self._notice = f"gpuhop: warning: {budget.reason}"
+            self._notice = f"gpuhop: {budget.notice}"
         if gpus:
             lease = await live.lease(t.host, self.session_id, gpus)
             if isinstance(lease, LeaseRefused):
