@@ -52,6 +52,7 @@ class HostView:
     utilization_pct: float | None = None
     residency: tuple[str, ...] = ()
     labels: dict[str, str] = field(default_factory=dict)
+    reason: str = ""  # why not, when not allowed: the policy's or a spent budget's
 
 
 @dataclass(frozen=True)

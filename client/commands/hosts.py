@@ -65,3 +65,6 @@ def _host_table(listing: list[HostView]) -> None:
             for h in listing
         ),
     )
+    for reason in dict.fromkeys(h.reason for h in listing if not h.allowed and h.reason):
+        names = ", ".join(h.name for h in listing if h.reason == reason)
+        click.echo(f"not usable: {names}: {reason}")

@@ -415,10 +415,14 @@ class LiveState:
         self, principal: Principal | None, want: Constraints, weights: Weights
     ) -> Placement:
         views = await self.views()
+        spent = ""  # a spent budget excludes every host, and says so
+        if principal is not None:
+            budget = await self.budget(principal.user, principal.team)
+            spent = "" if budget.allowed else budget.reason
         snaps = []
         for host in self.inventory.hosts:
             v = views[host.name]
-            denied = ""
+            denied = spent
             if principal is not None:
                 decisions = [
                     evaluate(principal, AccessRequest(host, m, gpus=want.gpus)) for m in Mode

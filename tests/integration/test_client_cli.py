@@ -555,6 +555,32 @@ def test_pick_and_run_say_clearly_when_nothing_fits(rita: Client) -> None:
     assert region.stderr.startswith("gpuhop: unknown region xx (known: ae, my, sg)")
 
 
+def test_a_spent_budget_shows_in_hosts_and_pick(env: Env, tmp_path: Path) -> None:
+    admin, alice = Client(tmp_path / "admin"), Client(tmp_path / "alice")
+    env.login(admin, "rita", scope="admin")
+    env.login(alice, "alice")
+    spent = admin.gpuhop("admin", "budgets", "set", "--user", "alice", "--daily", "0")
+    assert spent.returncode == 0, spent.stderr
+    try:
+        listing = json.loads(alice.gpuhop("hosts", "--json").stdout)
+        assert listing and not any(h["allowed"] for h in listing)
+        assert all("daily budget" in h["reason"] for h in listing), listing
+        table = alice.gpuhop("hosts")
+        assert table.returncode == 0 and "not usable: " in table.stdout, table.stdout
+        assert "daily budget" in table.stdout
+        picked = alice.gpuhop("pick", "--gpus", "1", "--json")
+        assert picked.returncode == 68, picked.stderr
+        excluded = json.loads(picked.stdout)["excluded"]
+        assert excluded and all(any("daily budget" in r for r in e["reasons"]) for e in excluded), (
+            excluded
+        )
+    finally:
+        gone = admin.gpuhop("admin", "budgets", "rm", "--user", "alice")
+        assert gone.returncode == 0, gone.stderr
+    again = json.loads(alice.gpuhop("hosts", "--json").stdout)
+    assert all(h["allowed"] and h["reason"] == "" for h in again)
+
+
 # ---------------------------------------------------------------- golden test
 
 

@@ -152,7 +152,10 @@ class HostOut(BaseModel):
     utilization_pct: float | None = None
     """Mean GPU utilisation reported by nvidia-smi."""
     allowed: bool
-    """Whether the caller's roles grant access to this host in some mode."""
+    """Whether the caller may start a session there now: a role grants it in some mode,
+    and the caller's (and team's) budget is not spent."""
+    reason: str = ""
+    """Why not, when ``allowed`` is false (the policy's or the budget's reason)."""
 
 
 class SessionOut(BaseModel):

@@ -7,15 +7,21 @@ from fastapi import APIRouter
 from gateway.domain.models import AccessRequest, Host, Mode, Principal
 from gateway.domain.policy.rules import evaluate
 from gateway.edges.http.auth import AnyCaller, Ctx
+from gateway.edges.http.context import ApiContext
 from gateway.edges.http.schemas import HostOut
 
 router = APIRouter(tags=["hosts"])
 
 
-def _allowed(principal: Principal | None, host: Host) -> bool:
+def _refusal(principal: Principal | None, host: Host, budget: str) -> str:
+    """Why ``principal`` may not use ``host`` now ("" when it may); ``budget`` is the
+    spent budget's reason, or "" when there is money left."""
     if principal is None:
-        return False
-    return any(evaluate(principal, AccessRequest(host, mode)).allowed for mode in Mode)
+        return "not a user in the inventory"
+    decisions = [evaluate(principal, AccessRequest(host, mode)) for mode in Mode]
+    if not any(d.allowed for d in decisions):
+        return decisions[0].reason
+    return budget
 
 
 @router.get("/hosts", response_model=list[HostOut])
@@ -27,9 +33,11 @@ async def list_hosts(ctx: Ctx, caller: AnyCaller) -> list[HostOut]:
     """
     countries = {r.name: r.country for r in ctx.inventory.regions}
     views = await ctx.live.views() if ctx.live is not None else {}
+    budget = await _spent(ctx, caller.principal)
     out = []
     for h in ctx.inventory.hosts:
         v = views.get(h.name)
+        refusal = _refusal(caller.principal, h, budget)
         out.append(
             HostOut(
                 name=h.name,
@@ -49,7 +57,16 @@ async def list_hosts(ctx: Ctx, caller: AnyCaller) -> list[HostOut]:
                 rtt_p95_ms=v.rtt_p95_ms if v else None,
                 rtt_history=list(v.history) if v else [],
                 utilization_pct=v.utilization_pct if v else None,
-                allowed=_allowed(caller.principal, h),
+                allowed=not refusal,
+                reason=refusal,
             )
         )
     return out
+
+
+async def _spent(ctx: ApiContext, principal: Principal | None) -> str:
+    """The budget's refusal for ``principal`` ("" while it may start sessions)."""
+    if ctx.live is None or principal is None:
+        return ""
+    decision = await ctx.live.budget(principal.user, principal.team)
+    return "" if decision.allowed else decision.reason
