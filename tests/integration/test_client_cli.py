@@ -578,7 +578,7 @@ def test_a_spent_budget_shows_in_hosts_and_pick(env: Env, tmp_path: Path) -> Non
         gone = admin.gpuhop("admin", "budgets", "rm", "--user", "alice")
         assert gone.returncode == 0, gone.stderr
     again = json.loads(alice.gpuhop("hosts", "--json").stdout)
-    assert all(h["allowed"] and h["reason"] == "" for h in again)
+    assert all(h["allowed"] and h["reason"] == "" for h in again), again
 
 
 # ---------------------------------------------------------------- golden test

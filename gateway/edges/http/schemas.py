@@ -154,8 +154,9 @@ class HostOut(BaseModel):
     allowed: bool
     """Whether the caller may start a session there now: a role grants it in some mode,
     and the caller's (and team's) budget is not spent."""
-    reason: str = ""
-    """Why not, when ``allowed`` is false (the policy's or the budget's reason)."""
+    reason: str = Field(default="", exclude_if=lambda reason: not reason)
+    """Why not, when ``allowed`` is false (the policy's or the budget's reason); absent
+    while it is allowed."""
 
 
 class SessionOut(BaseModel):
