@@ -1,17 +1,25 @@
 """A runtime snapshot for tests that build a context without a gateway: real types,
-throwaway keys, the directory of ``settings`` alone; and a front context over one."""
+throwaway keys, the directory of ``settings`` alone; and front and API contexts over one."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import asyncssh
 
 from gateway.adapters.hosts.upstream import UpstreamPool
 from gateway.adapters.keys import KeyRing, UserCA
-from gateway.adapters.storage import SessionStore
+from gateway.adapters.storage import SessionStore, Storage
 from gateway.config.loader import Settings
+from gateway.domain.policy.rules import default_account
 from gateway.domain.ratelimit import FailureLimiter
-from gateway.ports import AuditStore
+from gateway.edges.http import ApiContext, ClosableSession, session_controls
+from gateway.edges.http.metrics import GatewayMetrics
+from gateway.edges.http.readiness import Readiness
+from gateway.ports import AuditStore, append_within
+from gateway.services.directory import DirectoryService
 from gateway.services.directoryview import DirectoryView
+from gateway.services.golden import GoldenLimits, GoldenRunner
 from gateway.services.live import LiveState
 from gateway.services.runtime import Runtime, RuntimeRef
 from gateway.services.sessions.context import FrontContext
@@ -47,4 +55,48 @@ def front_context(ref: RuntimeRef, audit: AuditStore, session_store: SessionStor
         UpstreamPool(lambda: ref.current.keys),
         session_store,
         LiveState(ref.current.inventory, None),
+    )
+
+
+def api_context(
+    settings: Settings,
+    ref: RuntimeRef,
+    audit: AuditStore,
+    storage: Storage,
+    sessions: Mapping[str, ClosableSession],
+    *,
+    metrics: GatewayMetrics | None = None,
+    metrics_token_required: bool = True,
+) -> ApiContext:
+    """An API context over ``ref`` and ``storage`` with no SSH front: kill and list
+    ``sessions``; live state, golden runs and the directory are real and reach no host."""
+    g = settings.gateway
+    front = front_context(ref, audit, storage.sessions)
+
+    async def audit_within(kind: str, actor: str, data: dict[str, object]) -> None:
+        await append_within(audit, kind, actor, data, 5.0)
+
+    kill, live_sessions = session_controls(sessions)
+    return ApiContext(
+        settings=settings,
+        runtime=ref,
+        audit=audit,
+        tokens=storage.tokens,
+        sessions=storage.sessions,
+        kill_session=kill,
+        live_sessions=live_sessions,
+        readiness=Readiness(storage.ping),
+        kills=storage.kills,
+        live=front.live,
+        golden=GoldenRunner(
+            front,
+            front.live,
+            audit_within,
+            default_account,
+            g.golden_command,
+            GoldenLimits(g.golden_max_running, g.golden_max_s),
+        ),
+        directory=DirectoryService(settings, storage.directory, audit),
+        metrics=metrics,
+        metrics_token_required=metrics_token_required,
     )

@@ -29,13 +29,12 @@ from gateway.adapters.storage import Scope, Storage, TokenStore, open_storage
 from gateway.config.loader import Settings
 from gateway.domain.audit.chain import AuditEvent
 from gateway.domain.models import Mode
-from gateway.edges.http import ApiContext, ApiServer, session_controls, start_api
+from gateway.edges.http import ApiServer, start_api
 from gateway.edges.http.bootstrap import CLI_ACTOR, create_token, create_token_blocking
-from gateway.edges.http.readiness import Readiness
 from gateway.errors import ConfigError
 from gateway.ports import AuditStore
 from gpuhop_sim.sshd import SshdHost
-from tests.fakeruntime import runtime_of
+from tests.fakeruntime import api_context, runtime_of
 from tests.integration.gwstack import new_storage_url
 from tests.sshkeys import KeyPair
 
@@ -210,17 +209,7 @@ async def make_stack(tmp_path: Path) -> AsyncIterator[StackFactory]:
         storage = await open_storage(url)
         user_ca = await asyncio.to_thread(UserCA.from_paths, g.user_ca_key)
         live: dict[str, FakeLive] = {}
-        kill, live_sessions = session_controls(live)
-        ctx = ApiContext(
-            settings=settings,
-            runtime=runtime_of(settings, user_ca),
-            audit=audit,
-            tokens=storage.tokens,
-            sessions=storage.sessions,
-            kill_session=kill,
-            live_sessions=live_sessions,
-            readiness=Readiness(storage.ping),
-        )
+        ctx = api_context(settings, runtime_of(settings, user_ca), audit, storage, live)
         api = await start_api(ctx, "127.0.0.1", 0)
         client = httpx.AsyncClient(
             base_url=api.url,

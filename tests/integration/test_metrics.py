@@ -26,11 +26,10 @@ from gateway.adapters.audit.store import open_store
 from gateway.adapters.keys import UserCA
 from gateway.adapters.storage import Scope, open_storage
 from gateway.config.loader import Settings
-from gateway.edges.http import ApiContext, session_controls, start_api
+from gateway.edges.http import start_api
 from gateway.edges.http.bootstrap import create_token
 from gateway.edges.http.metrics import GatewayMetrics, InstrumentedAuditStore
-from gateway.edges.http.readiness import Readiness
-from tests.fakeruntime import runtime_of
+from tests.fakeruntime import api_context, runtime_of
 from tests.integration.conftest import build_stack
 from tests.integration.gwstack import GatewayStack, new_storage_url
 
@@ -185,21 +184,18 @@ async def api_for(tmp_path: Path) -> AsyncIterator[Starter]:
         if metrics is not None:
             audit = InstrumentedAuditStore(audit, metrics)
         storage = await open_storage(g.storage_url.get_secret_value())
-        kill, live = session_controls({})
-        ctx = ApiContext(
-            settings=settings,
-            runtime=runtime_of(settings, await asyncio.to_thread(UserCA.from_paths, g.user_ca_key)),
-            audit=audit,
-            tokens=storage.tokens,
-            sessions=storage.sessions,
-            kill_session=kill,
-            live_sessions=live,
-            readiness=Readiness(storage.ping),
+        ref = runtime_of(settings, await asyncio.to_thread(UserCA.from_paths, g.user_ca_key))
+        ctx = api_context(
+            settings,
+            ref,
+            audit,
+            storage,
+            {},
             metrics=metrics,
             metrics_token_required=token_required,
         )
         if metrics is not None:
-            metrics.register_collectors(live, None)
+            metrics.register_collectors(ctx.live_sessions, None)
         api = await start_api(ctx, "127.0.0.1", 0)
         admin = await create_token(settings, user="ops", scope=Scope.ADMIN, name="scraper")
 

@@ -77,21 +77,21 @@ class ApiContext:
     """Sessions running in this process now."""
     readiness: Readiness
     """What ``GET /v1/ready`` asks besides the keys: storage and draining."""
-    kills: SessionKillStore | None = None
-    """Kill requests to the replica running a session elsewhere; None: such kills are 409."""
+    kills: SessionKillStore
+    """Kill requests to the replica running a session elsewhere."""
+    live: LiveState
+    """Probes, leases, running costs and placement."""
+    golden: GoldenRunner
+    """Runs the placement golden test on hosts."""
+    directory: DirectoryService
+    """Admin changes to users, keys, roles, ..."""
     clock: Callable[[], float] = time.time
     ssh_port: int = 0
     """The SSH front's bound port, for ``GET /v1/gateway``."""
-    live: LiveState | None = None
-    golden: GoldenRunner | None = None
-    """Runs the placement golden test on hosts; None: ``/v1/placement/golden`` is 503."""
-    """Probes, leases, running costs and placement; None in API-only tests."""
     metrics: GatewayMetrics | None = None
     """Served at ``GET /metrics`` and timing every request; None: no ``/metrics``."""
     metrics_token_required: bool = True
     """``/metrics`` needs a ``metrics`` or ``admin`` API token; False opens it."""
-    directory: DirectoryService | None = None
-    """Admin changes to users, keys, roles, ...; None: ``/v1/admin`` answers 503."""
 
     @property
     def inventory(self) -> Inventory:

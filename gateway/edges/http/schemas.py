@@ -34,7 +34,6 @@ ErrorCode = Literal[
     "internal_error",
     "bad_constraints",
     "unknown_dataset",
-    "no_live_state",
     "conflict",
     "config_managed",
     "host_unreachable",

@@ -21,7 +21,7 @@ from gateway.edges.http.auth import AdminCaller, Caller, Ctx
 from gateway.edges.http.context import ApiContext
 from gateway.edges.http.errors import ApiError, described
 from gateway.errors import UpstreamError
-from gateway.services.directory import Actor, DirectoryService, key_fingerprint
+from gateway.services.directory import Actor, key_fingerprint
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -32,15 +32,9 @@ CHANGE_ERRORS: dict[int | str, dict[str, Any]] = {
 NameArg = Annotated[str, Path(min_length=1, max_length=64)]
 
 
-def _service(ctx: ApiContext) -> DirectoryService:
-    if ctx.directory is None:
-        raise ApiError(503, "storage_unavailable", "this gateway has no directory storage")
-    return ctx.directory
-
-
 async def _change(ctx: ApiContext, caller: Caller, change: ch.Change) -> s.AdminChange:
     actor = Actor(caller.user, caller.token.id, caller.source)
-    view = await _service(ctx).apply(change, actor)
+    view = await ctx.directory.apply(change, actor)
     return s.AdminChange(event=change.event, version=view.version)
 
 
@@ -50,7 +44,7 @@ async def _change(ctx: ApiContext, caller: Caller, change: ch.Change) -> s.Admin
 @router.get("/users", response_model=s.AdminUserList)
 async def list_users(ctx: Ctx, caller: AdminCaller) -> s.AdminUserList:
     """Every user, from the config file and added by admins, with keys and roles."""
-    return s.users_out(await _service(ctx).load())
+    return s.users_out(await ctx.directory.load())
 
 
 @router.post("/users", response_model=s.AdminChange, status_code=201, responses=CHANGE_ERRORS)
@@ -107,7 +101,7 @@ async def revoke_role(ctx: Ctx, caller: AdminCaller, name: NameArg, role: NameAr
 @router.get("/roles", response_model=s.AdminRoleList)
 async def list_roles(ctx: Ctx, caller: AdminCaller) -> s.AdminRoleList:
     """Every role and who holds it."""
-    return s.roles_out(await _service(ctx).load())
+    return s.roles_out(await ctx.directory.load())
 
 
 @router.post("/roles", response_model=s.AdminChange, status_code=201, responses=CHANGE_ERRORS)
@@ -128,7 +122,7 @@ async def remove_role(ctx: Ctx, caller: AdminCaller, name: NameArg) -> s.AdminCh
 @router.get("/teams", response_model=s.AdminTeamList)
 async def list_teams(ctx: Ctx, caller: AdminCaller) -> s.AdminTeamList:
     """Every team and its members (config teams are those its users and budgets name)."""
-    return s.teams_out(await _service(ctx).load())
+    return s.teams_out(await ctx.directory.load())
 
 
 @router.post("/teams", response_model=s.AdminChange, status_code=201, responses=CHANGE_ERRORS)
@@ -147,7 +141,7 @@ async def remove_team(ctx: Ctx, caller: AdminCaller, name: NameArg) -> s.AdminCh
 
 @router.get("/datasets", response_model=s.AdminDatasetList)
 async def list_datasets(ctx: Ctx, caller: AdminCaller) -> s.AdminDatasetList:
-    return s.datasets_out(await _service(ctx).load())
+    return s.datasets_out(await ctx.directory.load())
 
 
 @router.post("/datasets", response_model=s.AdminChange, status_code=201, responses=CHANGE_ERRORS)
@@ -163,7 +157,7 @@ async def remove_dataset(ctx: Ctx, caller: AdminCaller, name: NameArg) -> s.Admi
 
 @router.get("/budgets", response_model=s.AdminBudgetList)
 async def list_budgets(ctx: Ctx, caller: AdminCaller) -> s.AdminBudgetList:
-    return s.budgets_out(await _service(ctx).load())
+    return s.budgets_out(await ctx.directory.load())
 
 
 @router.put("/budgets", response_model=s.AdminChange, responses=CHANGE_ERRORS)
@@ -185,7 +179,7 @@ async def remove_budget(
 @router.get("/hosts", response_model=s.AdminHostList)
 async def list_hosts(ctx: Ctx, caller: AdminCaller) -> s.AdminHostList:
     """Every host as declared, with its pinned key and where it comes from."""
-    return s.hosts_out(await _service(ctx).load())
+    return s.hosts_out(await ctx.directory.load())
 
 
 @router.post(

@@ -50,9 +50,9 @@ async def costs(
         if r.started_at < start:
             continue
         host = hosts.get(r.host)
-        rate = ctx.live.rate(host) if (ctx.live is not None and host is not None) else None
+        rate = ctx.live.rate(host) if host is not None else None
         egress = r.bytes_down / 1e9 * rate.egress_per_gb if rate is not None else 0.0
-        live_cost = ctx.live.cost(r.id) if (ctx.live is not None and r.live) else None
+        live_cost = ctx.live.cost(r.id) if r.live else None
         total = live_cost.total if live_cost is not None else (r.cost_usd or 0.0)
         end = r.ended_at if r.ended_at is not None else now
         usage.append(

@@ -32,7 +32,7 @@ async def list_hosts(ctx: Ctx, caller: AnyCaller) -> list[HostOut]:
     inventory report; until then they are ``unknown``, ``gpus_total`` and null.
     """
     countries = {r.name: r.country for r in ctx.inventory.regions}
-    views = await ctx.live.views() if ctx.live is not None else {}
+    views = await ctx.live.views()
     budget = await _spent(ctx, caller.principal)
     out = []
     for h in ctx.inventory.hosts:
@@ -66,7 +66,7 @@ async def list_hosts(ctx: Ctx, caller: AnyCaller) -> list[HostOut]:
 
 async def _spent(ctx: ApiContext, principal: Principal | None) -> str:
     """The budget's refusal for ``principal`` ("" while it may start sessions)."""
-    if ctx.live is None or principal is None:
+    if principal is None:
         return ""
     decision = await ctx.live.budget(principal.user, principal.team)
     return "" if decision.allowed else decision.reason

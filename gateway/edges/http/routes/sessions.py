@@ -34,7 +34,7 @@ def _visible(caller: Caller, record: SessionRecord | None) -> SessionRecord:
 
 def _with_live_cost(ctx: ApiContextT, out: SessionOut) -> SessionOut:
     """A live session's running cost comes from its meter, not the record."""
-    if out.live and ctx.live is not None:
+    if out.live:
         cost = ctx.live.cost(out.id)
         if cost is not None:
             return out.model_copy(update={"cost_usd": round(cost.total, 6)})
@@ -91,7 +91,7 @@ async def kill_session(
         record = await ctx.sessions.get(session_id)
         if record is None:
             raise ApiError(404, "not_found", "no such session")
-        if ctx.kills is None or not ctx.kills.elsewhere(record):
+        if not ctx.kills.elsewhere(record):
             raise ApiError(409, "session_not_live", "the session is not running on this gateway")
         await _audit_kill(ctx, caller, session_id, record.user, record.host, record.replica)
         await ctx.kills.request(record, caller.user)
