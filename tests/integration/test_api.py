@@ -738,6 +738,22 @@ async def test_admin_kills_a_live_session(stack: Stack) -> None:
     assert missing.status_code == 404
 
 
+async def test_admin_asks_the_replica_running_a_session_to_end_it(stack: Stack) -> None:
+    other = await open_storage(stack.settings.gateway.storage_url.get_secret_value(), node="gw-b")
+    try:
+        await other.replicas.heartbeat()  # a gateway replica: it stamps its sessions
+        await other.sessions.record_start(
+            session_id="s2", user="alice", host="sg-1", region="sg", mode=Mode.PASSTHROUGH
+        )
+        asked = await stack.client.post("/v1/sessions/s2/kill", headers=stack.auth("admin"))
+        assert asked.status_code == 202 and asked.json() == {"session_id": "s2", "killed": False}
+        assert await other.kills.pending() == ["s2"]
+        [event] = await stack.events("session.kill")
+        assert event.data["replica"] == other.replicas.replica
+    finally:
+        await other.close()
+
+
 async def test_recordings(stack: Stack) -> None:
     await _record(stack, "r1", "alice", time.time(), end=True)
     await _record(stack, "r2", "alice", time.time(), end=True)
