@@ -412,11 +412,19 @@ class LiveState:
     # -- placement --
 
     async def place(
-        self, principal: Principal | None, want: Constraints, weights: Weights
+        self,
+        principal: Principal | None,
+        want: Constraints,
+        weights: Weights,
+        *,
+        budget_excludes: bool = True,
     ) -> Placement:
+        """Hosts ranked for ``want``, and the others with why. A spent budget excludes every
+        host, saying so, unless ``budget_excludes`` is False (a golden run refuses each host
+        itself, with the same reason, and reports it per host)."""
         views = await self.views()
-        spent = ""  # a spent budget excludes every host, and says so
-        if principal is not None:
+        spent = ""
+        if principal is not None and budget_excludes:
             budget = await self.budget(principal.user, principal.team)
             spent = "" if budget.allowed else budget.reason
         snaps = []

@@ -211,7 +211,8 @@ async def golden(request: Request, ctx: Ctx, caller: AnyCaller, body: GoldenIn) 
         hours=body.hours,
         client_rtt_ms=body.client_rtt_ms,
     )
-    ranked = await ctx.live.place(principal, want, weights)
+    # The runner refuses each host on a spent budget and says so per host.
+    ranked = await ctx.live.place(principal, want, weights, budget_excludes=False)
     candidates = ranked.ranked[: body.top]
     hosts = [ctx.inventory.host(r.name) for r in candidates]
     command = body.command or ctx.golden.default_command
